@@ -1,0 +1,3 @@
+from vidd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""Child processes: started from an argument list (never a shell) in a process group of
+their own, with a clean environment, and always stopped and reaped the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+from collections.abc import Sequence
+
+# Variables a child must never inherit: systemd's notify socket and watchdog belong
+# to vidd alone.
+PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+
+
+def child_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+
+
+def _pdeathsig_prefix() -> list[str]:
+    # util-linux's setpriv makes the kernel kill the child if vidd dies (kill -9),
+    # so an orphaned encode never burns CPU after a crash.
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
+_PREFIX = _pdeathsig_prefix()
+
+
+async def spawn(
+    args: Sequence[str], *, nice: int = 0, stdout: int | None = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """Start `args` in a new session (its own process group), at the given niceness."""
+    proc = await asyncio.create_subprocess_exec(
+        *_PREFIX,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=asyncio.subprocess.PIPE,
+        env=child_env(),
+        start_new_session=True,
+    )
+    if nice:
+        set_nice(proc, nice)
+    return proc
+
+
+def set_nice(proc: asyncio.subprocess.Process, nice: int) -> bool:
+    """Set the niceness of every thread of the child's process group.
+
+    PRIO_PGRP reaches every thread; PRIO_PROCESS would only reach the main one. Raising
+    the priority again needs CAP_SYS_NICE or RLIMIT_NICE, so failure is tolerated.
+    """
+    try:
+        os.setpriority(os.PRIO_PGRP, proc.pid, max(0, min(19, nice)))
+        return True
+    except (PermissionError, ProcessLookupError):
+        return False
+
+
+def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+async def stop(proc: asyncio.subprocess.Process, grace_s: float) -> int:
+    """SIGTERM the group, SIGKILL it after `grace_s`, and reap. Returns the exit code."""
+    if proc.returncode is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), grace_s)
+        except TimeoutError:
+            pass
+    # Kill the whole group even when the leader is gone: a grandchild may linger.
+    _signal_group(proc, signal.SIGKILL)
+    return await proc.wait()
+
+
+def kill_now(proc: asyncio.subprocess.Process) -> None:
+    """For a forced exit: SIGKILL the group without waiting."""
+    _signal_group(proc, signal.SIGKILL)
+
+
+async def run(args: Sequence[str], *, timeout_s: float, grace_s: float = 2.0) -> tuple[int, str, str]:
+    """Run a short command to completion; returns (exit code, stdout, stderr).
+
+    On timeout or cancellation the process group is stopped and reaped.
+    Raises TimeoutError on timeout.
+    """
+    proc = await spawn(args)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except BaseException:
+        await asyncio.shield(stop(proc, grace_s))
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")

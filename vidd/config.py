@@ -1,0 +1,275 @@
+"""The configuration: a frozen, typed dataclass tree built once from config.toml.
+
+Every key is checked: an unknown key, a wrong type or a missing HandBrakeCLI raises
+ConfigError with one line naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Arguments the encoder adds itself; a profile may not set them.
+RESERVED_ARGS = (
+    "-i",
+    "--input",
+    "-o",
+    "--output",
+    "-f",
+    "--format",
+    "--json",
+    "--scan",
+    "-t",
+    "--title",
+    "--preset-import-file",
+    "--preset-import-gui",
+)
+
+
+class ConfigError(Exception):
+    """A config problem, worded as one line for the person who wrote the file."""
+
+
+@dataclass(frozen=True)
+class Storage:
+    data_dir: Path = Path("var")
+    inbox: Path | None = None
+    keep_sources: bool = True
+    min_free_bytes: int = 1 << 30
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.inbox if self.inbox is not None else self.data_dir / "inbox"
+
+    @property
+    def sources_dir(self) -> Path:
+        return self.data_dir / "sources"
+
+    @property
+    def videos_dir(self) -> Path:
+        return self.data_dir / "videos"
+
+    @property
+    def rejected_dir(self) -> Path:
+        return self.data_dir / "rejected"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.data_dir / "tmp"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "vidd.db"
+
+
+@dataclass(frozen=True)
+class Watch:
+    enabled: bool = True
+    stable_seconds: float = 10.0
+    lease_quiet_seconds: float = 0.3
+    rescan_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    args: tuple[str, ...] = ()
+    preset: str = ""
+
+    def handbrake_args(self) -> list[str]:
+        if self.preset:
+            return ["--preset", self.preset, *self.args]
+        return list(self.args)
+
+
+DEFAULT_PROFILES = {"web": Profile(args=("-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"))}
+
+
+@dataclass(frozen=True)
+class Encode:
+    handbrake: str = "HandBrakeCLI"
+    ffmpeg: str = "ffmpeg"
+    max_parallel: int = 3
+    nice_step: int = 10
+    default_profile: str = "web"
+    stall_timeout_s: float = 120.0
+    kill_grace_s: float = 5.0
+    log_tail_lines: int = 200
+    profiles: dict[str, Profile] = field(default_factory=lambda: dict(DEFAULT_PROFILES))
+
+
+@dataclass(frozen=True)
+class Web:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str = ""
+    max_upload_bytes: int = 8 << 30
+    max_ws_clients: int = 2000
+    allowed_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Daemon:
+    shutdown_timeout_s: float = 30.0
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path = Path("config.toml")
+    storage: Storage = field(default_factory=Storage)
+    watch: Watch = field(default_factory=Watch)
+    encode: Encode = field(default_factory=Encode)
+    web: Web = field(default_factory=Web)
+    daemon: Daemon = field(default_factory=Daemon)
+
+
+SECTIONS = ("storage", "watch", "encode", "web", "daemon")
+
+
+def load(path: Path | str, *, require_tools: bool = True) -> Config:
+    """Read, check and resolve a config file."""
+    path = Path(path).resolve()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return from_dict(raw, path, require_tools=require_tools)
+
+
+def from_dict(raw: dict[str, Any], path: Path, *, require_tools: bool = True) -> Config:
+    base = path.parent
+    unknown = set(raw) - set(SECTIONS)
+    if unknown:
+        raise ConfigError(f"{path}: {sorted(unknown)[0]}: unknown section")
+    sections: dict[str, Any] = {}
+    for name in SECTIONS:
+        cls = typing.get_type_hints(Config)[name]
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {name}: expected a table")
+        sections[name] = _build(cls, table, name, path)
+    cfg = Config(path=path, **sections)
+    return _resolve(cfg, base, require_tools)
+
+
+def _build(cls: type[Any], table: dict[str, Any], prefix: str, path: Path) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        where = f"{prefix}.{key}"
+        if key not in names:
+            raise ConfigError(f"{path}: {where}: unknown key")
+        values[key] = _convert(hints[key], value, where, path)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, where: str, path: Path) -> Any:
+    def wrong(expected: str) -> ConfigError:
+        return ConfigError(f"{path}: {where}: expected {expected}, got {value!r}")
+
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):  # Path | None: "" means None
+        inner = [a for a in typing.get_args(hint) if a is not type(None)][0]
+        if value == "":
+            return None
+        return _convert(inner, value, where, path)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("an integer")
+        if value < 0:
+            raise wrong("a non-negative integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong("a number")
+        if value < 0:
+            raise wrong("a non-negative number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise wrong("a string")
+        return value
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise wrong("a path")
+        return Path(value)
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise wrong("a list of strings")
+        return tuple(value)
+    if origin is dict:  # the profiles table
+        if not isinstance(value, dict) or not value:
+            raise wrong("a table of profiles")
+        return {
+            name: _profile(spec, f"{where}.{name}", path) for name, spec in value.items()
+        }
+    raise wrong(str(hint))  # pragma: no cover - a new field type nobody taught us
+
+
+def _profile(spec: Any, where: str, path: Path) -> Profile:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: {where}: expected a table with args or preset")
+    profile: Profile = _build(Profile, spec, where, path)
+    if not profile.args and not profile.preset:
+        raise ConfigError(f"{path}: {where}: expected args or preset")
+    for arg in profile.args:
+        flag = arg.split("=", 1)[0]
+        if flag in RESERVED_ARGS:
+            raise ConfigError(f"{path}: {where}.args: {flag} is set by vidd itself")
+    return profile
+
+
+def _resolve(cfg: Config, base: Path, require_tools: bool) -> Config:
+    path = cfg.path
+    storage = cfg.storage
+    data_dir = (base / storage.data_dir).resolve()
+    inbox = (base / storage.inbox).resolve() if storage.inbox is not None else None
+    storage = dataclasses.replace(storage, data_dir=data_dir, inbox=inbox)
+
+    enc = cfg.encode
+    if enc.default_profile not in enc.profiles:
+        raise ConfigError(
+            f"{path}: encode.default_profile: expected one of {sorted(enc.profiles)}, "
+            f"got {enc.default_profile!r}"
+        )
+    if enc.max_parallel < 1:
+        raise ConfigError(f"{path}: encode.max_parallel: expected at least 1")
+    handbrake = _find_tool(enc.handbrake, base)
+    if handbrake is None:
+        if require_tools:
+            raise ConfigError(
+                f"{path}: encode.handbrake: expected an executable HandBrakeCLI, "
+                f"{enc.handbrake!r} was not found (Debian: apt-get install handbrake-cli)"
+            )
+        handbrake = enc.handbrake
+    ffmpeg = _find_tool(enc.ffmpeg, base) if enc.ffmpeg else None
+    enc = dataclasses.replace(enc, handbrake=handbrake, ffmpeg=ffmpeg or "")
+
+    if cfg.daemon.log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(
+            f"{path}: daemon.log_level: expected debug, info, warning or error, "
+            f"got {cfg.daemon.log_level!r}"
+        )
+    if not 0 < cfg.web.port < 65536:
+        raise ConfigError(f"{path}: web.port: expected 1-65535, got {cfg.web.port}")
+    return dataclasses.replace(cfg, storage=storage, encode=enc)
+
+
+def _find_tool(name: str, base: Path) -> str | None:
+    if "/" in name:
+        candidate = (base / name).resolve()
+        return str(candidate) if shutil.which(str(candidate)) else None
+    return shutil.which(name)

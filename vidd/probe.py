@@ -1,0 +1,102 @@
+"""The probe: `HandBrakeCLI --scan --json` tells what a file holds, or why it is not a video."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from . import children
+from .job import MediaInfo
+
+# Video "codecs" that mean the file is not really a video: ffmpeg renders text files
+# as ANSI art, and a lone picture scans as a one-frame title.
+NOT_VIDEO_CODECS = {"ansi", "tty", "bintext", "xbin", "idf", "", "none"}
+PROBE_TIMEOUT_S = 60.0
+MIN_DURATION_S = 0.2
+
+
+class NotAVideo(Exception):
+    """The file can't be converted; the message is the reason, in plain words."""
+
+
+def parse_blocks(text: str) -> dict[str, Any]:
+    """Parse the `Name: {` ... `}` blocks HandBrakeCLI prints with --json.
+
+    A block that is cut off or unparseable is skipped.
+    """
+    blocks: dict[str, Any] = {}
+    name: str | None = None
+    lines: list[str] = []
+    for line in text.splitlines():
+        if name is None:
+            if line.endswith(": {") and not line.startswith(" "):
+                name = line[: -len(": {")]
+                lines = ["{"]
+            continue
+        lines.append(line)
+        if line == "}":
+            try:
+                blocks[name] = json.loads("\n".join(lines))
+            except ValueError:
+                pass
+            name = None
+    return blocks
+
+
+def media_info(title_set: dict[str, Any], size: int) -> MediaInfo:
+    """The first title of a `JSON Title Set`, as MediaInfo. Raises NotAVideo."""
+    titles = title_set.get("TitleList") or []
+    if not titles:
+        raise NotAVideo("HandBrake found no video title in this file")
+    title = titles[0]
+    codec = str(title.get("VideoCodec") or "").lower()
+    duration = _seconds(title.get("Duration") or {})
+    geometry = title.get("Geometry") or {}
+    width, height = int(geometry.get("Width") or 0), int(geometry.get("Height") or 0)
+    if codec in NOT_VIDEO_CODECS:
+        raise NotAVideo(f"not a video: HandBrake reads it as {codec or 'no'} video (text?)")
+    if width <= 0 or height <= 0:
+        raise NotAVideo("not a video: it has no picture size")
+    if duration < MIN_DURATION_S:
+        raise NotAVideo("not a video: it is a still picture or has no duration")
+    audio = tuple(str(a.get("CodecName") or "") for a in title.get("AudioList") or [])
+    return MediaInfo(
+        size=size,
+        duration=duration,
+        width=width,
+        height=height,
+        video_codec=codec,
+        audio_codecs=audio,
+    )
+
+
+def _seconds(d: dict[str, Any]) -> float:
+    ticks = d.get("Ticks")
+    if isinstance(ticks, int | float) and ticks > 0:
+        return float(ticks) / 90_000.0  # HandBrake's clock runs at 90 kHz
+    return float(d.get("Hours", 0) * 3600 + d.get("Minutes", 0) * 60 + d.get("Seconds", 0))
+
+
+async def probe(handbrake: str, path: Path) -> MediaInfo:
+    """Scan a file. Returns what it holds, or raises NotAVideo with the reason."""
+    size = path.stat().st_size
+    if size == 0:
+        raise NotAVideo("the file is empty")
+    args = [handbrake, "--scan", "--json", "--previews", "1:0", "-i", str(path.resolve())]
+    try:
+        code, out, err = await children.run(args, timeout_s=PROBE_TIMEOUT_S)
+    except TimeoutError:
+        raise NotAVideo(f"HandBrake took more than {PROBE_TIMEOUT_S:.0f} s to read it") from None
+    title_set = parse_blocks(out).get("JSON Title Set")
+    if code != 0 or title_set is None:
+        raise NotAVideo(_reason(code, err))
+    return media_info(title_set, size)
+
+
+def _reason(code: int, stderr: str) -> str:
+    if "No title found" in stderr or code == 2:
+        return "not a video: HandBrake found no title in it"
+    last = [line.strip() for line in stderr.splitlines() if line.strip()]
+    tail = last[-1][:200] if last else "no output"
+    return f"HandBrake could not read it (exit code {code}): {tail}"

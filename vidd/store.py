@@ -1,0 +1,428 @@
+"""The store: every SQL statement vidd runs, over one aiosqlite connection in WAL mode.
+
+Each write is a single statement in autocommit mode, so no transaction ever spans an
+await. State changes go through `transition`, which only moves a job along
+`job.TRANSITIONS`. Listeners hear about every change, which is how the pool wakes up
+and how the WebSocket hub learns what to push.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+
+from .job import (
+    IllegalTransition,
+    Job,
+    JobError,
+    MediaInfo,
+    Status,
+    now,
+    sources_of,
+)
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+# Each entry upgrades the schema from version i to i + 1.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        profile TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        source_ext TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        progress REAL NOT NULL DEFAULT 0,
+        fps REAL,
+        eta_s REAL,
+        source TEXT,
+        output TEXT,
+        poster INTEGER NOT NULL DEFAULT 0,
+        error_code TEXT,
+        error_message TEXT,
+        log_tail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX jobs_status_seq ON jobs (status, seq);
+    -- Counts per state, kept by triggers so /api/status never scans the table.
+    CREATE TABLE job_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL);
+    CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO job_counts (status, n) VALUES (new.status, 1)
+            ON CONFLICT (status) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs BEGIN
+        UPDATE job_counts SET n = n - 1 WHERE status = old.status;
+    END;
+    CREATE TRIGGER jobs_count_update AFTER UPDATE OF status ON jobs
+        WHEN old.status <> new.status BEGIN
+        UPDATE job_counts SET n = n - 1 WHERE status = old.status;
+        INSERT INTO job_counts (status, n) VALUES (new.status, 1)
+            ON CONFLICT (status) DO UPDATE SET n = n + 1;
+    END;
+    """,
+)
+
+# Everything but the log tail, which only the single-job view needs.
+LIST_COLUMNS = (
+    "seq, id, name, status, profile, origin, source_ext, created_at, started_at, "
+    "finished_at, progress, fps, eta_s, source, output, poster, error_code, error_message"
+)
+ALL_COLUMNS = LIST_COLUMNS + ", log_tail"
+
+
+class Listener(Protocol):
+    def job_changed(self, job: Job, *, progress_only: bool) -> None: ...
+
+    def job_deleted(self, job_id: str) -> None: ...
+
+
+class StoreClosed(Exception):
+    pass
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self.listeners: list[Listener] = []
+
+    async def open(self) -> None:
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        self._db.row_factory = aiosqlite.Row
+        await self._db.execute("PRAGMA journal_mode = WAL")
+        await self._db.execute("PRAGMA synchronous = NORMAL")
+        await self._db.execute("PRAGMA busy_timeout = 5000")
+        await self._migrate()
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreClosed("the store is closed")
+        return self._db
+
+    async def _migrate(self) -> None:
+        async with self.db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path} has schema version {version}, newer than this vidd ({SCHEMA_VERSION})"
+            )
+        for i in range(version, SCHEMA_VERSION):
+            script = f"BEGIN IMMEDIATE; {MIGRATIONS[i]}; PRAGMA user_version = {i + 1}; COMMIT;"
+            await self.db.executescript(script)
+            log.info("store: schema migrated to version %d", i + 1)
+
+    async def ping(self) -> bool:
+        async with self.db.execute("SELECT 1") as cur:
+            return (await cur.fetchone()) is not None
+
+    # --- reads ---------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job | None:
+        async with self.db.execute(
+            f"SELECT {ALL_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return await self._with_position(_job(row))
+
+    async def list(
+        self, *, status: Status | None = None, limit: int = 50, before: int | None = None
+    ) -> list[Job]:
+        """Newest first. `before` is the `seq` of the last job of the previous page."""
+        where: list[str] = []
+        args: list[Any] = []
+        if status is not None:
+            where.append("status = ?")
+            args.append(str(status))
+        if before is not None:
+            where.append("seq < ?")
+            args.append(before)
+        sql = f"SELECT {LIST_COLUMNS} FROM jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        async with self.db.execute(sql, (*args, limit)) as cur:
+            jobs = [_job(row) for row in await cur.fetchall()]
+        return await self._with_positions(jobs)
+
+    async def seq_of(self, job_id: str) -> int | None:
+        async with self.db.execute("SELECT seq FROM jobs WHERE id = ?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else None
+
+    async def counts(self) -> dict[str, int]:
+        counts = {str(s): 0 for s in Status}
+        async with self.db.execute("SELECT status, n FROM job_counts") as cur:
+            for row in await cur.fetchall():
+                counts[row[0]] = int(row[1])
+        return counts
+
+    async def queue_position(self, seq: int) -> int:
+        """How many queued jobs are ahead of the queued job with this seq."""
+        async with self.db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND seq < ?", (seq,)
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _with_position(self, job: Job) -> Job:
+        if job.status is not Status.QUEUED:
+            return job
+        return _replace(job, queue_position=await self.queue_position(job.seq))
+
+    async def _with_positions(self, jobs: list[Job]) -> list[Job]:
+        # A page is contiguous in seq among the queued jobs it holds, so one count
+        # gives the position of the oldest; the rest follow by rank.
+        queued = sorted((j for j in jobs if j.status is Status.QUEUED), key=lambda j: j.seq)
+        if not queued:
+            return jobs
+        base = await self.queue_position(queued[0].seq)
+        rank = {j.id: base + i for i, j in enumerate(queued)}
+        return [_replace(j, queue_position=rank[j.id]) if j.id in rank else j for j in jobs]
+
+    # --- writes --------------------------------------------------------------
+
+    async def add(self, job: Job) -> Job:
+        """Insert a new job, which must be queued or rejected."""
+        if job.status not in (Status.QUEUED, Status.REJECTED):
+            raise IllegalTransition(job.id, job.status, job.status)
+        async with self.db.execute(
+            f"""INSERT INTO jobs (id, name, status, profile, origin, source_ext, created_at,
+                    finished_at, source, error_code, error_message)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                RETURNING {ALL_COLUMNS}""",
+            (
+                job.id,
+                job.name,
+                str(job.status),
+                job.profile,
+                job.origin,
+                job.source_ext,
+                _ts(job.created_at),
+                _ts(job.finished_at),
+                _media_json(job.source),
+                job.error.code if job.error else None,
+                job.error.message if job.error else None,
+            ),
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return await self._changed(_job(row))
+
+    async def transition(
+        self,
+        job_id: str,
+        target: Status,
+        *,
+        error: JobError | None = None,
+        output: MediaInfo | None = None,
+        poster: bool = False,
+        log_tail: str | None = None,
+    ) -> Job:
+        """Move a job to `target`, or raise IllegalTransition (KeyError if it is gone).
+
+        One UPDATE guarded by the legal source states, so it is atomic.
+        """
+        sets = ["status = ?"]
+        args: list[Any] = [str(target)]
+        t = _ts(now())
+        if target is Status.RUNNING:
+            sets += ["started_at = ?", "finished_at = NULL", "progress = 0"]
+            sets += ["fps = NULL", "eta_s = NULL", "error_code = NULL", "error_message = NULL"]
+            args.append(t)
+        elif target is Status.QUEUED:
+            sets += ["started_at = NULL", "finished_at = NULL", "progress = 0"]
+            sets += ["fps = NULL", "eta_s = NULL", "error_code = NULL", "error_message = NULL"]
+            sets += ["output = NULL", "poster = 0"]
+        else:
+            sets += ["finished_at = ?", "fps = NULL", "eta_s = NULL"]
+            args.append(t)
+            if target is Status.DONE:
+                sets += ["progress = 1", "output = ?", "poster = ?"]
+                args += [_media_json(output), int(poster)]
+            sets += ["error_code = ?", "error_message = ?"]
+            args += [error.code if error else None, error.message if error else None]
+        if log_tail is not None:
+            sets.append("log_tail = ?")
+            args.append(log_tail)
+        allowed = sorted(str(s) for s in sources_of(target))
+        marks = ", ".join("?" for _ in allowed)
+        sql = (
+            f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND status IN ({marks}) "
+            f"RETURNING {ALL_COLUMNS}"
+        )
+        async with self.db.execute(sql, (*args, job_id, *allowed)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            current = await self.get(job_id)
+            if current is None:
+                raise KeyError(job_id)
+            raise IllegalTransition(job_id, current.status, target)
+        return await self._changed(_job(row))
+
+    async def claim_next(self) -> Job | None:
+        """Atomically move the oldest queued job to running and return it."""
+        async with self.db.execute(
+            f"""UPDATE jobs SET status = 'running', started_at = ?, progress = 0,
+                    fps = NULL, eta_s = NULL, error_code = NULL, error_message = NULL
+                WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1)
+                  AND status = 'queued'
+                RETURNING {ALL_COLUMNS}""",
+            (_ts(now()),),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return await self._changed(_job(row))
+
+    async def set_progress(
+        self, job_id: str, progress: float, fps: float | None, eta_s: float | None
+    ) -> Job | None:
+        async with self.db.execute(
+            f"""UPDATE jobs SET progress = ?, fps = ?, eta_s = ?
+                WHERE id = ? AND status = 'running' RETURNING {LIST_COLUMNS}""",
+            (progress, fps, eta_s, job_id),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        job = _job(row)
+        for listener in self.listeners:
+            listener.job_changed(job, progress_only=True)
+        return job
+
+    async def requeue_running(self) -> list[str]:
+        """At start-up: jobs left running by a stop or a crash go back to the queue."""
+        async with self.db.execute("SELECT id FROM jobs WHERE status = 'running'") as cur:
+            ids = [row[0] for row in await cur.fetchall()]
+        for job_id in ids:
+            await self.transition(job_id, Status.QUEUED)
+        return ids
+
+    async def delete(self, job_id: str) -> bool:
+        async with self.db.execute("DELETE FROM jobs WHERE id = ? RETURNING id", (job_id,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return False
+        for listener in self.listeners:
+            listener.job_deleted(job_id)
+        return True
+
+    async def add_many_for_test(self, jobs: Iterable[Job]) -> None:
+        """Bulk insert, for benchmarks and scale tests only (no listeners)."""
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            await self.db.executemany(
+                """INSERT INTO jobs (id, name, status, profile, origin, source_ext, created_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                [
+                    (j.id, j.name, str(j.status), j.profile, j.origin, j.source_ext,
+                     _ts(j.created_at))
+                    for j in jobs
+                ],
+            )
+            await self.db.execute("COMMIT")
+        except BaseException:
+            await self.db.execute("ROLLBACK")
+            raise
+
+    async def _changed(self, job: Job) -> Job:
+        job = await self._with_position(job)
+        for listener in self.listeners:
+            listener.job_changed(job, progress_only=False)
+        return job
+
+
+def _ts(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def _dt(s: str | None) -> datetime | None:
+    return datetime.fromisoformat(s) if s else None
+
+
+def _media_json(info: MediaInfo | None) -> str | None:
+    if info is None:
+        return None
+    return json.dumps(
+        {
+            "size": info.size,
+            "duration": info.duration,
+            "width": info.width,
+            "height": info.height,
+            "video_codec": info.video_codec,
+            "audio_codecs": list(info.audio_codecs),
+        }
+    )
+
+
+def _media(s: str | None) -> MediaInfo | None:
+    if not s:
+        return None
+    d = json.loads(s)
+    return MediaInfo(
+        size=d["size"],
+        duration=d["duration"],
+        width=d["width"],
+        height=d["height"],
+        video_codec=d["video_codec"],
+        audio_codecs=tuple(d["audio_codecs"]),
+    )
+
+
+def _job(row: aiosqlite.Row) -> Job:
+    keys = row.keys()
+    created = _dt(row["created_at"])
+    assert created is not None
+    return Job(
+        seq=row["seq"],
+        id=row["id"],
+        name=row["name"],
+        status=Status(row["status"]),
+        profile=row["profile"],
+        origin=row["origin"],
+        source_ext=row["source_ext"],
+        created_at=created,
+        started_at=_dt(row["started_at"]),
+        finished_at=_dt(row["finished_at"]),
+        progress=row["progress"],
+        fps=row["fps"],
+        eta_s=row["eta_s"],
+        source=_media(row["source"]),
+        output=_media(row["output"]),
+        poster=bool(row["poster"]),
+        error=JobError(row["error_code"], row["error_message"]) if row["error_code"] else None,
+        log_tail=row["log_tail"] if "log_tail" in keys else "",
+    )
+
+
+def _replace(job: Job, **changes: Any) -> Job:
+    return dataclasses.replace(job, **changes)
