@@ -34,10 +34,24 @@ def make_clip(
 ) -> Path:
     """A test pattern with a tone, made by ffmpeg."""
     args = [
-        FFMPEG, "-v", "error", "-y",
-        "-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-        "-t", str(seconds), "-c:v", vcodec, "-c:a", acodec,
+        FFMPEG,
+        "-v",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc=size={size}:rate={rate}",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        "-t",
+        str(seconds),
+        "-c:v",
+        vcodec,
+        "-c:a",
+        acodec,
     ]
     if vcodec == "mpeg4":
         args += ["-q:v", "5"]
@@ -244,6 +258,8 @@ def ffprobe(path: Path) -> dict[str, Any]:
 
     out = subprocess.run(
         ["ffprobe", "-v", "error", "-show_streams", "-show_format", "-of", "json", str(path)],
-        check=True, capture_output=True, timeout=30,
+        check=True,
+        capture_output=True,
+        timeout=30,
     ).stdout
     return dict(json.loads(out))

@@ -84,7 +84,9 @@ def kill_now(proc: asyncio.subprocess.Process) -> None:
     _signal_group(proc, signal.SIGKILL)
 
 
-async def run(args: Sequence[str], *, timeout_s: float, grace_s: float = 2.0) -> tuple[int, str, str]:
+async def run(
+    args: Sequence[str], *, timeout_s: float, grace_s: float = 2.0
+) -> tuple[int, str, str]:
     """Run a short command to completion; returns (exit code, stdout, stderr).
 
     On timeout or cancellation the process group is stopped and reaped.

@@ -213,9 +213,7 @@ def _convert(hint: Any, value: Any, where: str, path: Path) -> Any:
     if origin is dict:  # the profiles table
         if not isinstance(value, dict) or not value:
             raise wrong("a table of profiles")
-        return {
-            name: _profile(spec, f"{where}.{name}", path) for name, spec in value.items()
-        }
+        return {name: _profile(spec, f"{where}.{name}", path) for name, spec in value.items()}
     raise wrong(str(hint))  # pragma: no cover - a new field type nobody taught us
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from . import children
 from .job import MediaInfo
+from .progress import parse_blocks
 
 # Video "codecs" that mean the file is not really a video: ffmpeg renders text files
 # as ANSI art, and a lone picture scans as a one-frame title.
@@ -18,30 +18,6 @@ MIN_DURATION_S = 0.2
 
 class NotAVideo(Exception):
     """The file can't be converted; the message is the reason, in plain words."""
-
-
-def parse_blocks(text: str) -> dict[str, Any]:
-    """Parse the `Name: {` ... `}` blocks HandBrakeCLI prints with --json.
-
-    A block that is cut off or unparseable is skipped.
-    """
-    blocks: dict[str, Any] = {}
-    name: str | None = None
-    lines: list[str] = []
-    for line in text.splitlines():
-        if name is None:
-            if line.endswith(": {") and not line.startswith(" "):
-                name = line[: -len(": {")]
-                lines = ["{"]
-            continue
-        lines.append(line)
-        if line == "}":
-            try:
-                blocks[name] = json.loads("\n".join(lines))
-            except ValueError:
-                pass
-            name = None
-    return blocks
 
 
 def media_info(title_set: dict[str, Any], size: int) -> MediaInfo:
@@ -88,6 +64,8 @@ async def probe(handbrake: str, path: Path) -> MediaInfo:
         code, out, err = await children.run(args, timeout_s=PROBE_TIMEOUT_S)
     except TimeoutError:
         raise NotAVideo(f"HandBrake took more than {PROBE_TIMEOUT_S:.0f} s to read it") from None
+    if code in (126, 127):  # the tool itself could not run: vidd's problem, not the file's
+        raise OSError(f"{handbrake} could not be run (exit code {code})")
     title_set = parse_blocks(out).get("JSON Title Set")
     if code != 0 or title_set is None:
         raise NotAVideo(_reason(code, err))

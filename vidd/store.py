@@ -8,6 +8,7 @@ and how the WebSocket hub learns what to push.
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import logging
@@ -101,11 +102,15 @@ class Store:
 
     async def open(self) -> None:
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        self._db.row_factory = aiosqlite.Row
-        await self._db.execute("PRAGMA journal_mode = WAL")
-        await self._db.execute("PRAGMA synchronous = NORMAL")
-        await self._db.execute("PRAGMA busy_timeout = 5000")
-        await self._migrate()
+        try:
+            self._db.row_factory = aiosqlite.Row
+            await self._db.execute("PRAGMA journal_mode = WAL")
+            await self._db.execute("PRAGMA synchronous = NORMAL")
+            await self._db.execute("PRAGMA busy_timeout = 5000")
+            await self._migrate()
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         db, self._db = self._db, None
@@ -155,10 +160,10 @@ class Store:
 
     async def list(
         self, *, status: Status | None = None, limit: int = 50, before: int | None = None
-    ) -> list[Job]:
+    ) -> builtins.list[Job]:
         """Newest first. `before` is the `seq` of the last job of the previous page."""
-        where: list[str] = []
-        args: list[Any] = []
+        where: builtins.list[str] = []
+        args: builtins.list[Any] = []
         if status is not None:
             where.append("status = ?")
             args.append(str(status))
@@ -198,7 +203,7 @@ class Store:
             return job
         return _replace(job, queue_position=await self.queue_position(job.seq))
 
-    async def _with_positions(self, jobs: list[Job]) -> list[Job]:
+    async def _with_positions(self, jobs: builtins.list[Job]) -> builtins.list[Job]:
         # A page is contiguous in seq among the queued jobs it holds, so one count
         # gives the position of the oldest; the rest follow by rank.
         queued = sorted((j for j in jobs if j.status is Status.QUEUED), key=lambda j: j.seq)
@@ -319,10 +324,10 @@ class Store:
             listener.job_changed(job, progress_only=True)
         return job
 
-    async def requeue_running(self) -> list[str]:
+    async def requeue_running(self) -> builtins.list[str]:
         """At start-up: jobs left running by a stop or a crash go back to the queue."""
         async with self.db.execute("SELECT id FROM jobs WHERE status = 'running'") as cur:
-            ids = [row[0] for row in await cur.fetchall()]
+            ids: builtins.list[str] = [row[0] for row in await cur.fetchall()]
         for job_id in ids:
             await self.transition(job_id, Status.QUEUED)
         return ids
@@ -344,8 +349,15 @@ class Store:
                 """INSERT INTO jobs (id, name, status, profile, origin, source_ext, created_at)
                    VALUES (?, ?, ?, ?, ?, ?, ?)""",
                 [
-                    (j.id, j.name, str(j.status), j.profile, j.origin, j.source_ext,
-                     _ts(j.created_at))
+                    (
+                        j.id,
+                        j.name,
+                        str(j.status),
+                        j.profile,
+                        j.origin,
+                        j.source_ext,
+                        _ts(j.created_at),
+                    )
                     for j in jobs
                 ],
             )

@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""A stand-in HandBrakeCLI for what the real one can't do on demand: stall, crash, lie.
+
+It speaks the same --json format. FAKE_HB_MODE picks the behaviour:
+  ok                 delegate everything to the real HandBrakeCLI (the default)
+  stall              progress up to 30 %, then the same block forever; a grandchild
+                     `sleep` runs in the same process group
+  crash              some progress, then die of SIGSEGV
+  exit0_no_workdone  some progress, a partial output, exit 0 and no WorkDone
+  workdone_error     some progress, a partial output, WorkDone Error 3, exit 0
+  exitcode:N         some progress, a partial output, WorkDone Error N, exit N
+FAKE_HB_ENV_OUT, when set, names a file that gets the environment as JSON;
+FAKE_HB_PIDS_OUT a file that gets the pids of the process and its grandchild.
+`--scan` always goes to the real HandBrakeCLI, so probes still work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+REAL = "/usr/bin/HandBrakeCLI"
+
+
+def block(name: str, value: dict) -> None:
+    print(f"{name}: " + json.dumps(value, indent=4, sort_keys=True), flush=True)
+
+
+def working(progress: float) -> None:
+    block(
+        "Progress",
+        {
+            "State": "WORKING",
+            "Working": {
+                "ETASeconds": 0,
+                "Pass": 1,
+                "PassCount": 1,
+                "PassID": 0,
+                "Paused": 0,
+                "Progress": progress,
+                "Rate": 0.0,
+                "RateAvg": 0.0,
+                "SequenceID": 1,
+            },
+        },
+    )
+
+
+def work_done(error: int) -> None:
+    block("Progress", {"State": "WORKDONE", "WorkDone": {"Error": error, "SequenceID": 1}})
+
+
+def some_progress(output: str | None) -> None:
+    print("[00:00:00] hb_init: starting libhb thread", file=sys.stderr, flush=True)
+    for i in range(1, 4):
+        working(i / 10)
+        time.sleep(0.05)
+    if output:
+        with open(output, "wb") as f:
+            f.write(b"\0\0\0\x18ftypmp42" + b"\0" * 64)  # the start of an MP4, no more
+
+
+def main(argv: list[str]) -> int:
+    if "--scan" in argv:
+        os.execv(REAL, [REAL, *argv])
+    if path := os.environ.get("FAKE_HB_ENV_OUT"):
+        with open(path, "w") as f:
+            json.dump(dict(os.environ), f)
+    mode = os.environ.get("FAKE_HB_MODE", "ok")
+    if mode == "ok":
+        os.execv(REAL, [REAL, *argv])
+    output = argv[argv.index("-o") + 1] if "-o" in argv else None
+    block("Version", {"Name": "HandBrake", "VersionString": "1.6.1-fake"})
+    some_progress(output)
+    if mode == "stall":
+        grandchild = subprocess.Popen(["sleep", "1000"])  # noqa: S603, S607
+        if path := os.environ.get("FAKE_HB_PIDS_OUT"):
+            with open(path, "w") as f:
+                json.dump([os.getpid(), grandchild.pid], f)
+        while True:
+            working(0.3)
+            print("[00:00:01] still thinking", file=sys.stderr, flush=True)
+            time.sleep(0.1)
+    if mode == "crash":
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file in the test folder
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if mode == "exit0_no_workdone":
+        return 0
+    if mode == "workdone_error":
+        work_done(3)
+        return 0
+    if mode.startswith("exitcode:"):
+        code = int(mode.split(":", 1)[1])
+        work_done(code)
+        return code
+    print(f"fake HandBrakeCLI: unknown FAKE_HB_MODE {mode!r}", file=sys.stderr)
+    return 4
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

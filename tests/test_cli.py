@@ -1,0 +1,396 @@
+"""The `vidd` command: exit codes and output against a small aiohttp server that imitates
+the API contract (DESIGN.md), then submit and status against a real running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from conftest import free_port
+
+from vidd import cli
+from vidd.client import Client
+
+TOKEN = "s3cret"
+LIMIT = 2 << 20
+
+
+class Imitation:
+    """The API's shapes and errors, with jobs that run when they are polled."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.polls: dict[str, int] = {}
+        self.uploads: list[dict[str, Any]] = []
+        self.seq = 0
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self.auth])
+        app.router.add_get("/api/status", self.status)
+        app.router.add_get("/api/jobs", self.list)
+        app.router.add_post("/api/jobs", self.upload)
+        app.router.add_get("/api/jobs/{id}", self.get)
+        app.router.add_post("/api/jobs/{id}/cancel", self.cancel)
+        app.router.add_post("/api/jobs/{id}/retry", self.retry)
+        app.router.add_get("/broken", self.broken)
+        return app
+
+    @staticmethod
+    def error(status: int, code: str, message: str) -> web.Response:
+        return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+    @web.middleware
+    async def auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return self.error(401, "unauthorized", "a valid token is required")
+        return await handler(request)
+
+    async def status(self, request: web.Request) -> web.Response:
+        counts = {s: 0 for s in ("queued", "running", "done", "failed", "cancelled", "rejected")}
+        for job in self.jobs.values():
+            counts[job["status"]] += 1
+        return web.json_response(
+            {
+                "version": "0.1.0",
+                "handbrake": {"path": "/usr/bin/HandBrakeCLI", "version": "1.6.1"},
+                "uptime_s": 3725.0,
+                "workers": {"max": 2, "busy": 0},
+                "jobs": counts,
+                "disk": {"free_bytes": 5 << 30, "min_free_bytes": 1 << 30},
+                "watching": True,
+            }
+        )
+
+    async def list(self, request: web.Request) -> web.Response:
+        jobs = sorted(self.jobs.values(), key=lambda j: j["seq"], reverse=True)
+        if "status" in request.query:
+            jobs = [j for j in jobs if j["status"] == request.query["status"]]
+        jobs = jobs[: int(request.query.get("limit", "50"))]
+        return web.json_response({"jobs": jobs, "next_before": None})
+
+    async def upload(self, request: web.Request) -> web.Response:
+        reader = await request.multipart()
+        profile, name, digest, size, parts = None, None, hashlib.sha256(), 0, 0
+        while (part := await reader.next()) is not None:
+            if part.name == "profile":
+                profile = (await part.read()).decode()
+            elif part.name == "file":
+                name = part.filename
+                while chunk := await part.read_chunk(64 * 1024):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    parts += 1
+                    if size > LIMIT:
+                        return self.error(413, "too_large", f"over the limit of {LIMIT} bytes")
+        self.uploads.append({"name": name, "sha256": digest.hexdigest(), "size": size})
+        if name is None:
+            return self.error(400, "no_file", "field 'file' is missing")
+        if profile not in (None, "web", "small"):
+            return self.error(400, "unknown_profile", f"no profile {profile!r}")
+        if name.endswith(".txt"):
+            return self.error(422, "not_video", "no video stream (ansi)")
+        self.seq += 1
+        job_id = f"job{self.seq:03d}"
+        self.jobs[job_id] = {
+            "id": job_id,
+            "seq": self.seq,
+            "name": name,
+            "status": "queued",
+            "profile": profile or "web",
+            "progress": 0.0,
+            "fps": None,
+            "eta_s": None,
+            "queue_position": 1,
+            "created_at": "2024-05-01T12:00:00.000Z",
+            "output": None,
+            "error": None,
+        }
+        return web.json_response(self.jobs[job_id], status=201)
+
+    async def get(self, request: web.Request) -> web.Response:
+        job = self.jobs.get(request.match_info["id"])
+        if job is None:
+            return self.error(404, "not_found", "no such job")
+        n = self.polls[job["id"]] = self.polls.get(job["id"], 0) + 1
+        if job["status"] in ("queued", "running") and "hang" not in job["name"]:
+            if n == 1:
+                job.update(status="running", progress=0.5, fps=120.0, eta_s=3)
+            elif "fail" in job["name"]:
+                job.update(status="failed", error={"code": "encode", "message": "exit 3"})
+            else:
+                job.update(status="done", progress=1.0)
+                job["output"] = {"url": f"/videos/{job['id']}.mp4", "watch_url": "/w"}
+        return web.json_response(job)
+
+    async def cancel(self, request: web.Request) -> web.Response:
+        job = self.jobs.get(request.match_info["id"])
+        if job is None:
+            return self.error(404, "not_found", "no such job")
+        if job["status"] not in ("queued", "running"):
+            return self.error(409, "conflict", f"a {job['status']} job can't be cancelled")
+        job["status"] = "cancelled"
+        return web.json_response(job)
+
+    async def retry(self, request: web.Request) -> web.Response:
+        job = self.jobs.get(request.match_info["id"])
+        if job is None:
+            return self.error(404, "not_found", "no such job")
+        if job["status"] not in ("failed", "cancelled"):
+            return self.error(409, "conflict", f"a {job['status']} job can't be retried")
+        job["status"] = "queued"
+        return web.json_response(job)
+
+    async def broken(self, request: web.Request) -> web.Response:
+        return web.Response(status=500, text="<html>oops</html>")
+
+
+@pytest.fixture
+async def imitation(aiohttp_server):
+    fake = Imitation()
+    server = await aiohttp_server(fake.app())
+    fake.url = str(server.make_url("")).rstrip("/")
+    return fake
+
+
+@pytest.fixture
+def fast_poll(monkeypatch):
+    monkeypatch.setattr(cli, "POLL_S", 0.01)
+
+
+async def run(*argv: str, token: str | None = TOKEN, url: str | None = None) -> int:
+    """cli.main in a thread, so the imitation server keeps serving on this loop."""
+    args = list(argv)
+    if url is not None:
+        args += ["--url", url]
+    if token is not None:
+        args += ["--token", token]
+    return await asyncio.to_thread(cli.main, args)
+
+
+def video(tmp_path: Path, name: str = "clip.avi", size: int = 700_000) -> Path:
+    path = tmp_path / name
+    path.write_bytes(os.urandom(size))
+    return path
+
+
+# -- against the imitation --------------------------------------------------------------------
+
+
+async def test_submit_streams_the_file_and_waits_until_done(imitation, tmp_path, capsys, fast_poll):
+    path = video(tmp_path, "my clip é.avi")
+    code = await run("submit", str(path), "--profile", "small", url=imitation.url)
+    out, err = capsys.readouterr()
+    assert code == cli.OK, err
+    assert imitation.uploads == [
+        {
+            "name": "my clip é.avi",
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "size": path.stat().st_size,
+        }
+    ]
+    assert imitation.jobs["job001"]["profile"] == "small"
+    assert out == f"job001\tdone\t{imitation.url}/w\n"
+    # Not a terminal: milestones, not a redrawn bar.
+    assert "uploaded as job001" in err and "running" in err and "\r" not in err
+
+
+async def test_upload_reads_in_chunks(imitation, tmp_path):
+    path = video(tmp_path, size=1_000_000)
+    seen: list[tuple[int, int]] = []
+    client = Client(imitation.url, TOKEN)
+    job = await asyncio.to_thread(client.upload, path, None, lambda s, t: seen.append((s, t)))
+    assert job["status"] == "queued"
+    # 1 MB in 256 KiB chunks: a report before the first and after each of four.
+    assert [s for s, _ in seen] == [0, 262144, 524288, 786432, 1_000_000]
+    assert {t for _, t in seen} == {1_000_000}
+
+
+async def test_submit_no_wait(imitation, tmp_path, capsys):
+    code = await run("submit", "--no-wait", str(video(tmp_path)), url=imitation.url)
+    assert code == cli.OK
+    assert capsys.readouterr().out == "job001\tqueued\tclip.avi\n"
+    assert imitation.polls == {}
+
+
+async def test_submit_failed_job_exits_1(imitation, tmp_path, capsys, fast_poll):
+    code = await run("submit", str(video(tmp_path, "will-fail.avi")), url=imitation.url)
+    assert code == cli.JOB_FAILED
+    assert capsys.readouterr().out == "job001\tfailed\texit 3\n"
+
+
+async def test_submit_not_a_video_exits_1(imitation, tmp_path, capsys):
+    code = await run("submit", str(video(tmp_path, "notes.txt")), url=imitation.url)
+    assert code == cli.JOB_FAILED
+    assert "rejected" in capsys.readouterr().out
+
+
+async def test_submit_several_files_exits_with_the_highest_code(
+    imitation, tmp_path, capsys, fast_poll
+):
+    files = [video(tmp_path, "a.avi"), video(tmp_path, "b.txt"), video(tmp_path, "c.avi")]
+    code = await run("submit", *map(str, files), url=imitation.url)
+    assert code == cli.JOB_FAILED
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[1] for line in lines] == ["done", "rejected", "done"]
+
+
+async def test_submit_too_large_exits_4(imitation, tmp_path, capsys):
+    code = await run("submit", str(video(tmp_path, size=LIMIT + 300_000)), url=imitation.url)
+    assert code == cli.REFUSED
+    assert "HTTP 413 too_large" in capsys.readouterr().err
+
+
+async def test_submit_missing_file_exits_2(imitation, tmp_path, capsys):
+    code = await run("submit", str(tmp_path / "nope.avi"), url=imitation.url)
+    assert code == cli.USAGE
+    assert "not a readable file" in capsys.readouterr().err
+    assert imitation.uploads == []
+
+
+async def test_wrong_token_exits_4_with_a_hint(imitation, capsys):
+    code = await run("status", token="wrong", url=imitation.url)
+    assert code == cli.REFUSED
+    err = capsys.readouterr().err
+    assert "HTTP 401 unauthorized" in err and "VIDD_TOKEN" in err
+
+
+async def test_token_from_environment(imitation, monkeypatch, capsys):
+    monkeypatch.setenv("VIDD_TOKEN", TOKEN)
+    monkeypatch.setenv("VIDD_URL", imitation.url)
+    assert await run("status", "--json", token=None) == cli.OK
+    assert json.loads(capsys.readouterr().out)["version"] == "0.1.0"
+
+
+async def test_status_human_summary(imitation, capsys):
+    assert await run("status", url=imitation.url) == cli.OK
+    out = capsys.readouterr().out
+    assert f"vidd at {imitation.url}" in out
+    assert "handbrake.version" in out and "1.6.1" in out
+    assert "1h02m05s" in out  # uptime_s
+    assert "5.0 GiB" in out and "1.0 GiB" in out  # the disk, in bytes
+    assert "watching" in out and "yes" in out
+
+
+async def test_jobs_cancel_retry(imitation, tmp_path, capsys):
+    await run("submit", "--no-wait", str(video(tmp_path, 'a\x1b[31m"red.avi')), url=imitation.url)
+    capsys.readouterr()
+    # Control characters and quotes travel percent-encoded, as browsers send them...
+    assert imitation.jobs["job001"]["name"] == "a%1B[31m%22red.avi"
+    # ...and a name the daemon reports is shown without its terminal escapes.
+    imitation.jobs["job001"]["name"] = "a\x1b[31mred.avi"
+    assert await run("jobs", "--status", "queued", url=imitation.url) == cli.OK
+    out = capsys.readouterr().out
+    assert "job001" in out and "queued" in out
+    assert "\x1b" not in out and "a\\x1b[31mred.avi" in out  # no terminal escapes from names
+    assert await run("cancel", "job001", url=imitation.url) == cli.OK
+    assert capsys.readouterr().out == "job001\tcancelled\n"
+    assert await run("cancel", "job001", url=imitation.url) == cli.REFUSED
+    assert "HTTP 409 conflict" in capsys.readouterr().err
+    assert await run("retry", "job001", url=imitation.url) == cli.OK
+    assert await run("retry", "nosuchjob", url=imitation.url) == cli.REFUSED
+    assert "HTTP 404" in capsys.readouterr().err
+    assert await run("jobs", "--json", "--limit", "5", url=imitation.url) == cli.OK
+    assert [j["id"] for j in json.loads(capsys.readouterr().out)] == ["job001"]
+
+
+async def test_usage_errors_exit_2(imitation, capsys):
+    assert await run("cancel", "../../etc", url=imitation.url) == cli.USAGE
+    assert await run("jobs", "--limit", "0", url=imitation.url) == cli.USAGE
+    assert await run("jobs", "--status", "bogus", url=imitation.url) == cli.USAGE
+    assert await run("status", url="ftp://example.com") == cli.USAGE
+    assert await run("frobnicate", token=None) == cli.USAGE
+    assert "Traceback" not in capsys.readouterr().err
+
+
+async def test_non_json_error_exits_4(imitation, capsys):
+    client = Client(imitation.url, TOKEN)
+    from vidd.client import ApiError
+
+    with pytest.raises(ApiError) as e:
+        await asyncio.to_thread(client.request, "GET", "/broken")
+    assert e.value.status == 500 and e.value.code == "http_error"
+
+
+def test_unreachable_exits_3(tmp_path, capsys):
+    url = f"http://127.0.0.1:{free_port()}"
+    assert cli.main(["status", "--url", url]) == cli.UNREACHABLE
+    assert cli.main(["submit", str(video(tmp_path)), "--url", url]) == cli.UNREACHABLE
+    assert "cannot reach the daemon" in capsys.readouterr().err
+
+
+def test_help_documents_exit_codes(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for line in ("0  ok", "1  a job failed", "2  usage", "3  the daemon cannot", "4  the daemon"):
+        assert line in out
+
+
+def test_check_config_error_is_one_line(tmp_path):
+    bad = tmp_path / "config.toml"
+    bad.write_text("[web]\nport = 99999\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "vidd", "check-config", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "web.port" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_check_config_ok(tmp_path):
+    from conftest import write_config
+
+    path = write_config(tmp_path)
+    assert cli.main(["check-config", "--config", str(path)]) == 0
+
+
+# -- against a real daemon -----------------------------------------------------------------
+
+
+def vidd_cmd(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vidd", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={k: v for k, v in os.environ.items() if k not in ("VIDD_URL", "VIDD_TOKEN")},
+    )
+
+
+def test_submit_real_clip_to_running_daemon(daemon_factory, clip):
+    d = daemon_factory(web={"port": free_port(), "host": "127.0.0.1", "token": TOKEN})
+    r = vidd_cmd("submit", str(clip), "--url", d.url, "--token", TOKEN)
+    assert r.returncode == 0, r.stdout + r.stderr + d.log()
+    job_id, status, where = r.stdout.strip().split("\t")
+    assert status == "done" and where.startswith(d.url)
+    assert (d.data / "videos" / f"{job_id}.mp4").stat().st_size > 0
+
+    r = vidd_cmd("status", "--url", d.url, "--token", TOKEN)
+    assert r.returncode == 0, r.stderr
+    done = [line.split() for line in r.stdout.splitlines() if line.split()[:1] == ["jobs.done"]]
+    assert done == [["jobs.done", "1"]], r.stdout
+
+    r = vidd_cmd("jobs", "--url", d.url, "--token", TOKEN)
+    assert r.returncode == 0 and job_id in r.stdout and "clip.avi" in r.stdout
+    r = vidd_cmd("cancel", job_id, "--url", d.url, "--token", TOKEN)
+    assert r.returncode == 4 and "409" in r.stderr  # a done job can't be cancelled
+    r = vidd_cmd("status", "--url", d.url)  # no token
+    assert r.returncode == 4 and "401" in r.stderr
+
+
+def test_submit_text_file_to_running_daemon_is_rejected(daemon_factory, tmp_path):
+    d = daemon_factory()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello\n" * 200)
+    r = vidd_cmd("submit", str(notes), "--url", d.url)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "rejected" in r.stdout

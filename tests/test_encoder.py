@@ -1,0 +1,353 @@
+"""The encoder: real HandBrakeCLI encodes verified end to end, and every way an encode can
+fail (the fake HandBrakeCLI stalls, crashes and lies on demand) leaves tmp/ clean."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ffprobe, make_clip, mp4_top_boxes
+
+from vidd.config import Profile
+from vidd.encoder import EncodeFailed, Encoder, output_rate
+from vidd.job import Job, Status, new_id, now
+from vidd.probe import probe
+from vidd.progress import Progress
+
+HANDBRAKE = "/usr/bin/HandBrakeCLI"
+FAKE = Path(__file__).parent / "fake_handbrake.py"
+PROFILES = """
+[encode.profiles.web]
+args = ["-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"]
+
+[encode.profiles.cut]
+args = ["-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O", "--stop-at", "seconds:1"]
+
+[encode.profiles.late]
+args = ["-e", "x264", "-q", "22", "--start-at", "seconds:100"]
+"""
+
+
+@pytest.fixture(scope="session")
+def fake_handbrake() -> str:
+    # git may not keep the executable bit
+    FAKE.chmod(FAKE.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return str(FAKE)
+
+
+@pytest.fixture(scope="session")
+def long_clip(clip_dir: Path) -> Path:
+    """A 30 s 640x480 clip: its encode takes a few seconds, long enough to cancel."""
+    return make_clip(clip_dir / "long.avi", seconds=30, size="640x480")
+
+
+async def make_job(cfg, clip: Path, profile: str = "web") -> Job:
+    """A job as the intake leaves it: the source in sources/<id><ext>, probed."""
+    for d in (cfg.storage.sources_dir, cfg.storage.videos_dir, cfg.storage.tmp_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    job_id = new_id()
+    source = cfg.storage.sources_dir / f"{job_id}{clip.suffix}"
+    shutil.copyfile(clip, source)
+    return Job(
+        id=job_id,
+        name=clip.name,
+        status=Status.RUNNING,
+        profile=profile,
+        origin="upload",
+        source_ext=clip.suffix,
+        created_at=now(),
+        source=await probe(HANDBRAKE, source),
+    )
+
+
+def assert_clean(cfg, job: Job) -> None:
+    """After a failure: tmp/ empty, no output, the source untouched."""
+    assert list(cfg.storage.tmp_dir.iterdir()) == []
+    assert not (cfg.storage.videos_dir / f"{job.id}.mp4").exists()
+    assert not (cfg.storage.videos_dir / f"{job.id}.jpg").exists()
+    assert (cfg.storage.sources_dir / job.source_file).stat().st_size == job.source.size
+
+
+def frame_times(video: Path) -> list[float]:
+    out = subprocess.run(  # noqa: S603 - an argument list, no shell
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "packet=pts_time",
+            "-of",
+            "csv=p=0",
+            str(video),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    return sorted(float(t) for t in out.split())
+
+
+def gone(pid: int) -> bool:
+    """True once a process has exited (a zombie left to a non-reaping init counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+async def test_a_real_encode_is_verified_and_published(clip, make_config):
+    cfg = make_config(PROFILES)
+    job = await make_job(cfg, clip)
+    seen: list[Progress] = []
+    encoder = Encoder(cfg)
+
+    result = await encoder.run(job, seen.append)
+
+    video = cfg.storage.videos_dir / f"{job.id}.mp4"
+    info = ffprobe(video)
+    streams = {s["codec_type"]: s for s in info["streams"]}
+    assert streams["video"]["codec_name"] == "h264"
+    assert streams["audio"]["codec_name"] == "aac"
+    # `-r 15` alone is HandBrake's peak frame rate (--pfr): no two frames closer than 1/15 s,
+    # so ffprobe's r_frame_rate reads 75/1 (a common time base) while the average is ~15.
+    num, den = map(int, streams["video"]["avg_frame_rate"].split("/"))
+    assert 13.5 <= num / den <= 15.05
+    times = frame_times(video)
+    assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 1 / 15 - 0.002
+    boxes = mp4_top_boxes(video)
+    assert boxes.index("moov") < boxes.index("mdat")  # plays while it downloads
+    assert result.output.size == video.stat().st_size
+    assert abs(result.output.duration - job.source.duration) < 0.5
+
+    assert result.poster
+    poster = cfg.storage.videos_dir / f"{job.id}.jpg"
+    assert poster.read_bytes()[:3] == b"\xff\xd8\xff"
+    picture = ffprobe(poster)["streams"][0]
+    assert picture["width"] == min(480, job.source.width)
+
+    values = [p.progress for p in seen]
+    assert values and values == sorted(values) and values[-1] >= 0.95
+    assert "encoding" in {p.phase for p in seen}
+    assert "x264" in result.log_tail or "libhb" in result.log_tail
+    assert list(cfg.storage.tmp_dir.iterdir()) == []
+    assert (cfg.storage.sources_dir / job.source_file).exists()
+    assert encoder.running == {}
+
+
+async def test_the_command_is_handbrakes_own_arguments_only(make_config):
+    cfg = make_config(PROFILES)
+    job = Job(new_id(), "x.mkv", Status.RUNNING, "web", "upload", ".mkv", now())
+    args = Encoder(cfg).command(job)
+    assert args[:2] == [cfg.encode.handbrake, "--json"]
+    assert args[args.index("-i") + 1] == str(cfg.storage.sources_dir / f"{job.id}.mkv")
+    assert args[args.index("-o") + 1] == str(cfg.storage.tmp_dir / f"{job.id}.mp4")
+    assert args[args.index("--format") + 1] == "av_mp4"
+    assert args[-9:] == list(cfg.encode.profiles["web"].args)
+
+
+def test_output_rate_is_read_from_the_profile():
+    assert output_rate(Profile(args=("-e", "x264", "-r", "15"))) == 15.0
+    assert output_rate(Profile(args=("--rate=29.97",))) == 29.97
+    assert output_rate(Profile(args=("-r", "fast"))) is None
+    assert output_rate(Profile(preset="Fast 1080p30")) is None
+
+
+async def test_a_stall_is_stopped_with_its_whole_group(
+    clip, make_config, fake_handbrake, monkeypatch, tmp_path
+):
+    pids_file = tmp_path / "pids.json"
+    monkeypatch.setenv("FAKE_HB_MODE", "stall")
+    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
+    cfg = make_config(
+        encode={"handbrake": fake_handbrake, "stall_timeout_s": 1.0, "kill_grace_s": 1.0}
+    )
+    job = await make_job(cfg, clip)
+    seen: list[Progress] = []
+
+    with pytest.raises(EncodeFailed) as failed:
+        await asyncio.wait_for(Encoder(cfg).run(job, seen.append), 20)
+
+    assert failed.value.code == "stalled"
+    assert "still thinking" in failed.value.log_tail  # it kept talking, but made no progress
+    assert seen[-1].progress == pytest.approx(0.3)
+    assert all(gone(pid) for pid in json.loads(pids_file.read_text()))
+    assert_clean(cfg, job)
+
+
+@pytest.mark.parametrize(
+    ("mode", "code", "words"),
+    [
+        ("crash", "crashed", "SIGSEGV"),
+        ("exitcode:2", "exit_code", "exit code 2"),
+        ("exitcode:3", "exit_code", "exit code 3"),
+        ("exitcode:5", "exit_code", "could not read"),
+        ("exit0_no_workdone", "no_workdone", "without saying"),
+        ("workdone_error", "workdone_error", "error 3"),
+    ],
+)
+async def test_failures_are_reported_and_cleaned_up(
+    clip, make_config, fake_handbrake, monkeypatch, mode, code, words
+):
+    monkeypatch.setenv("FAKE_HB_MODE", mode)
+    cfg = make_config(encode={"handbrake": fake_handbrake})
+    job = await make_job(cfg, clip)
+    with pytest.raises(EncodeFailed) as failed:
+        await Encoder(cfg).run(job, lambda p: None)
+    assert failed.value.code == code
+    assert words in failed.value.message
+    assert "hb_init" in failed.value.log_tail
+    assert_clean(cfg, job)
+
+
+async def test_an_output_shorter_than_its_source_fails(clip_h264, make_config):
+    cfg = make_config(PROFILES)
+    job = await make_job(cfg, clip_h264, profile="cut")  # --stop-at seconds:1 on 3 s
+    with pytest.raises(EncodeFailed) as failed:
+        await Encoder(cfg).run(job, lambda p: None)
+    assert failed.value.code == "duration_mismatch"
+    assert_clean(cfg, job)
+
+
+async def test_exit_0_and_workdone_0_with_a_broken_output_fails(clip, make_config):
+    # A real HandBrakeCLI lie: starting past the end exits 0, says WorkDone Error 0, and
+    # writes a few hundred bytes of MP4 with nothing in it.
+    cfg = make_config(PROFILES)
+    job = await make_job(cfg, clip, profile="late")
+    with pytest.raises(EncodeFailed) as failed:
+        await Encoder(cfg).run(job, lambda p: None)
+    assert failed.value.code in ("bad_output", "no_output")
+    assert_clean(cfg, job)
+
+
+async def test_cancelling_a_real_encode_reaps_it_and_cleans_up(long_clip, make_config):
+    cfg = make_config(PROFILES)
+    job = await make_job(cfg, long_clip)
+    encoder = Encoder(cfg)
+    started = asyncio.Event()
+    procs = []
+
+    def on_progress(p: Progress) -> None:
+        if p.phase == "encoding" and p.progress < 0.9:
+            procs.append(encoder.running[job.id])
+            started.set()
+
+    task = asyncio.create_task(encoder.run(job, on_progress))
+    await asyncio.wait_for(started.wait(), 30)
+    assert (cfg.storage.tmp_dir / f"{job.id}.mp4").exists()  # really mid-encode
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert procs[0].returncode is not None
+    assert gone(procs[0].pid)
+    assert encoder.running == {}
+    assert_clean(cfg, job)
+
+
+async def test_renice_and_kill_all_reach_a_running_encode(
+    clip, make_config, fake_handbrake, monkeypatch, tmp_path
+):
+    pids_file = tmp_path / "pids.json"
+    monkeypatch.setenv("FAKE_HB_MODE", "stall")
+    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
+    cfg = make_config(encode={"handbrake": fake_handbrake})
+    job = await make_job(cfg, clip)
+    encoder = Encoder(cfg)
+    started = asyncio.Event()
+    task = asyncio.create_task(encoder.run(job, lambda p: started.set(), nice=3))
+    await asyncio.wait_for(started.wait(), 20)
+    while not pids_file.exists() or not pids_file.read_text():
+        await asyncio.sleep(0.02)
+    pid, grandchild = json.loads(pids_file.read_text())
+    assert os.getpriority(os.PRIO_PROCESS, pid) == 3
+    assert encoder.renice(job.id, 7)
+    assert os.getpriority(os.PRIO_PROCESS, pid) == 7
+    assert os.getpriority(os.PRIO_PROCESS, grandchild) == 7  # the whole group
+    assert not encoder.renice("no-such-job", 7)
+
+    encoder.kill_all()
+    with pytest.raises(EncodeFailed) as failed:
+        await asyncio.wait_for(task, 10)
+    assert failed.value.code == "killed"
+    assert gone(pid) and gone(grandchild)
+    assert_clean(cfg, job)
+
+
+async def test_the_child_does_not_inherit_the_notify_socket(
+    clip, make_config, fake_handbrake, monkeypatch, tmp_path
+):
+    env_file = tmp_path / "env.json"
+    monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    monkeypatch.setenv("FAKE_HB_MODE", "workdone_error")
+    monkeypatch.setenv("FAKE_HB_ENV_OUT", str(env_file))
+    cfg = make_config(encode={"handbrake": fake_handbrake})
+    job = await make_job(cfg, clip)
+    with pytest.raises(EncodeFailed):
+        await Encoder(cfg).run(job, lambda p: None)
+    env = json.loads(env_file.read_text())
+    assert env["FAKE_HB_MODE"] == "workdone_error"  # it did see the test's environment
+    assert "NOTIFY_SOCKET" not in env and "WATCHDOG_USEC" not in env
+    # HandBrake's scratch folder goes under tmp/, where vidd cleans up after it.
+    assert env["TMPDIR"] == str(cfg.storage.tmp_dir / f"{job.id}.hb")
+    assert_clean(cfg, job)
+
+
+async def test_a_missing_handbrake_or_source_fails_cleanly(
+    clip, make_config, fake_handbrake, tmp_path
+):
+    copy = tmp_path / "HandBrakeCLI"
+    shutil.copy(fake_handbrake, copy)
+    cfg = make_config(encode={"handbrake": str(copy)})
+    job = await make_job(cfg, clip)
+    copy.unlink()
+    with pytest.raises(EncodeFailed) as failed:
+        await Encoder(cfg).run(job, lambda p: None)
+    assert failed.value.code == "spawn_failed"
+    assert_clean(cfg, job)
+
+    (cfg.storage.sources_dir / job.source_file).unlink()
+    with pytest.raises(EncodeFailed) as failed:
+        await Encoder(cfg).run(job, lambda p: None)
+    assert failed.value.code == "source_missing"
+    assert list(cfg.storage.tmp_dir.iterdir()) == []
+
+
+async def test_a_poster_failure_does_not_fail_the_job(clip, make_config):
+    cfg = make_config(PROFILES, encode={"ffmpeg": "/bin/false"})
+    job = await make_job(cfg, clip)
+    result = await Encoder(cfg).run(job, lambda p: None)
+    assert result.poster is False
+    assert (cfg.storage.videos_dir / f"{job.id}.mp4").stat().st_size == result.output.size
+    assert not (cfg.storage.videos_dir / f"{job.id}.jpg").exists()
+    assert list(cfg.storage.tmp_dir.iterdir()) == []
+
+
+async def test_a_crashed_progress_callback_does_not_leave_handbrake_running(
+    clip, make_config, fake_handbrake, monkeypatch, tmp_path
+):
+    pids_file = tmp_path / "pids.json"
+    monkeypatch.setenv("FAKE_HB_MODE", "stall")
+    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
+    cfg = make_config(encode={"handbrake": fake_handbrake, "kill_grace_s": 1.0})
+    job = await make_job(cfg, clip)
+    seen = 0
+
+    def broken(p: Progress) -> None:
+        nonlocal seen
+        seen += 1
+        if pids_file.exists() and pids_file.read_text():
+            raise RuntimeError("a bug in the callback")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        await asyncio.wait_for(Encoder(cfg).run(job, broken), 20)
+    assert all(gone(pid) for pid in json.loads(pids_file.read_text()))
+    assert_clean(cfg, job)

@@ -1,0 +1,49 @@
+"""The probe, with the real HandBrakeCLI: what a clip holds, and why other files are not videos."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vidd.probe import NotAVideo, probe
+
+HANDBRAKE = "/usr/bin/HandBrakeCLI"
+
+
+async def test_a_real_clip(clip: Path):
+    info = await probe(HANDBRAKE, clip)
+    assert info.size == clip.stat().st_size
+    assert abs(info.duration - 2.0) < 0.2
+    assert (info.width, info.height) == (320, 240)
+    assert info.video_codec == "mpeg4"
+    assert len(info.audio_codecs) == 1 and "mp3" in info.audio_codecs[0]
+
+
+async def test_an_h264_clip(clip_h264: Path):
+    info = await probe(HANDBRAKE, clip_h264)
+    assert info.video_codec == "h264" and info.audio_codecs == ("aac",)
+    assert abs(info.duration - 3.0) < 0.2
+
+
+async def test_a_text_file_is_not_a_video(tmp_path: Path):
+    # HandBrake scans this with exit code 0 as an `ansi` video: the probe must refuse it.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Shopping list\n" + "milk, eggs, bread\n" * 200)
+    with pytest.raises(NotAVideo, match="ansi"):
+        await probe(HANDBRAKE, notes)
+
+
+async def test_random_bytes_are_not_a_video(tmp_path: Path):
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(os.urandom(256 << 10))
+    with pytest.raises(NotAVideo):
+        await probe(HANDBRAKE, noise)
+
+
+async def test_an_empty_file_is_not_a_video(tmp_path: Path):
+    empty = tmp_path / "empty.mkv"
+    empty.touch()
+    with pytest.raises(NotAVideo, match="empty"):
+        await probe(HANDBRAKE, empty)

@@ -1,0 +1,218 @@
+"""The daemon: builds the services in dependency order, serves them over HTTP, and stops
+them in stages (stop intake, drain encodes up to a deadline, requeue the rest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from . import __version__, children, logs
+from .config import Config
+from .encoder import Encoder
+from .intake import Intake
+from .job import Job
+from .notify import Notifier
+from .pool import Pool
+from .progress import parse_blocks
+from .store import Store
+from .watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything the web layer needs, started and stopped together."""
+
+    config: Config
+    store: Store
+    intake: Intake
+    encoder: Encoder
+    pool: Pool
+    watcher: Watcher | None
+    handbrake_version: str
+    notifier: Notifier
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started_at
+
+    @property
+    def watching(self) -> bool:
+        return self.watcher is not None and self.watcher.watching
+
+
+# Where the web app keeps the services; the app's cleanup_ctx fills it.
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+
+
+def make_dirs(config: Config) -> None:
+    s = config.storage
+    for d in (s.data_dir, s.inbox_dir, s.sources_dir, s.videos_dir, s.rejected_dir, s.tmp_dir):
+        d.mkdir(parents=True, exist_ok=True)
+
+
+def clear_tmp(config: Config) -> int:
+    """Leftovers in tmp/ belong to encodes and uploads that died with the last run."""
+    removed = 0
+    for entry in config.storage.tmp_dir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+async def handbrake_version(handbrake: str) -> str:
+    try:
+        code, out, _ = await children.run([handbrake, "--json", "--version"], timeout_s=15)
+    except (OSError, TimeoutError):
+        return "unknown"
+    version = parse_blocks(out).get("Version", {}).get("VersionString")
+    if version:
+        return str(version)
+    first = out.strip().splitlines()[:1]
+    return first[0].removeprefix("HandBrake ").strip() if first else "unknown"
+
+
+class _StatusLine:
+    """Keeps systemd's STATUS= line ("1 encoding, 4 queued") in step with the store."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._pending: asyncio.Task[None] | None = None
+
+    def job_changed(self, job: Job, *, progress_only: bool) -> None:
+        if not progress_only and (self._pending is None or self._pending.done()):
+            self._pending = asyncio.create_task(self._send())
+
+    def job_deleted(self, job_id: str) -> None:
+        self.job_changed(None, progress_only=False)  # type: ignore[arg-type]
+
+    async def _send(self) -> None:
+        await asyncio.sleep(0)  # let the transition that woke us finish first
+        counts = await self.services.store.counts()
+        busy = self.services.pool.busy
+        self.services.notifier.status(f"{busy} encoding, {counts['queued']} queued")
+
+
+@contextlib.asynccontextmanager
+async def services(config: Config, notifier: Notifier | None = None) -> AsyncIterator[Services]:
+    """Open the store, recover from the last run, start the pool and the watcher."""
+    make_dirs(config)
+    cleared = clear_tmp(config)
+    store = Store(config.storage.db_path)
+    await store.open()
+    try:
+        requeued = await store.requeue_running()
+        if requeued or cleared:
+            log.info(
+                "recovered: %d job(s) back to the queue, %d leftover(s) removed from tmp/",
+                len(requeued),
+                cleared,
+            )
+        encoder = Encoder(config)
+        pool = Pool(config, store, encoder)
+        intake = Intake(config, store)
+        watcher = Watcher(config, intake) if config.watch.enabled else None
+        svc = Services(
+            config=config,
+            store=store,
+            intake=intake,
+            encoder=encoder,
+            pool=pool,
+            watcher=watcher,
+            handbrake_version=await handbrake_version(config.encode.handbrake),
+            notifier=notifier or Notifier.from_env(),
+        )
+        store.listeners.append(pool)
+        store.listeners.append(_StatusLine(svc))
+        pool.start()
+        if watcher is not None:
+            await watcher.start()
+        try:
+            yield svc
+        finally:
+            if watcher is not None:
+                await watcher.stop()
+            await pool.stop(config.daemon.shutdown_timeout_s)
+    finally:
+        await store.close()
+
+
+async def _serve(config: Config) -> int:
+    from .web.app import create_app
+
+    notifier = Notifier.from_env()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal(sig: signal.Signals) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("received %s: shutting down", sig.name)
+            notifier.stopping()
+            stop.set()
+            return
+        log.warning("received %s again: exiting now", sig.name)
+        app_services = app.get(SERVICES)
+        if app_services is not None:
+            app_services.pool.kill_now()
+        os._exit(130)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    app = create_app(config, notifier=notifier)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()  # runs cleanup_ctx: the store opens, the pool and watcher start
+    site = web.TCPSite(runner, config.web.host, config.web.port)
+    try:
+        await site.start()
+    except OSError as e:
+        log.error("cannot listen on %s:%d: %s", config.web.host, config.web.port, e)
+        await runner.cleanup()
+        return 1
+    log.info("vidd %s listening on http://%s:%d", __version__, config.web.host, config.web.port)
+    notifier.ready()
+    watchdog = asyncio.create_task(notifier.watchdog(_healthy(app)))
+    await stop.wait()
+    watchdog.cancel()
+    await runner.cleanup()  # stops accepting, closes sockets, then the services stop in order
+    log.info("vidd stopped")
+    return 0
+
+
+def _healthy(app: web.Application) -> Callable[[], Awaitable[bool]]:
+    async def healthy() -> bool:
+        svc = app.get(SERVICES)
+        if svc is None:
+            return False
+        try:
+            return await asyncio.wait_for(svc.store.ping(), 5)
+        except Exception:
+            return False
+
+    return healthy
+
+
+def serve(config: Config, *, verbose: bool = False) -> int:
+    logs.setup(config.daemon.log_level, verbose=verbose)
+    if not verbose:  # one line per request is noise next to one line per event
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "1 change detected" per event
+    return asyncio.run(_serve(config))

@@ -1,0 +1,380 @@
+"""The encoder: runs HandBrakeCLI on one job, reports its progress, and verifies the result
+before it moves the output to videos/. It owns every HandBrakeCLI argument of an encode.
+
+Exit code 0 proves nothing, so success is: exit code 0, a final WorkDone with Error 0,
+and an output that exists, is not empty, probes as a video and lasts as long as the
+source. Any failure is an EncodeFailed carrying a code, plain words and HandBrake's log
+tail; on every way out but success the job's files in tmp/ are removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import children, poster, probe
+from .config import Config, Profile
+from .job import Job, MediaInfo
+from .progress import BlockParser, Progress, ProgressMeter
+
+log = logging.getLogger(__name__)
+
+READ_CHUNK = 64 << 10
+MAX_LINE = 4096  # a longer line is cut: it is log noise, never a progress line
+DRAIN_S = 5.0  # how long the pipes may stay open after HandBrake exits
+DURATION_TOLERANCE = 0.02
+MIN_DURATION_TOLERANCE_S = 1.0
+
+# HandBrake's exit codes and WorkDone errors (libhb/handbrake/common.h).
+HB_ERRORS = {
+    1: "the encode was cancelled",
+    2: "HandBrake found no title to encode",
+    3: "HandBrake could not set up the encode",
+    4: "HandBrake failed for an unknown reason",
+    5: "HandBrake could not read the source",
+}
+
+
+class EncodeFailed(Exception):
+    """An encode that did not produce a verified video. A failure is data: the pool stores it."""
+
+    def __init__(self, code: str, message: str, log_tail: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.log_tail = log_tail
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    output: MediaInfo
+    poster: bool
+    log_tail: str
+
+
+def output_rate(profile: Profile) -> float | None:
+    """The frame rate a profile asks for (`-r 15`, `--rate=15`), or None when HandBrake
+    keeps the source's or a preset decides."""
+    args = profile.args
+    for i, arg in enumerate(args):
+        value = None
+        if arg in ("-r", "--rate") and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--rate="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            with contextlib.suppress(ValueError):
+                rate = float(value)
+                if 0 < rate <= 1000:
+                    return rate
+    return None
+
+
+def _launcher(scratch: Path) -> list[str]:
+    """What goes in front of HandBrakeCLI. `stdbuf -oL`: HandBrake's stdout is fully
+    buffered into a pipe, so without it the progress of an encode arrives at its end.
+    `env TMPDIR=`: HandBrake's scratch folder (hb.<pid>, left behind when it is killed)
+    goes under tmp/, where vidd cleans up, instead of /tmp."""
+    prefix: list[str] = []
+    env = shutil.which("env")
+    if env:
+        prefix += [env, f"TMPDIR={scratch}"]
+    stdbuf = shutil.which("stdbuf")
+    if stdbuf:
+        prefix += [stdbuf, "-oL"]
+    return prefix
+
+
+async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
+    """Decoded lines of a pipe, each at most MAX_LINE characters."""
+    buf = b""
+    while chunk := await stream.read(READ_CHUNK):
+        buf += chunk
+        *lines, buf = buf.split(b"\n")
+        for raw in lines:
+            yield raw[:MAX_LINE].decode("utf-8", "replace")
+        if len(buf) > MAX_LINE:
+            yield buf[:MAX_LINE].decode("utf-8", "replace")
+            buf = b""
+    if buf:
+        yield buf[:MAX_LINE].decode("utf-8", "replace")
+
+
+@dataclass
+class _Run:
+    """What one running encode has seen so far."""
+
+    proc: asyncio.subprocess.Process
+    meter: ProgressMeter
+    on_progress: Callable[[Progress], None]
+    tail: deque[str]
+    parser: BlockParser = field(default_factory=BlockParser)
+    last_change: float = field(default_factory=time.monotonic)
+    last_key: tuple[str, float] | None = None
+    workdone_error: int | None = None
+
+    def log_tail(self) -> str:
+        return "\n".join(self.tail)
+
+    def on_block(self, name: str, block: dict[str, Any]) -> None:
+        if name != "Progress":
+            return
+        if block.get("State") == "WORKDONE":
+            work_done = block.get("WorkDone")
+            error = work_done.get("Error") if isinstance(work_done, dict) else None
+            self.workdone_error = error if isinstance(error, int) else -1
+            self.last_change = time.monotonic()
+            return
+        now = time.monotonic()
+        p = self.meter.update(block, now)
+        if p is None:
+            return
+        # A stall is no change: HandBrake repeats the same block while it is stuck.
+        key = (p.phase, round(p.progress, 4))
+        if key != self.last_key:
+            self.last_key = key
+            self.last_change = now
+        self.on_progress(p)
+
+
+class Encoder:
+    """Runs encodes; `running` maps a job id to its HandBrakeCLI process."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.running: dict[str, asyncio.subprocess.Process] = {}
+        self._killed: set[str] = set()  # by kill_all: reported as such, not as a crash
+
+    def __repr__(self) -> str:
+        return f"<Encoder running={len(self.running)}>"
+
+    def command(self, job: Job) -> list[str]:
+        """The HandBrakeCLI argument list for a job. File names are vidd's own, never a user's."""
+        storage = self.config.storage
+        profile = self.config.encode.profiles[job.profile]
+        return [
+            self.config.encode.handbrake,
+            "--json",
+            "-i",
+            str((storage.sources_dir / job.source_file).resolve()),
+            "-o",
+            str((storage.tmp_dir / f"{job.id}.mp4").resolve()),
+            "--format",
+            "av_mp4",
+            *profile.handbrake_args(),
+        ]
+
+    def renice(self, job_id: str, nice: int) -> bool:
+        proc = self.running.get(job_id)
+        return proc is not None and proc.returncode is None and children.set_nice(proc, nice)
+
+    def kill_all(self) -> None:
+        """A forced exit: SIGKILL every running encode's group now, without waiting."""
+        for job_id, proc in list(self.running.items()):
+            self._killed.add(job_id)
+            children.kill_now(proc)
+
+    def outputs(self, job_id: str) -> tuple[Path, Path]:
+        """Where a finished job's video and poster live."""
+        videos = self.config.storage.videos_dir
+        return videos / f"{job_id}.mp4", videos / f"{job_id}.jpg"
+
+    def tmp_files(self, job_id: str) -> list[Path]:
+        tmp = self.config.storage.tmp_dir
+        return [tmp / f"{job_id}.mp4", tmp / f"{job_id}.jpg", tmp / f"{job_id}.hb"]
+
+    def _clean_tmp(self, job_id: str) -> None:
+        for path in self.tmp_files(job_id):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    async def run(
+        self, job: Job, on_progress: Callable[[Progress], None], *, nice: int = 0
+    ) -> EncodeResult:
+        """Encode a job into videos/<id>.mp4 (and a poster). Raises EncodeFailed."""
+        self._clean_tmp(job.id)  # leftovers of an attempt vidd did not see through
+        try:
+            output, log_tail = await self._encode(job, on_progress, nice)
+        except BaseException:
+            self._clean_tmp(job.id)
+            raise
+        self._clean_tmp(job.id)  # HandBrake's scratch folder
+        video, image = self.outputs(job.id)
+        try:
+            has_poster = await poster.make(
+                self.config.encode.ffmpeg,
+                video,
+                self.config.storage.tmp_dir / f"{job.id}.jpg",
+                image,
+                output.duration,
+            )
+        except BaseException:  # cancelled while making the poster: a cancelled job has no output
+            for path in (video, image):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            raise
+        return EncodeResult(output=output, poster=has_poster, log_tail=log_tail)
+
+    async def _encode(
+        self, job: Job, on_progress: Callable[[Progress], None], nice: int
+    ) -> tuple[MediaInfo, str]:
+        """Run HandBrake, verify its output and move it to videos/: (output, log tail)."""
+        cfg, storage = self.config.encode, self.config.storage
+        source_path = storage.sources_dir / job.source_file
+        if not source_path.is_file():
+            raise EncodeFailed("source_missing", f"the source file {job.source_file} is gone")
+        source = job.source
+        if source is None:  # normally probed at intake; never encode blind
+            try:
+                source = await probe.probe(cfg.handbrake, source_path)
+            except probe.NotAVideo as e:
+                raise EncodeFailed("not_a_video", str(e)) from None
+        profile = cfg.profiles.get(job.profile)
+        if profile is None:
+            raise EncodeFailed("unknown_profile", f"there is no profile named {job.profile!r}")
+        scratch = storage.tmp_dir / f"{job.id}.hb"
+        storage.videos_dir.mkdir(parents=True, exist_ok=True)
+        scratch.mkdir(parents=True, exist_ok=True)
+        args = [*_launcher(scratch), *self.command(job)]
+        if shutil.which(cfg.handbrake) is None:
+            raise EncodeFailed("spawn_failed", f"HandBrakeCLI ({cfg.handbrake}) is not there")
+        try:
+            proc = await children.spawn(args, nice=nice)
+        except OSError as e:
+            raise EncodeFailed("spawn_failed", f"HandBrakeCLI could not start: {e}") from None
+        rate = output_rate(profile)
+        run = _Run(
+            proc=proc,
+            meter=ProgressMeter(source.duration * rate if rate else None),
+            on_progress=on_progress,
+            tail=deque(maxlen=max(1, self.config.encode.log_tail_lines)),
+        )
+        log.info("job %s: encoding with %s (pid %d)", job.id, job.profile, proc.pid)
+        self.running[job.id] = proc
+        try:
+            code = await self._supervise(run)
+        finally:
+            self.running.pop(job.id, None)
+            killed = job.id in self._killed
+            self._killed.discard(job.id)
+            # SIGTERM, SIGKILL after the grace, reap; and kill any grandchild left in the
+            # group. Shielded: a cancelled encode must still be reaped.
+            await asyncio.shield(children.stop(proc, cfg.kill_grace_s))
+        if killed:
+            raise EncodeFailed("killed", "vidd was stopped by force mid-encode", run.log_tail())
+        return await self._verify(job, source, code, run), run.log_tail()
+
+    async def _supervise(self, run: _Run) -> int:
+        """Read HandBrake's output until it exits; kill it if it stalls. Returns the exit code."""
+        stall_s = self.config.encode.stall_timeout_s or float("inf")  # 0: never a stall
+        proc = run.proc
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = {
+            asyncio.create_task(self._read_stdout(proc.stdout, run)),
+            asyncio.create_task(self._read_stderr(proc.stderr, run)),
+        }
+        waiter = asyncio.create_task(proc.wait())
+        try:
+            watched: set[asyncio.Task[Any]] = {waiter, *readers}
+            while not waiter.done():
+                idle = time.monotonic() - run.last_change
+                if idle >= stall_s:
+                    await children.stop(proc, self.config.encode.kill_grace_s)
+                    raise EncodeFailed(
+                        "stalled",
+                        f"HandBrake made no progress for {stall_s:g} s and was stopped",
+                        run.log_tail(),
+                    )
+                done, _ = await asyncio.wait(
+                    watched,
+                    timeout=None if stall_s == float("inf") else stall_s - idle,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for task in done - {waiter}:
+                    task.result()  # a failing progress callback is a bug: let it out
+                    watched.discard(task)
+            # HandBrake is gone; let the readers take in what is left (the last WorkDone).
+            # Anything still holding the pipes after DRAIN_S is killed with the group.
+            pending = {t for t in readers if not t.done()}
+            if pending:
+                _, pending = await asyncio.wait(pending, timeout=DRAIN_S)
+                if pending:
+                    children.kill_now(proc)
+                    await asyncio.wait(pending, timeout=1.0)
+            for task in readers:
+                if task.done():
+                    task.result()
+            return waiter.result()
+        finally:
+            for task in (*readers, waiter):
+                task.cancel()
+            await asyncio.gather(*readers, waiter, return_exceptions=True)
+
+    async def _read_stdout(self, stream: asyncio.StreamReader, run: _Run) -> None:
+        async for line in _lines(stream):
+            block = run.parser.feed(line)
+            if block is not None:
+                run.on_block(*block)
+            elif run.parser.outside and line.strip():
+                run.tail.append(line)
+
+    async def _read_stderr(self, stream: asyncio.StreamReader, run: _Run) -> None:
+        async for line in _lines(stream):
+            run.tail.append(line)
+
+    async def _verify(self, job: Job, source: MediaInfo, code: int, run: _Run) -> MediaInfo:
+        """Check everything that makes an encode good, then move it into videos/."""
+        storage = self.config.storage
+        tmp_out = storage.tmp_dir / f"{job.id}.mp4"
+        tail = run.log_tail()
+        if code < 0:
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            raise EncodeFailed("crashed", f"HandBrake was killed by signal {name}", tail)
+        if code != 0:
+            reason = HB_ERRORS.get(code, "HandBrake failed")
+            raise EncodeFailed("exit_code", f"{reason} (exit code {code})", tail)
+        if run.workdone_error is None:
+            raise EncodeFailed(
+                "no_workdone", "HandBrake exited without saying that the encode was done", tail
+            )
+        if run.workdone_error != 0:
+            reason = HB_ERRORS.get(run.workdone_error, "HandBrake failed")
+            raise EncodeFailed("workdone_error", f"{reason} (error {run.workdone_error})", tail)
+        try:
+            size = tmp_out.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size == 0:
+            raise EncodeFailed("no_output", "HandBrake finished but wrote no video", tail)
+        try:
+            output = await probe.probe(self.config.encode.handbrake, tmp_out)
+        except probe.NotAVideo as e:
+            raise EncodeFailed(
+                "bad_output", f"the converted file is not a video: {e}", tail
+            ) from None
+        allowed = max(DURATION_TOLERANCE * source.duration, MIN_DURATION_TOLERANCE_S)
+        if abs(output.duration - source.duration) > allowed:
+            raise EncodeFailed(
+                "duration_mismatch",
+                f"the converted video lasts {output.duration:.1f} s "
+                f"but the source lasts {source.duration:.1f} s",
+                tail,
+            )
+        os.replace(tmp_out, self.outputs(job.id)[0])
+        return output

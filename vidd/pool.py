@@ -1,0 +1,193 @@
+"""The pool: runs queued jobs through the encoder, at most `encode.max_parallel` at once.
+
+The oldest running job gets the CPU first: each later one runs at a higher nice value,
+so running several at once fills the cores HandBrake's scan and mux phases leave idle
+without delaying the first result. A failure is recorded on the job, never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from .config import Config
+from .encoder import EncodeFailed, Encoder
+from .job import IllegalTransition, Job, JobError, Status
+from .progress import Progress
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL_S = 0.25  # at most 4 progress updates a second for each job
+
+
+class Pool:
+    def __init__(self, config: Config, store: Store, encoder: Encoder) -> None:
+        self.config = config
+        self.store = store
+        self.encoder = encoder
+        self.max = config.encode.max_parallel
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._order: list[str] = []  # running job ids, oldest first
+        self._slots = asyncio.Semaphore(self.max)
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._requeue_on_cancel: set[str] = set()
+        self.jobs_complete = 0
+        self.jobs_failed = 0
+        self.encode_seconds = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Pool busy={self.busy}/{self.max} complete={self.jobs_complete} "
+            f"failed={self.jobs_failed}>"
+        )
+
+    @property
+    def busy(self) -> int:
+        return len(self.tasks)
+
+    # The store calls these for every change: a newly queued job wakes the pool.
+    def job_changed(self, job: Job, *, progress_only: bool) -> None:
+        if job.status is Status.QUEUED:
+            self._wake.set()
+
+    def job_deleted(self, job_id: str) -> None:
+        pass
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="pool")
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            await self._slots.acquire()
+            job = None
+            while not self._stopping:
+                self._wake.clear()
+                job = await self.store.claim_next()
+                if job is not None:
+                    break
+                await self._wake.wait()
+            if job is None:
+                self._slots.release()
+                return
+            self._order.append(job.id)
+            task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
+            self.tasks[job.id] = task
+
+    def _nice_for(self, job_id: str) -> int:
+        return self._order.index(job_id) * self.config.encode.nice_step
+
+    async def _run_job(self, job: Job) -> None:
+        started = time.monotonic()
+        last_sent = 0.0
+        pending: list[asyncio.Task[Any]] = []
+
+        def on_progress(p: Progress) -> None:
+            nonlocal last_sent
+            t = time.monotonic()
+            if t - last_sent < PROGRESS_INTERVAL_S and p.progress < 1.0:
+                return
+            last_sent = t
+            pending[:] = [x for x in pending if not x.done()]
+            if len(pending) < 2:  # never pile up writes behind a slow disk
+                pending.append(
+                    asyncio.create_task(self.store.set_progress(job.id, p.progress, p.fps, p.eta_s))
+                )
+
+        try:
+            result = await self.encoder.run(job, on_progress, nice=self._nice_for(job.id))
+        except EncodeFailed as e:
+            elapsed = time.monotonic() - started
+            self.encode_seconds += elapsed
+            self.jobs_failed += 1
+            log.warning("job %s: failed (%s) after %.1f s: %s", job.id, e.code, elapsed, e.message)
+            await self._finish(
+                job.id, Status.FAILED, error=JobError(e.code, e.message), log_tail=e.log_tail
+            )
+        except asyncio.CancelledError:
+            elapsed = time.monotonic() - started
+            self.encode_seconds += elapsed
+            if job.id in self._requeue_on_cancel:
+                log.info(
+                    "job %s: interrupted by shutdown after %.1f s, back to the queue",
+                    job.id,
+                    elapsed,
+                )
+                await self._finish(job.id, Status.QUEUED)
+            else:
+                log.info("job %s: cancelled after %.1f s", job.id, elapsed)
+                await self._finish(
+                    job.id, Status.CANCELLED, error=JobError("cancelled", "cancelled by a user")
+                )
+        except Exception as e:  # a bug, but a job failing must never take the pool down
+            self.jobs_failed += 1
+            log.exception("job %s: internal error", job.id)
+            await self._finish(
+                job.id, Status.FAILED, error=JobError("internal", f"vidd failed: {e}")
+            )
+        else:
+            elapsed = time.monotonic() - started
+            self.encode_seconds += elapsed
+            self.jobs_complete += 1
+            log.info("job %s: done in %.1f s (%d bytes)", job.id, elapsed, result.output.size)
+            await self._finish(
+                job.id,
+                Status.DONE,
+                output=result.output,
+                poster=result.poster,
+                log_tail=result.log_tail,
+            )
+            if not self.config.storage.keep_sources:  # only now: the output is verified
+                (self.config.storage.sources_dir / job.source_file).unlink(missing_ok=True)
+        finally:
+            for t in pending:
+                t.cancel()
+            self.tasks.pop(job.id, None)
+            self._requeue_on_cancel.discard(job.id)
+            self._order.remove(job.id)
+            self._reprioritise()
+            self._slots.release()
+
+    async def _finish(self, job_id: str, status: Status, **fields: Any) -> None:
+        try:
+            await self.store.transition(job_id, status, **fields)
+        except (KeyError, IllegalTransition) as e:  # deleted meanwhile
+            log.info("job %s: not recorded as %s: %s", job_id, status, e)
+
+    def _reprioritise(self) -> None:
+        for job_id in self._order:
+            self.encoder.renice(job_id, self._nice_for(job_id))
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancel a running job and wait until its process is reaped. False if not running."""
+        task = self.tasks.get(job_id)
+        if task is None:
+            return False
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return True
+
+    async def stop(self, timeout_s: float) -> None:
+        """Take no new jobs; wait up to `timeout_s` for running encodes, then requeue them."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        running = list(self.tasks.values())
+        if running:
+            log.info("pool: waiting up to %.0f s for %d encode(s)", timeout_s, len(running))
+            _, still = await asyncio.wait(running, timeout=timeout_s)
+            for task in still:
+                job_id = task.get_name().removeprefix("job-")
+                self._requeue_on_cancel.add(job_id)
+                task.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+
+    def kill_now(self) -> None:
+        """A forced exit: kill every encode at once (their jobs are requeued at next start)."""
+        self.encoder.kill_all()

@@ -1,0 +1,300 @@
+"""The inbox watcher: notices files dropped into the inbox and hands each to Intake once
+it is complete, never while it is still being written.
+
+Complete means: no process holds it open for writing (asked of Linux with a lease,
+see lease.py), no event for `watch.lease_quiet_seconds`, and the same size and mtime
+on two checks in a row. Where Linux can't answer, `watch.stable_seconds` of quiet
+stands in for the lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from pathlib import Path
+
+from watchfiles import Change, awatch
+
+from . import lease
+from .config import Config
+from .intake import Intake
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.1  # how often candidates are checked
+STEP_MS = 50  # watchfiles hands over events after this much quiet...
+DEBOUNCE_MS = 400  # ...or after this long, when a writer keeps the events coming
+MAX_CANDIDATES = 10_000  # a flood of files can't grow memory past this; rescans catch up
+ADMIT_SLOTS = 2  # files probed at once
+ARM_WAIT_STEPS = 500  # up to ~5 s for watchfiles to set up
+STOP_GRACE_S = 15.0  # how long stop() lets admissions in flight finish
+TEMP_SUFFIXES = (".part", ".partial", ".crdownload", ".tmp", ".download")
+
+
+def ignored_name(name: str) -> bool:
+    """Hidden and temporary files: a browser or copy tool is still busy with them."""
+    return name.startswith(".") or name.endswith("~") or name.lower().endswith(TEMP_SUFFIXES)
+
+
+@dataclass
+class _Candidate:
+    last_event: float  # monotonic time of the last event (or of being found)
+    sig: tuple[int, int] | None = None  # (size, mtime_ns) at the previous check
+    admitting: bool = False
+    failed_sig: tuple[int, int] | None = None  # what admit failed on; retried once it changes
+    failed_at: float = 0.0
+
+
+class Watcher:
+    def __init__(self, config: Config, intake: Intake) -> None:
+        self.config = config
+        self.intake = intake
+        self.inbox = config.storage.inbox_dir
+        self._candidates: dict[Path, _Candidate] = {}
+        self._admitting: set[asyncio.Task[None]] = set()
+        self._watch_stop = asyncio.Event()  # one per watchfiles loop: cancelling one sets it
+        self._rescan_now = asyncio.Event()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._inbox_id: tuple[int, int] | None = None
+        self._overflowed = False
+        self._armed = False
+        self._rearm = False
+        self.arms = 0  # watches set up: more than one means the inbox had to be re-watched
+        self.taken = 0
+        self.failures = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Watcher {self.inbox} watching={self.watching} candidates={len(self._candidates)} "
+            f"arms={self.arms} taken={self.taken} failures={self.failures}>"
+        )
+
+    @property
+    def watching(self) -> bool:
+        task = self._watch_task
+        return self._armed and task is not None and not task.done()
+
+    async def start(self) -> None:
+        """Watch the inbox (created if missing) and take the files already in it.
+
+        Returns once events are being received.
+        """
+        if self._tasks:
+            return
+        lease.ignore_lease_breaks(asyncio.get_running_loop())
+        await self._arm()
+        self._tasks = [
+            asyncio.create_task(self._poll_loop(), name="watcher-poll"),
+            asyncio.create_task(self._rescan_loop(), name="watcher-rescan"),
+        ]
+        log.info("watcher: watching %s", self.inbox)
+
+    async def stop(self) -> None:
+        """Stop watching; admissions in flight get a grace period to finish. Idempotent."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._disarm()
+        if self._admitting:
+            _, pending = await asyncio.wait(set(self._admitting), timeout=STOP_GRACE_S)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    # --- watching ------------------------------------------------------------
+
+    async def _arm(self) -> None:
+        """(Re)start the watchfiles loop, then scan: files that came before it are seen too."""
+        await self._disarm()
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        st = self.inbox.stat()
+        self._inbox_id = (st.st_dev, st.st_ino)
+        self._watch_stop = asyncio.Event()
+        self.arms += 1
+        changes = awatch(
+            self.inbox,
+            watch_filter=None,
+            recursive=False,
+            step=STEP_MS,
+            debounce=DEBOUNCE_MS,
+            stop_event=self._watch_stop,
+            ignore_permission_denied=True,
+        )
+        self._watch_task = asyncio.create_task(self._watch(changes), name="watcher-events")
+        # awatch sets up inotify synchronously in its first step, then waits in a
+        # thread: once it is suspended there (ag_await), events are being recorded.
+        for i in range(ARM_WAIT_STEPS):
+            if getattr(changes, "ag_await", None) is not None or self._watch_task.done():
+                break
+            await asyncio.sleep(0 if i < 10 else 0.01)
+        self._armed = not self._watch_task.done()
+        self._scan()
+
+    async def _disarm(self) -> None:
+        task, self._watch_task = self._watch_task, None
+        self._armed = False
+        if task is None:
+            return
+        # Cancelling alone would wait for the watchfiles thread's next timeout (5 s);
+        # the stop event ends it within STEP_MS.
+        self._watch_stop.set()
+        await asyncio.wait({task}, timeout=2.0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def _watch(self, changes: AsyncGenerator[set[tuple[Change, str]], None]) -> None:
+        async for batch in changes:
+            for change, raw in batch:
+                self._note(Path(raw), found=False, deleted=change == Change.deleted)
+
+    def _note(self, path: Path, *, found: bool, deleted: bool = False) -> None:
+        if path == self.inbox:
+            # The inbox itself was deleted or moved: its inotify watch is dead, and
+            # a new folder of the same name (maybe with the same inode) needs a new one.
+            self._rearm = True
+            self._rescan_now.set()
+            return
+        if path.parent != self.inbox or ignored_name(path.name):
+            return
+        cand = self._candidates.get(path)
+        if cand is not None:
+            # A rescan only wakes a failed file, so a missed event can't strand it.
+            if not found or cand.failed_sig is not None:
+                cand.last_event = time.monotonic()
+            return
+        if deleted:
+            return
+        if len(self._candidates) >= MAX_CANDIDATES:
+            self._overflowed = True
+            return
+        self._candidates[path] = _Candidate(last_event=time.monotonic())
+
+    def _scan(self) -> None:
+        try:
+            with os.scandir(self.inbox) as entries:
+                for entry in entries:
+                    if len(self._candidates) >= MAX_CANDIDATES:
+                        self._overflowed = True
+                        break
+                    if entry.is_file(follow_symlinks=False):
+                        self._note(Path(entry.path), found=True)
+        except OSError as e:
+            log.warning("watcher: can't list %s: %s", self.inbox, e)
+
+    async def _rescan_loop(self) -> None:
+        """Catch missed events, and re-arm if the inbox was replaced or the watch died."""
+        period = max(self.config.watch.rescan_seconds, 0.5)
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._rescan_now.wait(), period)
+            self._rescan_now.clear()
+            try:
+                st = self.inbox.stat()
+                replaced = (st.st_dev, st.st_ino) != self._inbox_id
+            except FileNotFoundError:
+                replaced = True
+            task = self._watch_task
+            if replaced or self._rearm or task is None or task.done():
+                self._rearm = False
+                if task is not None and task.done() and not task.cancelled() and task.exception():
+                    log.error("watcher: watching %s failed: %r", self.inbox, task.exception())
+                log.warning("watcher: re-arming the watch on %s", self.inbox)
+                try:
+                    await self._arm()
+                except OSError as e:
+                    self._armed = False
+                    log.error("watcher: can't watch %s: %s", self.inbox, e)
+            else:
+                self._scan()
+
+    # --- deciding when a file is complete -------------------------------------
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                self._poll()
+            except Exception:  # a bug here must not end the watching
+                log.exception("watcher: poll failed")
+
+    def _poll(self) -> None:
+        watch = self.config.watch
+        quiet_needed = watch.lease_quiet_seconds
+        now = time.monotonic()
+        for path, cand in list(self._candidates.items()):
+            if len(self._admitting) >= ADMIT_SLOTS:
+                break
+            if cand.admitting:
+                continue
+            if cand.failed_sig is not None and cand.last_event <= cand.failed_at:
+                continue  # failed, and nothing happened to it since
+            quiet = now - cand.last_event
+            # Stat from one tick before the quiet time is up, so the two stats that
+            # must agree are done by the time it is.
+            if quiet < quiet_needed - TICK_S:
+                continue
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                del self._candidates[path]
+                continue
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):  # folders, symlinks, fifos: never taken
+                del self._candidates[path]
+                continue
+            sig = (st.st_size, st.st_mtime_ns)
+            prev, cand.sig = cand.sig, sig
+            if cand.failed_sig is not None:
+                if sig == cand.failed_sig:
+                    cand.failed_at = now  # touched but unchanged: still failed
+                    continue
+                cand.failed_sig = None
+            if sig != prev or quiet < quiet_needed:
+                continue
+            try:
+                writer = lease.has_writer(path)
+            except FileNotFoundError:
+                del self._candidates[path]
+                continue
+            if writer:
+                continue  # however long it has been quiet
+            # Without a lease, only long quiet tells. An empty file is often a
+            # placeholder about to be written, so it waits as long either way.
+            if (writer is None or st.st_size == 0) and quiet < watch.stable_seconds:
+                continue
+            self._take(path, cand)
+        if self._overflowed and len(self._candidates) < MAX_CANDIDATES // 2:
+            self._overflowed = False
+            self._rescan_now.set()
+
+    def _take(self, path: Path, cand: _Candidate) -> None:
+        cand.admitting = True
+        self.taken += 1
+        task = asyncio.create_task(self._admit(path, cand), name=f"watcher-admit {path.name}")
+        self._admitting.add(task)
+        task.add_done_callback(self._admitting.discard)
+
+    async def _admit(self, path: Path, cand: _Candidate) -> None:
+        try:
+            await self.intake.admit(path, "inbox")
+        except Exception as e:
+            # Leave the file where it is; try it again only once it changes.
+            self.failures += 1
+            log.error("watcher: could not admit %s: %r", path.name, e)
+            cand.admitting = False
+            cand.failed_sig = cand.sig
+            cand.failed_at = time.monotonic()
+            return
+        if self._candidates.get(path) is cand:
+            del self._candidates[path]
+        if os.path.lexists(path):  # a new file of the same name came meanwhile
+            self._note(path, found=False)

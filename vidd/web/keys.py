@@ -1,0 +1,28 @@
+"""The typed keys under which the web app keeps its state (the services live under
+`vidd.daemon.SERVICES`)."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from ..config import Config
+from ..hub import Hub
+
+
+@dataclass
+class Counters:
+    """Web-side counters for /metrics."""
+
+    bytes_uploaded: int = 0
+    uploads_active: int = 0
+
+
+CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
+HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
+COUNTERS: web.AppKey[Counters] = web.AppKey("counters", Counters)
+STATIC_DIR: web.AppKey[Path] = web.AppKey("static_dir", Path)
+WEBSOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("websockets")
