@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_RUN := handbrake-cli ffmpeg python3-venv
 APT_TEST := chromium systemd fonts-dejavu-core
+APT_BENCH := nginx curl
 CONFIG ?= config.toml
 
 .PHONY: run test lint typecheck bench deps-run deps-test clean
@@ -21,7 +22,8 @@ lint: $(VENV)/.test
 	$(VENV)/bin/ruff check vidd tests bench
 	$(VENV)/bin/mypy
 
-bench: $(VENV)/.test
+bench: deps-test $(VENV)/.test
+	$(call apt_install,$(APT_BENCH))
 	$(PY) -m bench $(if $(CASE),--case $(CASE))
 
 # Install only the Debian packages that are missing (dpkg knows), with one apt-get update.
