@@ -60,6 +60,10 @@ def test_install_and_uninstall_into_destdir(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"{config}: ok"
 
+    # pip put the page's files where an installed vidd looks for them (vidd.web.app).
+    static = dest / "opt/vidd/share/vidd/static"
+    assert (static / "index.html").is_file() and (static / "app.js").is_file()
+
     # A second install (an upgrade) keeps the operator's edits.
     config.write_text(config.read_text() + "\n# edited by the operator\n")
     r = make("install", *args)

@@ -4,6 +4,7 @@ dependency order by cleanup_ctx (services, then the hub that listens to their st
 from __future__ import annotations
 
 import asyncio
+import sys
 import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,7 +20,15 @@ from .errors import errors
 from .keys import CONFIG, COUNTERS, HUB, STATIC_DIR, WEBSOCKETS, Counters
 from .security import add_security_headers, guard
 
-STATIC = Path(__file__).resolve().parent.parent.parent / "static"
+def _static_dir() -> Path:
+    """The page's files: static/ beside the package in a checkout, or where pip put them."""
+    checkout = Path(__file__).resolve().parent.parent.parent / "static"
+    if (checkout / "index.html").exists():
+        return checkout
+    return Path(sys.prefix) / "share" / "vidd" / "static"
+
+
+STATIC = _static_dir()
 MAX_FORM_BYTES = 64 * 1024  # the login form; uploads stream and have their own limit
 
 
