@@ -92,20 +92,28 @@ class _StatusLine:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        self._dirty = False
         self._pending: asyncio.Task[None] | None = None
 
     def job_changed(self, job: Job, *, progress_only: bool) -> None:
-        if not progress_only and (self._pending is None or self._pending.done()):
-            self._pending = asyncio.create_task(self._send())
+        if not progress_only:
+            self._schedule()
 
     def job_deleted(self, job_id: str) -> None:
-        self.job_changed(None, progress_only=False)  # type: ignore[arg-type]
+        self._schedule()
+
+    def _schedule(self) -> None:
+        self._dirty = True  # a burst of changes costs one count query, never a stale line
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.create_task(self._send())
 
     async def _send(self) -> None:
-        await asyncio.sleep(0)  # let the transition that woke us finish first
-        counts = await self.services.store.counts()
-        busy = self.services.pool.busy
-        self.services.notifier.status(f"{busy} encoding, {counts['queued']} queued")
+        while self._dirty:
+            self._dirty = False
+            await asyncio.sleep(0)  # let the transition that woke us finish first
+            counts = await self.services.store.counts()
+            busy = self.services.pool.busy
+            self.services.notifier.status(f"{busy} encoding, {counts['queued']} queued")
 
 
 @contextlib.asynccontextmanager

@@ -20,6 +20,7 @@ from .errors import errors
 from .keys import CONFIG, COUNTERS, HUB, STATIC_DIR, WEBSOCKETS, Counters
 from .security import add_security_headers, guard
 
+
 def _static_dir() -> Path:
     """The page's files: static/ beside the package in a checkout, or where pip put them."""
     checkout = Path(__file__).resolve().parent.parent.parent / "static"
