@@ -72,8 +72,12 @@ async def vidd_batch(ctx: Context) -> dict[str, Any]:
             "idle_rss": idle,
             "peak_rss": rss.peak,
             "rss_samples": rss.samples,
+            # name -> seconds from the drop to queued, running and done
+            "timeline": {
+                n: [round((watch.when(n, s) or t0) - t0, 3) for s in ("queued", "running", "done")]
+                for n in names
+            },
         }
-    shutil.rmtree(folder, ignore_errors=True)
     ctx.cache["vidd_batch"] = result
     return dict(result)
 
@@ -169,7 +173,7 @@ async def case_memory(ctx: Context) -> list[Result]:
             measured=f"{idle:.1f} MB",
             target="<= 60 MB",
             met=idle <= 60,
-            data={"idle_rss_bytes": mine["idle_rss"]},
+            data={"idle_rss_bytes": mine["idle_rss"], "timeline": mine["timeline"]},
         ),
         Result(
             case="memory",

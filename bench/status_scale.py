@@ -1,2 +1,151 @@
+"""The case `status_scale`: GET /api/status and GET /api/jobs?limit=50 from 50 concurrent
+clients, with 100,000 jobs in the store against the same with 100."""
+
 from __future__ import annotations
-async def case_status_scale(ctx): return []
+
+import asyncio
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from vidd.job import Job, Status, new_id, now
+from vidd.store import Store
+
+from .harness import Context, Result, Vidd, cpu_seconds, ms, percentile
+
+SIZES = (100, 100_000)
+CLIENTS = 50
+WARMUP = 200  # requests before measuring: a daemon under load has its caches warm
+REQUESTS = 4000  # per endpoint and store size...
+MAX_S = 15.0  # ...or this long, whichever comes first
+ENDPOINTS = {"status": "/api/status", "jobs": "/api/jobs?limit=50"}
+# What a store that has run for a while holds: mostly finished jobs, some failures.
+MIX = ((Status.DONE, 90), (Status.FAILED, 5), (Status.REJECTED, 3), (Status.CANCELLED, 2))
+SOURCE = {"size": 52_428_800, "duration": 600.0, "width": 1920, "height": 1080,
+          "video_codec": "h264", "audio_codecs": ["aac"]}  # fmt: skip
+OUTPUT = {**SOURCE, "size": 31_457_280, "width": 1280, "height": 720}
+
+
+async def fill_store(db: Path, count: int) -> None:
+    """`count` finished jobs, inserted in bulk; done ones get a source and an output, like
+    the jobs the pool finishes, so the pages are their real size."""
+    statuses = [s for s, share in MIX for _ in range(share)]
+    start = now() - timedelta(days=365)
+    jobs = [
+        Job(
+            id=new_id(),
+            name=f"holiday {i:06d}.mp4",
+            status=statuses[i % len(statuses)],
+            profile="web",
+            origin="inbox",
+            source_ext=".mp4",
+            created_at=start + timedelta(seconds=i * 60),
+        )
+        for i in range(count)
+    ]
+    store = Store(db)
+    await store.open()
+    try:
+        await store.add_many_for_test(jobs)
+        # add_many_for_test writes the bare columns; give the rows their details in one go.
+        await store.db.execute(
+            "UPDATE jobs SET source = ?, started_at = created_at, finished_at = created_at, "
+            "progress = 1, output = CASE status WHEN 'done' THEN ? END",
+            (json.dumps(SOURCE), json.dumps(OUTPUT)),
+        )
+    finally:
+        await store.close()
+
+
+async def load(url: str) -> dict[str, Any]:
+    """CLIENTS clients, each sending the next request when the last is answered."""
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=CLIENTS)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> float:
+            t0 = time.perf_counter()
+            async with session.get(url) as r:
+                await r.read()
+                if r.status != 200:
+                    raise RuntimeError(f"{url}: HTTP {r.status}")
+            return time.perf_counter() - t0
+
+        async def client(budget: list[int], deadline: float, out: list[float] | None) -> None:
+            nonlocal errors
+            while budget[0] > 0 and time.monotonic() < deadline:
+                budget[0] -= 1
+                try:
+                    t = await one()
+                except (aiohttp.ClientError, RuntimeError):
+                    errors += 1
+                    continue
+                if out is not None:
+                    out.append(t)
+
+        warm = [WARMUP]
+        await asyncio.gather(*(client(warm, time.monotonic() + MAX_S, None) for _ in range(10)))
+        budget = [REQUESTS]
+        t0 = time.monotonic()
+        await asyncio.gather(
+            *(client(budget, t0 + MAX_S, latencies) for _ in range(CLIENTS))
+        )
+        elapsed = time.monotonic() - t0
+    return {
+        "p50_s": percentile(latencies, 50),
+        "p99_s": percentile(latencies, 99),
+        "rps": len(latencies) / elapsed,
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": elapsed,
+    }
+
+
+async def measure(ctx: Context, count: int) -> dict[str, dict[str, Any]]:
+    vidd = Vidd(ctx.workdir / f"status-{count}")
+    vidd.data.mkdir(parents=True, exist_ok=True)
+    await fill_store(vidd.config.storage.db_path, count)
+    out: dict[str, dict[str, Any]] = {}
+    with vidd:
+        for name, path in ENDPOINTS.items():
+            cpu0, bench0 = cpu_seconds(vidd.pid), time.process_time()
+            out[name] = await load(vidd.url + path)
+            out[name]["vidd_cpu_s"] = cpu_seconds(vidd.pid) - cpu0
+            out[name]["bench_cpu_s"] = time.process_time() - bench0
+    return out
+
+
+async def case_status_scale(ctx: Context) -> list[Result]:
+    small = await measure(ctx, SIZES[0])
+    large = await measure(ctx, SIZES[1])
+    return _results(small, large)
+
+
+def _results(small: dict[str, Any], large: dict[str, Any]) -> list[Result]:
+    rows: list[Result] = []
+    for name, path in ENDPOINTS.items():
+        s, big = small[name], large[name]
+        ratio = big["p50_s"] / s["p50_s"]
+        met = big["p99_s"] <= 0.020 and ratio <= 1.5 and big["errors"] == 0
+        rows.append(
+            Result(
+                case="status_scale",
+                figure=f"GET {path}, {CLIENTS} clients, 100k jobs",
+                measured=f"p50 {ms(big['p50_s'])}, p99 {ms(big['p99_s'])}, {big['rps']:.0f} req/s",
+                reference=f"100 jobs: p50 {ms(s['p50_s'])}, p99 {ms(s['p99_s'])}, "
+                f"{s['rps']:.0f} req/s",
+                ratio=ratio,
+                target="p99 <= 20 ms; p50 ratio <= 1.5",
+                met=met,
+                note=f"vidd CPU {big['vidd_cpu_s'] / big['seconds']:.0%} of a core, "
+                f"bench client {big['bench_cpu_s'] / big['seconds']:.0%}; "
+                f"{big['requests']} requests, {big['errors']} errors",
+                data={"100": s, "100000": big},
+            )
+        )
+    return rows

@@ -89,7 +89,7 @@ class Pool:
         def on_progress(p: Progress) -> None:
             nonlocal last_sent
             t = time.monotonic()
-            if t - last_sent < PROGRESS_INTERVAL_S and p.progress < 1.0:
+            if t - last_sent < PROGRESS_INTERVAL_S:  # "done" sets 1.0 itself
                 return
             last_sent = t
             pending[:] = [x for x in pending if not x.done()]
