@@ -28,15 +28,19 @@ async def case_drop_latency(ctx: Context) -> list[Result]:
                 name = path.name
                 t0 = time.monotonic()
                 os.rename(path, vidd.inbox / name)
+
+                def reached(status: str, name: str = name) -> bool:
+                    return watch.when(name, status) is not None
+
                 try:
-                    await watch.wait(lambda n=name: watch.when(n, "running") is not None, WAIT_S)
+                    await watch.wait(lambda: reached("running"), WAIT_S)
                 except TimeoutError:
                     raise RuntimeError(f"{name} was not running after {WAIT_S:.0f} s") from None
                 running.append((watch.when(name, "running") or t0) - t0)
                 queued.append((watch.when(name, "queued") or t0) - t0)
                 # Cancel it, so every drop meets an idle pool and an idle CPU.
                 await post(f"{vidd.url}/api/jobs/{watch.ids[name]}/cancel")
-                await watch.wait(lambda n=name: watch.when(n, "cancelled") is not None, WAIT_S)
+                await watch.wait(lambda: reached("cancelled"), WAIT_S)
                 await asyncio.sleep(PAUSE_S)
     p50, worst = percentile(running, 50), max(running)
     return [

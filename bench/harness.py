@@ -212,6 +212,9 @@ class Vidd:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **self.env},
                 cwd=self.folder,
+                # Its own session, as systemd gives a service: on a kernel with autogroup
+                # scheduling it then gets its own share of the CPU, not a share of ours.
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -92,9 +92,7 @@ async def load(url: str) -> dict[str, Any]:
         await asyncio.gather(*(client(warm, time.monotonic() + MAX_S, None) for _ in range(10)))
         budget = [REQUESTS]
         t0 = time.monotonic()
-        await asyncio.gather(
-            *(client(budget, t0 + MAX_S, latencies) for _ in range(CLIENTS))
-        )
+        await asyncio.gather(*(client(budget, t0 + MAX_S, latencies) for _ in range(CLIENTS)))
         elapsed = time.monotonic() - t0
     return {
         "p50_s": percentile(latencies, 50),

@@ -13,7 +13,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .harness import GiB, MiB, Context, Result, RssSampler, Vidd, rss_bytes
+from .harness import Context, GiB, MiB, Result, RssSampler, Vidd, rss_bytes
 
 SIZE = 2 * GiB
 NEED_FREE = 6 * GiB

@@ -33,7 +33,13 @@ _PREFIX = _pdeathsig_prefix()
 async def spawn(
     args: Sequence[str], *, nice: int = 0, stdout: int | None = asyncio.subprocess.PIPE
 ) -> asyncio.subprocess.Process:
-    """Start `args` in a new session (its own process group), at the given niceness."""
+    """Start `args` in a process group of its own, at the given niceness.
+
+    A process group, not a new session: with the kernel's autogroup scheduling each
+    session is its own CPU group, and nice would then only rank threads inside it, so
+    the oldest encode could not be given the CPU first. A group is enough to signal the
+    child and all it starts, and keeps it out of the terminal's Ctrl-C.
+    """
     proc = await asyncio.create_subprocess_exec(
         *_PREFIX,
         *args,
@@ -41,7 +47,7 @@ async def spawn(
         stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
         env=child_env(),
-        start_new_session=True,
+        process_group=0,
     )
     if nice:
         set_nice(proc, nice)

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import shutil
 import signal
 import time
@@ -218,8 +219,19 @@ def _healthy(app: web.Application) -> Callable[[], Awaitable[bool]]:
     return healthy
 
 
+def _raise_fd_limit() -> None:
+    """Each WebSocket client holds a descriptor: take the hard limit, not the soft 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > 65536:
+        hard = 65536
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def serve(config: Config, *, verbose: bool = False) -> int:
     logs.setup(config.daemon.log_level, verbose=verbose)
+    _raise_fd_limit()
     if not verbose:  # one line per request is noise next to one line per event
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "1 change detected" per event

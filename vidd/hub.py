@@ -114,7 +114,9 @@ class Client:
                 if msg.job_id is not None:
                     self._progress.pop(msg.job_id, None)
                 try:
-                    await asyncio.wait_for(self.socket.send_str(msg.text), SEND_TIMEOUT_S)
+                    # asyncio.timeout, not wait_for: no extra task per message (fan-out cost)
+                    async with asyncio.timeout(SEND_TIMEOUT_S):
+                        await self.socket.send_str(msg.text)
                 except TimeoutError:
                     self.hub.evict(self, "send timed out")
                     return

@@ -21,7 +21,7 @@ from .keys import CONFIG, COUNTERS
 
 log = logging.getLogger(__name__)
 
-CHUNK = 256 * 1024
+CHUNK = 1 << 20  # one thread hop per MiB: 256 KiB chunks made a 2 GiB upload 1.5x slower
 DISK_CHECK_EVERY = 32 << 20  # bytes written between two looks at free space
 MAX_PARTS = 8
 MAX_FIELD_BYTES = 256  # the profile field
