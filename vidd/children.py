@@ -91,14 +91,14 @@ def kill_now(proc: asyncio.subprocess.Process) -> None:
 
 
 async def run(
-    args: Sequence[str], *, timeout_s: float, grace_s: float = 2.0
+    args: Sequence[str], *, timeout_s: float, grace_s: float = 2.0, nice: int = 0
 ) -> tuple[int, str, str]:
     """Run a short command to completion; returns (exit code, stdout, stderr).
 
     On timeout or cancellation the process group is stopped and reaped.
     Raises TimeoutError on timeout.
     """
-    proc = await spawn(args)
+    proc = await spawn(args, nice=nice)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
     except BaseException:

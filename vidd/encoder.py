@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import signal
+import struct
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import children, poster, probe
+from . import children, mp4, poster, probe
 from .config import Config, Profile
 from .job import Job, MediaInfo
 from .progress import BlockParser, Progress, ProgressMeter
@@ -153,6 +154,7 @@ class Encoder:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.running: dict[str, asyncio.subprocess.Process] = {}
+        self._nice: dict[str, int] = {}  # each running job's current nice, for its poster
         self._killed: set[str] = set()  # by kill_all: reported as such, not as a crash
 
     def __repr__(self) -> str:
@@ -175,6 +177,8 @@ class Encoder:
         ]
 
     def renice(self, job_id: str, nice: int) -> bool:
+        if job_id in self._nice:
+            self._nice[job_id] = nice
         proc = self.running.get(job_id)
         return proc is not None and proc.returncode is None and children.set_nice(proc, nice)
 
@@ -206,26 +210,31 @@ class Encoder:
     ) -> EncodeResult:
         """Encode a job into videos/<id>.mp4 (and a poster). Raises EncodeFailed."""
         self._clean_tmp(job.id)  # leftovers of an attempt vidd did not see through
+        self._nice[job.id] = nice
         try:
-            output, log_tail = await self._encode(job, on_progress, nice)
-        except BaseException:
-            self._clean_tmp(job.id)
-            raise
-        self._clean_tmp(job.id)  # HandBrake's scratch folder
-        video, image = self.outputs(job.id)
-        try:
-            has_poster = await poster.make(
-                self.config.encode.ffmpeg,
-                video,
-                self.config.storage.tmp_dir / f"{job.id}.jpg",
-                image,
-                output.duration,
-            )
-        except BaseException:  # cancelled while making the poster: a cancelled job has no output
-            for path in (video, image):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-            raise
+            try:
+                output, log_tail = await self._encode(job, on_progress, nice)
+            except BaseException:
+                self._clean_tmp(job.id)
+                raise
+            self._clean_tmp(job.id)  # HandBrake's scratch folder
+            video, image = self.outputs(job.id)
+            try:
+                has_poster = await poster.make(
+                    self.config.encode.ffmpeg,
+                    video,
+                    self.config.storage.tmp_dir / f"{job.id}.jpg",
+                    image,
+                    output.duration,
+                    nice=self._nice[job.id],
+                )
+            except BaseException:  # cancelled while making the poster: no output then
+                for path in (video, image):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                raise
+        finally:
+            self._nice.pop(job.id, None)
         return EncodeResult(output=output, poster=has_poster, log_tail=log_tail)
 
     async def _encode(
@@ -362,12 +371,14 @@ class Encoder:
             size = 0
         if size == 0:
             raise EncodeFailed("no_output", "HandBrake finished but wrote no video", tail)
-        try:
-            output = await probe.probe(self.config.encode.handbrake, tmp_out)
-        except probe.NotAVideo as e:
+        try:  # read from the file's own index: no second HandBrake scan per job
+            output = mp4.inspect(tmp_out).media
+        except (mp4.NotAnMp4, OSError, struct.error) as e:
             raise EncodeFailed(
-                "bad_output", f"the converted file is not a video: {e}", tail
+                "bad_output", f"the converted file is not an MP4: {e}", tail
             ) from None
+        if not output.video_codec:
+            raise EncodeFailed("bad_output", "the converted file has no video track", tail)
         allowed = max(DURATION_TOLERANCE * source.duration, MIN_DURATION_TOLERANCE_S)
         if abs(output.duration - source.duration) > allowed:
             raise EncodeFailed(

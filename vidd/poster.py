@@ -44,14 +44,16 @@ def ffmpeg_args(ffmpeg: str, video: Path, out: Path, duration: float) -> list[st
     ]
 
 
-async def make(ffmpeg: str, video: Path, tmp: Path, dest: Path, duration: float) -> bool:
+async def make(
+    ffmpeg: str, video: Path, tmp: Path, dest: Path, duration: float, *, nice: int = 0
+) -> bool:
     """Write a poster of `video` to `tmp`, then rename it to `dest`. False if that failed
     (logged): a missing poster never fails a job."""
     if not ffmpeg:
         return False
     try:
         code, _, err = await children.run(
-            ffmpeg_args(ffmpeg, video, tmp, duration), timeout_s=POSTER_TIMEOUT_S
+            ffmpeg_args(ffmpeg, video, tmp, duration), timeout_s=POSTER_TIMEOUT_S, nice=nice
         )
         if code != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
             lines = err.strip().splitlines()
