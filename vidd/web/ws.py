@@ -36,8 +36,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     hub = app[HUB]
     if hub.full:
         raise ApiError(503, "too_many_clients", "too many live connections; try again later")
+    # compress=False: job messages are small, and deflating each one once per client
+    # was most of the fan-out's CPU with a thousand browsers watching.
     sock = web.WebSocketResponse(
-        heartbeat=HEARTBEAT_S, timeout=CLOSE_TIMEOUT_S, max_msg_size=MAX_INCOMING
+        compress=False, heartbeat=HEARTBEAT_S, timeout=CLOSE_TIMEOUT_S, max_msg_size=MAX_INCOMING
     )
     if not sock.can_prepare(request).ok:
         raise ApiError(400, "not_websocket", "this route expects a WebSocket handshake")
