@@ -204,3 +204,63 @@ async def test_a_stalled_encode_fails_as_stalled(
     finally:
         await r.pool.stop(5)
         await r.store.close()
+
+
+async def test_a_cancel_during_a_claim_waits_for_the_claimed_job(
+    rig_factory: Callable[..., Any],
+    fake_handbrake: str,
+    clip: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FAKE_HB_MODE", "stall")
+    r = await rig_factory(handbrake=fake_handbrake)
+    claimed = asyncio.Event()
+    real_claim = r.store.claim_next
+
+    async def slow_claim() -> Job | None:
+        job = await real_claim()
+        if job is not None:
+            claimed.set()
+            await asyncio.sleep(0.5)  # running in the store, no task yet: the race window
+        return job
+
+    monkeypatch.setattr(r.store, "claim_next", slow_claim)
+    try:
+        job = await r.add(clip)
+        await claimed.wait()
+        assert (await r.store.get(job.id)).status is Status.RUNNING  # type: ignore[union-attr]
+        assert await r.pool.cancel(job.id)  # found once the claim has registered it
+        done = await r.store.get(job.id)
+        assert done is not None and done.status is Status.CANCELLED
+        assert r.pool.encoder.running == {}
+    finally:
+        await r.pool.stop(1)
+        await r.store.close()
+
+
+async def test_the_pool_survives_a_failing_claim(
+    rig: Rig, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_claim = rig.store.claim_next
+    calls = 0
+
+    async def flaky_claim() -> Job | None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError("disk I/O error")
+        return await real_claim()
+
+    monkeypatch.setattr(rig.store, "claim_next", flaky_claim)
+    monkeypatch.setattr(asyncio, "sleep", _fast_sleep(asyncio.sleep))
+    job = await rig.add(clip)
+    done = await rig.wait_status(job.id, Status.DONE, Status.FAILED)
+    assert done.status is Status.DONE
+    assert rig.pool.alive and calls >= 2
+
+
+def _fast_sleep(real: Callable[[float], Any]) -> Callable[[float], Any]:
+    async def sleep(seconds: float, *args: Any) -> Any:
+        return await real(min(seconds, 0.05), *args)
+
+    return sleep

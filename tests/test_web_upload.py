@@ -104,7 +104,7 @@ async def test_declared_size_over_the_limit_is_refused_before_the_body(client):
     """With Expect: 100-continue, the client learns 413 before it sends a byte."""
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
     writer.write(
-        b"POST /api/jobs HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\n"
         + f"Content-Length: {10 << 30}\r\n\r\n".encode()
     )
@@ -136,7 +136,7 @@ async def test_client_that_aborts_mid_upload_leaves_nothing(client):
     total = len(head) + 900_000 + 64
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
     writer.write(
-        b"POST /api/jobs HTTP/1.1\r\nHost: x\r\n"
+        b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         + f"Content-Type: multipart/form-data; boundary={boundary}\r\n".encode()
         + f"Content-Length: {total}\r\n\r\n".encode()
         + head

@@ -111,6 +111,7 @@ class Web:
     max_upload_bytes: int = 8 << 30
     max_ws_clients: int = 2000
     allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import resource
 import shutil
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -121,7 +122,37 @@ class _StatusLine:
 async def services(config: Config, notifier: Notifier | None = None) -> AsyncIterator[Services]:
     """Open the store, recover from the last run, start the pool and the watcher."""
     make_dirs(config)
-    cleared = clear_tmp(config)
+    with _single_instance(config):
+        async with _opened_store(config) as store:
+            async with _running(config, store, notifier) as svc:
+                yield svc
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _single_instance(config: Config) -> Iterator[None]:
+    """One vidd per data folder: a second one would clear the first one's tmp/ and run
+    its jobs twice."""
+    path = config.storage.data_dir / "vidd.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlreadyRunning(
+                f"another vidd is already using {config.storage.data_dir}"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def _opened_store(config: Config) -> AsyncIterator[Store]:
+    cleared = clear_tmp(config)  # safe: the lock says no other vidd is writing there
     store = Store(config.storage.db_path)
     await store.open()
     try:
@@ -132,33 +163,43 @@ async def services(config: Config, notifier: Notifier | None = None) -> AsyncIte
                 len(requeued),
                 cleared,
             )
-        encoder = Encoder(config)
-        pool = Pool(config, store, encoder)
-        intake = Intake(config, store)
-        watcher = Watcher(config, intake) if config.watch.enabled else None
-        svc = Services(
-            config=config,
-            store=store,
-            intake=intake,
-            encoder=encoder,
-            pool=pool,
-            watcher=watcher,
-            handbrake_version=await handbrake_version(config.encode.handbrake),
-            notifier=notifier or Notifier.from_env(),
-        )
-        store.listeners.append(pool)
-        store.listeners.append(_StatusLine(svc))
+        yield store
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def _running(
+    config: Config, store: Store, notifier: Notifier | None
+) -> AsyncIterator[Services]:
+    """Build the pool, the intake and the watcher on an open store, and start them."""
+    encoder = Encoder(config)
+    pool = Pool(config, store, encoder)
+    intake = Intake(config, store)
+    watcher = Watcher(config, intake) if config.watch.enabled else None
+    svc = Services(
+        config=config,
+        store=store,
+        intake=intake,
+        encoder=encoder,
+        pool=pool,
+        watcher=watcher,
+        handbrake_version=await handbrake_version(config.encode.handbrake),
+        notifier=notifier or Notifier.from_env(),
+    )
+    store.listeners.append(pool)
+    store.listeners.append(_StatusLine(svc))
+    try:
         pool.start()
         if watcher is not None:
             await watcher.start()
-        try:
-            yield svc
-        finally:
-            if watcher is not None:
-                await watcher.stop()
-            await pool.stop(config.daemon.shutdown_timeout_s)
+        yield svc
     finally:
-        await store.close()
+        # Both at once, so the whole stop fits in shutdown_timeout_s plus the grace.
+        stops = [pool.stop(config.daemon.shutdown_timeout_s)]
+        if watcher is not None:
+            stops.append(watcher.stop())
+        await asyncio.gather(*stops)
 
 
 async def _serve(config: Config) -> int:
@@ -188,7 +229,11 @@ async def _serve(config: Config) -> int:
 
     app = create_app(config, notifier=notifier)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
-    await runner.setup()  # runs cleanup_ctx: the store opens, the pool and watcher start
+    try:
+        await runner.setup()  # runs cleanup_ctx: the store opens, the pool and watcher start
+    except (AlreadyRunning, OSError) as e:
+        log.error("cannot start: %s", e)
+        return 1
     site = web.TCPSite(runner, config.web.host, config.web.port)
     try:
         await site.start()
@@ -209,7 +254,7 @@ async def _serve(config: Config) -> int:
 def _healthy(app: web.Application) -> Callable[[], Awaitable[bool]]:
     async def healthy() -> bool:
         svc = app.get(SERVICES)
-        if svc is None:
+        if svc is None or not svc.pool.alive:
             return False
         try:
             return await asyncio.wait_for(svc.store.ping(), 5)

@@ -36,6 +36,8 @@ class Pool:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._requeue_on_cancel: set[str] = set()
+        # Held from a claim until its task is registered, so a cancel never falls in between.
+        self._claiming = asyncio.Lock()
         self.jobs_complete = 0
         self.jobs_failed = 0
         self.encode_seconds = 0.0
@@ -61,22 +63,40 @@ class Pool:
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="pool")
 
+    @property
+    def alive(self) -> bool:
+        """False if the claiming loop has died: the watchdog must then stop being fed."""
+        return self._loop_task is not None and not self._loop_task.done()
+
     async def _run(self) -> None:
         while not self._stopping:
             await self._slots.acquire()
-            job = None
-            while not self._stopping:
-                self._wake.clear()
+            claimed = False
+            try:
+                while not self._stopping and not claimed:
+                    self._wake.clear()
+                    claimed = await self._claim()
+                    if not claimed:
+                        await self._wake.wait()
+            finally:
+                if not claimed:
+                    self._slots.release()
+
+    async def _claim(self) -> bool:
+        """Start the oldest queued job, if any. A store error is logged and retried."""
+        async with self._claiming:
+            try:
                 job = await self.store.claim_next()
-                if job is not None:
-                    break
-                await self._wake.wait()
+            except Exception:
+                log.exception("pool: could not claim a job; trying again in 5 s")
+                await asyncio.sleep(5)
+                self._wake.set()  # look again, even if no new job arrives
+                return False
             if job is None:
-                self._slots.release()
-                return
+                return False
             self._order.append(job.id)
-            task = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
-            self.tasks[job.id] = task
+            self.tasks[job.id] = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
+            return True
 
     def _nice_for(self, job_id: str) -> int:
         return self._order.index(job_id) * self.config.encode.nice_step
@@ -134,14 +154,17 @@ class Pool:
             self.encode_seconds += elapsed
             self.jobs_complete += 1
             log.info("job %s: done in %.1f s (%d bytes)", job.id, elapsed, result.output.size)
-            await self._finish(
+            recorded = await self._finish(
                 job.id,
                 Status.DONE,
                 output=result.output,
                 poster=result.poster,
                 log_tail=result.log_tail,
             )
-            if not self.config.storage.keep_sources:  # only now: the output is verified
+            if not recorded:  # deleted meanwhile: its output belongs to nobody
+                for path in self.encoder.outputs(job.id):
+                    path.unlink(missing_ok=True)
+            elif not self.config.storage.keep_sources:  # only now: the output is verified
                 (self.config.storage.sources_dir / job.source_file).unlink(missing_ok=True)
         finally:
             for t in pending:
@@ -152,19 +175,28 @@ class Pool:
             self._reprioritise()
             self._slots.release()
 
-    async def _finish(self, job_id: str, status: Status, **fields: Any) -> None:
+    async def _finish(self, job_id: str, status: Status, **fields: Any) -> bool:
+        """Record how a job ended; False if it could not be (deleted meanwhile, or the
+        store is gone at shutdown: the job is then requeued at the next start)."""
         try:
             await self.store.transition(job_id, status, **fields)
-        except (KeyError, IllegalTransition) as e:  # deleted meanwhile
+            return True
+        except (KeyError, IllegalTransition) as e:
             log.info("job %s: not recorded as %s: %s", job_id, status, e)
+        except Exception:
+            log.exception("job %s: could not record it as %s", job_id, status)
+        return False
 
     def _reprioritise(self) -> None:
         for job_id in self._order:
             self.encoder.renice(job_id, self._nice_for(job_id))
 
     async def cancel(self, job_id: str) -> bool:
-        """Cancel a running job and wait until its process is reaped. False if not running."""
-        task = self.tasks.get(job_id)
+        """Cancel a running job and wait until its process is reaped. False if not running.
+
+        Only the pool moves a running job to cancelled: it knows whether an encode runs."""
+        async with self._claiming:
+            task = self.tasks.get(job_id)
         if task is None:
             return False
         task.cancel()
@@ -181,12 +213,12 @@ class Pool:
         running = list(self.tasks.values())
         if running:
             log.info("pool: waiting up to %.0f s for %d encode(s)", timeout_s, len(running))
-            _, still = await asyncio.wait(running, timeout=timeout_s)
-            for task in still:
-                job_id = task.get_name().removeprefix("job-")
+            await asyncio.wait(running, timeout=timeout_s)
+            still = dict(self.tasks)
+            for job_id, task in still.items():
                 self._requeue_on_cancel.add(job_id)
                 task.cancel()
-            await asyncio.gather(*still, return_exceptions=True)
+            await asyncio.gather(*still.values(), return_exceptions=True)
 
     def kill_now(self) -> None:
         """A forced exit: kill every encode at once (their jobs are requeued at next start)."""

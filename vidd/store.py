@@ -251,10 +251,12 @@ class Store:
         output: MediaInfo | None = None,
         poster: bool = False,
         log_tail: str | None = None,
+        expect: Status | None = None,
     ) -> Job:
         """Move a job to `target`, or raise IllegalTransition (KeyError if it is gone).
 
-        One UPDATE guarded by the legal source states, so it is atomic.
+        One UPDATE guarded by the legal source states, so it is atomic. `expect` narrows
+        them to one: a user's cancel of a queued job must not hit a job just claimed.
         """
         sets = ["status = ?"]
         args: list[Any] = [str(target)]
@@ -278,7 +280,7 @@ class Store:
         if log_tail is not None:
             sets.append("log_tail = ?")
             args.append(log_tail)
-        allowed = sorted(str(s) for s in sources_of(target))
+        allowed = sorted(str(s) for s in sources_of(target) if expect in (None, s))
         marks = ", ".join("?" for _ in allowed)
         sql = (
             f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND status IN ({marks}) "
@@ -320,8 +322,7 @@ class Store:
         if row is None:
             return None
         job = _job(row)
-        for listener in self.listeners:
-            listener.job_changed(job, progress_only=True)
+        self._notify(job, progress_only=True)
         return job
 
     async def requeue_running(self) -> builtins.list[str]:
@@ -338,7 +339,10 @@ class Store:
         if row is None:
             return False
         for listener in self.listeners:
-            listener.job_deleted(job_id)
+            try:
+                listener.job_deleted(job_id)
+            except Exception:  # the change is committed; one listener's bug stays its own
+                log.exception("store listener %r failed", listener)
         return True
 
     async def add_many_for_test(self, jobs: Iterable[Job]) -> None:
@@ -368,9 +372,15 @@ class Store:
 
     async def _changed(self, job: Job) -> Job:
         job = await self._with_position(job)
-        for listener in self.listeners:
-            listener.job_changed(job, progress_only=False)
+        self._notify(job, progress_only=False)
         return job
+
+    def _notify(self, job: Job, *, progress_only: bool) -> None:
+        for listener in self.listeners:
+            try:
+                listener.job_changed(job, progress_only=progress_only)
+            except Exception:  # the change is committed; one listener's bug stays its own
+                log.exception("store listener %r failed", listener)
 
 
 def _ts(t: datetime | None) -> str | None:

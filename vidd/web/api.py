@@ -87,18 +87,21 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 async def _cancel(svc: Services, job: Job) -> bool:
     """Cancel a queued or running job; False when its state doesn't allow it."""
-    for _ in range(3):  # the pool may claim a queued job while we look at it
-        if job.status is Status.RUNNING and await svc.pool.cancel(job.id):
-            return True
-        if job.status not in (Status.QUEUED, Status.RUNNING):
+    for _ in range(3):  # the pool may claim, or finish, the job while we look at it
+        if job.status is Status.RUNNING:
+            if await svc.pool.cancel(job.id):  # only the pool cancels a running job
+                return True
+        elif job.status is Status.QUEUED:
+            try:
+                await svc.store.transition(job.id, Status.CANCELLED, expect=Status.QUEUED)
+                return True
+            except KeyError:
+                raise _not_found(job.id) from None
+            except IllegalTransition:
+                pass
+        else:
             return False
-        try:
-            await svc.store.transition(job.id, Status.CANCELLED)
-            return True
-        except KeyError:
-            raise _not_found(job.id) from None
-        except IllegalTransition:
-            job = await find_job(svc, job.id)
+        job = await find_job(svc, job.id)
     return False
 
 

@@ -17,8 +17,8 @@ from ..hub import Hub
 from ..notify import Notifier
 from . import api, media, pages, status, upload, ws
 from .errors import errors
-from .keys import CONFIG, COUNTERS, HUB, STATIC_DIR, WEBSOCKETS, Counters
-from .security import add_security_headers, guard
+from .keys import CONFIG, COUNTERS, GUARD, HUB, STATIC_DIR, WEBSOCKETS, Counters
+from .security import add_security_headers, checker, guard
 
 
 def _static_dir() -> Path:
@@ -36,11 +36,13 @@ MAX_FORM_BYTES = 64 * 1024  # the login form; uploads stream and have their own 
 def create_app(
     config: Config, *, notifier: Notifier | None = None, static_dir: Path = STATIC
 ) -> web.Application:
+    check = checker(config.web)
     app = web.Application(
-        middlewares=[errors, guard(config.web.token, config.web.allowed_origins)],
+        middlewares=[errors, guard(check)],
         client_max_size=MAX_FORM_BYTES,
     )
     app[CONFIG] = config
+    app[GUARD] = check
     app[COUNTERS] = Counters()
     app[STATIC_DIR] = static_dir
     app[WEBSOCKETS] = weakref.WeakSet()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,3 +27,6 @@ HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 COUNTERS: web.AppKey[Counters] = web.AppKey("counters", Counters)
 STATIC_DIR: web.AppKey[Path] = web.AppKey("static_dir", Path)
 WEBSOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("websockets")
+
+# check_request with this app's settings bound: for handlers that run before middlewares.
+GUARD: web.AppKey[Callable[[web.Request], None]] = web.AppKey("guard")

@@ -17,7 +17,7 @@ from .. import disk
 from ..daemon import SERVICES
 from ..job import Job, Status
 from .errors import ApiError, error_response
-from .keys import CONFIG, COUNTERS
+from .keys import CONFIG, COUNTERS, GUARD
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,15 @@ def add_routes(r: web.UrlDispatcher) -> None:
 async def expect_upload(request: web.Request) -> web.StreamResponse | None:
     """`Expect: 100-continue`: refuse an oversized upload before the client sends it.
 
-    This runs before the middlewares, so it renders its own error."""
+    This runs before the middlewares, so it does their checks itself and renders its own
+    error: a stranger must not be invited to send gigabytes only to be refused."""
     try:
+        request.app[GUARD](request)
         _check_declared_size(request)
+    except web.HTTPSeeOther:
+        resp = error_response(401, "unauthorized", "a valid token is required")
+        resp.force_close()
+        return resp
     except ApiError as e:
         resp = error_response(e.status, e.code, e.message)
         resp.force_close()
