@@ -220,7 +220,22 @@ function actionsFor(job, li) {
   return out;
 }
 
+// A job that leaves the queue moves everyone behind it up one place; the server only
+// sends the job that changed, so the page moves the others itself.
+function leftQueue(old) {
+  if (!old || old.status !== "queued" || old.queue_position == null) return;
+  for (const j of jobs.values()) {
+    if (j.status === "queued" && j.queue_position != null && j.queue_position > old.queue_position) {
+      j.queue_position -= 1;
+      const li = cards.get(j.id);
+      if (li) updateCard(li, j);
+    }
+  }
+}
+
 function upsert(job) {
+  const old = jobs.get(job.id);
+  if (old && job.status !== "queued") leftQueue(old);
   jobs.set(job.id, job);
   let li = cards.get(job.id);
   if (!li) {
@@ -241,6 +256,7 @@ function placeCard(li, job) {
 }
 
 function remove(id) {
+  leftQueue(jobs.get(id));
   jobs.delete(id);
   const li = cards.get(id);
   if (li) li.remove();
