@@ -3,6 +3,7 @@ changes are legal; this module turns its refusals into 404 and 409 answers."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from aiohttp import web
 from ..daemon import SERVICES, Services
 from ..job import IllegalTransition, Job, Status, is_valid_id
 from .errors import ApiError
+from .keys import PAGES
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,11 @@ async def list_jobs(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", "limit must be a whole number") from None
     if not 1 <= limit <= MAX_LIMIT:
         raise ApiError(400, "bad_request", f"limit must be between 1 and {MAX_LIMIT}")
+    key = (status, limit, q.get("before"))
+    cache = request.app[PAGES]
+    generation = cache.generation
+    if (body := cache.get(key)) is not None:
+        return web.Response(body=body, content_type="application/json")
     before: int | None = None
     if "before" in q:
         # `before` is the id of the last job of the previous page.
@@ -69,7 +76,9 @@ async def list_jobs(request: web.Request) -> web.Response:
     jobs = await svc.store.list(status=status, limit=limit, before=before)
     # A full page may have more after it; the client passes this back as `before`.
     next_before = jobs[-1].id if len(jobs) == limit else None
-    return web.json_response({"jobs": [j.to_json() for j in jobs], "next_before": next_before})
+    body = json.dumps({"jobs": [j.to_json() for j in jobs], "next_before": next_before}).encode()
+    cache.put(key, body, generation)
+    return web.Response(body=body, content_type="application/json")
 
 
 async def get_job(request: web.Request) -> web.Response:

@@ -17,7 +17,8 @@ from ..hub import Hub
 from ..notify import Notifier
 from . import api, media, pages, status, upload, ws
 from .errors import errors
-from .keys import CONFIG, COUNTERS, GUARD, HUB, STATIC_DIR, WEBSOCKETS, Counters
+from .keys import CONFIG, COUNTERS, GUARD, HUB, PAGES, STATIC_DIR, WEBSOCKETS, Counters
+from .page_cache import PageCache
 from .security import add_security_headers, checker, guard
 
 
@@ -43,6 +44,7 @@ def create_app(
     )
     app[CONFIG] = config
     app[GUARD] = check
+    app[PAGES] = PageCache()
     app[COUNTERS] = Counters()
     app[STATIC_DIR] = static_dir
     app[WEBSOCKETS] = weakref.WeakSet()
@@ -75,10 +77,11 @@ def _services_ctx(
 async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     hub = Hub(app[CONFIG].web.max_ws_clients)
     store = app[SERVICES].store
-    store.listeners.append(hub)
+    store.listeners += [hub, app[PAGES]]
     app[HUB] = hub
     yield
     store.listeners.remove(hub)
+    store.listeners.remove(app[PAGES])
     await hub.close()
 
 

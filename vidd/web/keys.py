@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ..config import Config
 from ..hub import Hub
+from .page_cache import PageCache
 
 
 @dataclass
@@ -30,3 +31,4 @@ WEBSOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("web
 
 # check_request with this app's settings bound: for handlers that run before middlewares.
 GUARD: web.AppKey[Callable[[web.Request], None]] = web.AppKey("guard")
+PAGES: web.AppKey[PageCache] = web.AppKey("pages", PageCache)
