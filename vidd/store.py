@@ -99,6 +99,10 @@ class Store:
         self.path = path
         self._db: aiosqlite.Connection | None = None
         self.listeners: list[Listener] = []
+        # Counts per state, kept between changes: /api/status asks far more often than
+        # jobs change state. `_generation` keeps a count read across a change from sticking.
+        self._counts: dict[str, int] | None = None
+        self._generation = 0
 
     async def open(self) -> None:
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
@@ -184,11 +188,20 @@ class Store:
         return int(row[0]) if row else None
 
     async def counts(self) -> dict[str, int]:
+        if self._counts is not None:
+            return dict(self._counts)
+        generation = self._generation
         counts = {str(s): 0 for s in Status}
         async with self.db.execute("SELECT status, n FROM job_counts") as cur:
             for row in await cur.fetchall():
                 counts[row[0]] = int(row[1])
-        return counts
+        if generation == self._generation:
+            self._counts = counts
+        return dict(counts)
+
+    def _state_changed(self) -> None:
+        self._generation += 1
+        self._counts = None
 
     async def queue_position(self, seq: int) -> int:
         """How many queued jobs are ahead of the queued job with this seq."""
@@ -338,6 +351,7 @@ class Store:
             row = await cur.fetchone()
         if row is None:
             return False
+        self._state_changed()
         for listener in self.listeners:
             try:
                 listener.job_deleted(job_id)
@@ -366,11 +380,13 @@ class Store:
                 ],
             )
             await self.db.execute("COMMIT")
+            self._state_changed()
         except BaseException:
             await self.db.execute("ROLLBACK")
             raise
 
     async def _changed(self, job: Job) -> Job:
+        self._state_changed()
         job = await self._with_position(job)
         self._notify(job, progress_only=False)
         return job
