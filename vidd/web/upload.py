@@ -4,6 +4,7 @@ never outlives the request that wrote it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import unicodedata
@@ -157,17 +158,29 @@ async def _stream_to(request: web.Request, part: BodyPartReader, path: Path) -> 
     written = 0
     next_check = DISK_CHECK_EVERY
     counters.uploads_active += 1
+    # One write in flight while the next chunk is read and parsed: the disk and the
+    # network overlap, and at most two chunks are ever held in memory.
+    writing: asyncio.Future[int] | None = None
     try:
         async with aiofiles.open(path, "xb") as f:
-            while chunk := await part.read_chunk(CHUNK):
-                written += len(chunk)
-                if written > limit:
-                    raise _too_large(limit)
-                await f.write(chunk)
-                counters.bytes_uploaded += len(chunk)
-                if written >= next_check:
-                    next_check += DISK_CHECK_EVERY
-                    _check_disk(path.parent, cfg.storage.min_free_bytes, 0)
+            try:
+                while chunk := await part.read_chunk(CHUNK):
+                    written += len(chunk)
+                    if written > limit:
+                        raise _too_large(limit)
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(f.write(chunk))
+                    counters.bytes_uploaded += len(chunk)
+                    if written >= next_check:
+                        next_check += DISK_CHECK_EVERY
+                        _check_disk(path.parent, cfg.storage.min_free_bytes, 0)
+                if writing is not None:
+                    await writing
+            finally:
+                if writing is not None and not writing.done():
+                    # The file closes only after its last write has finished.
+                    await asyncio.wait([writing])
     finally:
         counters.uploads_active -= 1
 
