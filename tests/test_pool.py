@@ -141,7 +141,7 @@ async def test_later_jobs_run_at_lower_priority_and_move_up(
             await r.wait_status(job.id, Status.RUNNING)
         running = r.pool.encoder.running
         await asyncio.sleep(0.3)
-        assert [nice_of(running[j.id]) for j in jobs[:3]] == [0, 7, 14]
+        assert [nice_of(running[j.id]) for j in jobs[:3]] == [5, 12, 19]
         fourth = await r.store.get(jobs[3].id)
         assert fourth is not None and fourth.status is Status.QUEUED
         assert fourth.queue_position == 0
@@ -149,7 +149,7 @@ async def test_later_jobs_run_at_lower_priority_and_move_up(
         assert await r.pool.cancel(jobs[0].id)
         await r.wait_status(jobs[3].id, Status.RUNNING)  # the free slot is filled at once
         await asyncio.sleep(0.3)
-        assert [nice_of(running[j.id]) for j in jobs[1:]] == [0, 7, 14]
+        assert [nice_of(running[j.id]) for j in jobs[1:]] == [5, 12, 19]
         cancelled = await r.store.get(jobs[0].id)
         assert cancelled is not None and cancelled.status is Status.CANCELLED
     finally:

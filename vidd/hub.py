@@ -60,6 +60,7 @@ class Client:
         self._task: asyncio.Task[None] | None = None
         self.closing = False
         self.sent = 0
+        self.sending_since: float | None = None  # when the send in progress began
 
     def __repr__(self) -> str:
         return f"<Client queued={len(self._queue)} sent={self.sent} closing={self.closing}>"
@@ -113,16 +114,16 @@ class Client:
                 msg = self._queue.popleft()
                 if msg.job_id is not None:
                     self._progress.pop(msg.job_id, None)
+                # No timer per send (a thousand clients make that the fan-out's main
+                # cost): the hub's sweep closes a client whose send takes too long.
+                self.sending_since = time.monotonic()
                 try:
-                    # asyncio.timeout, not wait_for: no extra task per message (fan-out cost)
-                    async with asyncio.timeout(SEND_TIMEOUT_S):
-                        await self.socket.send_str(msg.text)
-                except TimeoutError:
-                    self.hub.evict(self, "send timed out")
-                    return
+                    await self.socket.send_str(msg.text)
                 except (ConnectionError, RuntimeError):  # closed under us
                     self.hub.evict(self, "connection lost")
                     return
+                finally:
+                    self.sending_since = None
                 self.sent += 1
         except asyncio.CancelledError:
             pass
@@ -157,6 +158,7 @@ class Hub:
         self._pending: dict[str, asyncio.TimerHandle] = {}  # a trailing progress, per job
         self._latest: dict[str, Job] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self.evicted = 0
 
     def __repr__(self) -> str:
@@ -170,7 +172,19 @@ class Hub:
         """Register a socket: it queues events from now on; call `start` after the snapshot."""
         client = Client(self, socket, self.queue_size)
         self.clients.add(client)
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="ws-sweep")
         return client
+
+    async def _sweep(self) -> None:
+        """Close clients whose current send has taken longer than SEND_TIMEOUT_S."""
+        while True:
+            await asyncio.sleep(min(1.0, SEND_TIMEOUT_S / 4))
+            now = time.monotonic()
+            for client in list(self.clients):
+                since = client.sending_since
+                if since is not None and now - since > SEND_TIMEOUT_S:
+                    self.evict(client, "send timed out")
 
     async def disconnect(self, client: Client) -> None:
         self.clients.discard(client)
@@ -239,6 +253,10 @@ class Hub:
 
     async def close(self) -> None:
         """Close every client with 1001 (going away) and stop the timers."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
         for handle in self._pending.values():
             handle.cancel()
         self._pending.clear()

@@ -20,7 +20,11 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL_S = 0.25  # at most 4 progress updates a second for each job
+PROGRESS_INTERVAL_S = 0.25
+# Even the oldest encode runs a little below vidd itself: the encodes share vidd's
+# scheduling group, and the event loop (the API, the WebSocket fan-out) must not queue
+# behind twenty x264 threads.
+ENCODE_NICE = 5  # at most 4 progress updates a second for each job
 
 
 class Pool:
@@ -99,7 +103,8 @@ class Pool:
             return True
 
     def _nice_for(self, job_id: str) -> int:
-        return self._order.index(job_id) * self.config.encode.nice_step
+        place = self._order.index(job_id)
+        return min(19, ENCODE_NICE + place * self.config.encode.nice_step)
 
     async def _run_job(self, job: Job) -> None:
         started = time.monotonic()
