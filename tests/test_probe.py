@@ -47,3 +47,21 @@ async def test_an_empty_file_is_not_a_video(tmp_path: Path):
     empty.touch()
     with pytest.raises(NotAVideo, match="empty"):
         await probe(HANDBRAKE, empty)
+
+
+async def test_a_command_that_prints_too_much_is_capped() -> None:
+    from vidd import children
+
+    code, out, err = await children.run(
+        [
+            "python3",
+            "-c",
+            "import sys; sys.stdout.write('a' * 300000 + 'END');"
+            "sys.stderr.write('START' + 'b' * 300000)",
+        ],
+        timeout_s=30,
+        max_output=1000,
+    )
+    assert code == 0
+    assert out == "a" * 1000  # the start of stdout is kept
+    assert len(err) == 1000 and err.endswith("b") and "START" not in err  # the end of stderr

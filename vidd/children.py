@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 # Variables a child must never inherit: systemd's notify socket and watchdog belong
 # to vidd alone.
+MAX_OUTPUT = 4 << 20  # bytes kept of each stream of a short command (a scan's JSON is ~10 KB)
 PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
 
 
@@ -91,18 +92,44 @@ def kill_now(proc: asyncio.subprocess.Process) -> None:
 
 
 async def run(
-    args: Sequence[str], *, timeout_s: float, grace_s: float = 2.0, nice: int = 0
+    args: Sequence[str],
+    *,
+    timeout_s: float,
+    grace_s: float = 2.0,
+    nice: int = 0,
+    max_output: int = MAX_OUTPUT,
 ) -> tuple[int, str, str]:
     """Run a short command to completion; returns (exit code, stdout, stderr).
 
-    On timeout or cancellation the process group is stopped and reaped.
+    At most `max_output` bytes of each stream are kept (the start of stdout, where the
+    JSON is; the end of stderr, where the reason is), whatever a hostile input makes the
+    child print. On timeout or cancellation the process group is stopped and reaped.
     Raises TimeoutError on timeout.
     """
     proc = await spawn(args, nice=nice)
+    assert proc.stdout is not None and proc.stderr is not None
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        out, err, _ = await asyncio.wait_for(
+            asyncio.gather(
+                _read_capped(proc.stdout, max_output, keep_end=False),
+                _read_capped(proc.stderr, max_output, keep_end=True),
+                proc.wait(),
+            ),
+            timeout_s,
+        )
     except BaseException:
         await asyncio.shield(stop(proc, grace_s))
         raise
     assert proc.returncode is not None
     return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+async def _read_capped(stream: asyncio.StreamReader, cap: int, *, keep_end: bool) -> bytes:
+    data = bytearray()
+    while chunk := await stream.read(64 << 10):
+        if keep_end:
+            data += chunk
+            del data[:-cap]
+        elif len(data) < cap:
+            data += chunk[: cap - len(data)]
+    return bytes(data)
