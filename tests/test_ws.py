@@ -11,9 +11,10 @@ import time
 
 import aiohttp
 import pytest
+from test_web_api import add_rejected
 
 from vidd.daemon import SERVICES
-from vidd.job import Job, JobError, Status, new_id, now
+from vidd.job import Job, Status, new_id, now
 from vidd.web.app import create_app
 from vidd.web.keys import HUB
 
@@ -22,21 +23,6 @@ from vidd.web.keys import HUB
 async def client(aiohttp_client, make_config):
     cfg = make_config(watch={"enabled": False}, web={"max_ws_clients": 3})
     return await aiohttp_client(create_app(cfg))
-
-
-async def add_rejected(client, name: str = "notes.txt") -> Job:
-    job = Job(
-        id=new_id(),
-        name=name,
-        status=Status.REJECTED,
-        profile="web",
-        origin="upload",
-        source_ext=".txt",
-        created_at=now(),
-        finished_at=now(),
-        error=JobError("not_video", "no video stream"),
-    )
-    return await client.app[SERVICES].store.add(job)
 
 
 async def test_snapshot_then_job_and_deleted_events(client):
