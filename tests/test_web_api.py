@@ -219,6 +219,7 @@ async def test_metrics(client, clip):
     assert samples['vidd_jobs{state="rejected"}'] == 1
     assert samples["vidd_upload_bytes_total"] == clip.stat().st_size
     assert samples["vidd_websocket_clients"] == 1
+    assert samples["vidd_uploads_in_progress"] == 0  # the upload above has finished
     for name in (
         "vidd_encodes_total",
         "vidd_encodes_failed_total",

@@ -83,6 +83,11 @@ async def metrics(request: web.Request) -> web.Response:
             "Bytes received in uploads.",
             {"": request.app[COUNTERS].bytes_uploaded},
         ),
+        "vidd_uploads_in_progress": (
+            "gauge",
+            "Uploads being received now.",
+            {"": request.app[COUNTERS].uploads_active},
+        ),
         "vidd_websocket_clients": (
             "gauge",
             "Connected WebSocket clients.",
