@@ -56,7 +56,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig_factory(make_config: Callable[..., Config]) -> Callable[..., Any]:
+async def rig_factory(make_config: Callable[..., Config]) -> AsyncIterator[Callable[..., Any]]:
+    """Rigs of a real store, intake, encoder and pool; stopped and closed after the test."""
     rigs: list[tuple[Pool, Store]] = []
 
     async def make(storage: dict[str, Any] | None = None, **encode: Any) -> Rig:
@@ -72,14 +73,14 @@ def rig_factory(make_config: Callable[..., Config]) -> Callable[..., Any]:
         return Rig(cfg, store, pool, Intake(cfg, store), rec)
 
     yield make
+    for pool, store in rigs:
+        await pool.stop(1)  # stopping twice is harmless; some tests stop theirs to look
+        await store.close()
 
 
 @pytest.fixture
-async def rig(rig_factory: Callable[..., Any]) -> AsyncIterator[Rig]:
-    r = await rig_factory()
-    yield r
-    await r.pool.stop(5)
-    await r.store.close()
+async def rig(rig_factory: Callable[..., Any]) -> Rig:
+    return await rig_factory()
 
 
 @pytest.fixture
@@ -110,15 +111,11 @@ async def test_sources_go_only_after_a_verified_output(
     rig_factory: Callable[..., Any], clip: Path
 ) -> None:
     r = await rig_factory(storage={"keep_sources": False})
-    try:
-        job = await r.add(clip)
-        done = await r.wait_status(job.id, Status.DONE, Status.FAILED)
-        assert done.status is Status.DONE
-        assert not (r.cfg.storage.sources_dir / job.source_file).exists()
-        assert (r.cfg.storage.videos_dir / f"{job.id}.mp4").exists()
-    finally:
-        await r.pool.stop(5)
-        await r.store.close()
+    job = await r.add(clip)
+    done = await r.wait_status(job.id, Status.DONE, Status.FAILED)
+    assert done.status is Status.DONE
+    assert not (r.cfg.storage.sources_dir / job.source_file).exists()
+    assert (r.cfg.storage.videos_dir / f"{job.id}.mp4").exists()
 
 
 def nice_of(proc: asyncio.subprocess.Process) -> int:
@@ -171,21 +168,17 @@ async def test_a_failure_is_recorded_with_its_log(
 ) -> None:
     monkeypatch.setenv("FAKE_HB_MODE", "exitcode:3")
     r = await rig_factory(handbrake=fake_handbrake)
-    try:
-        job = await r.add(clip)
-        failed = await r.wait_status(job.id, Status.FAILED, Status.DONE)
-        assert failed.status is Status.FAILED
-        assert failed.error is not None and failed.error.code == "exit_code"
-        assert failed.log_tail
-        assert r.pool.jobs_failed == 1
-        # the pool carries on: a retry is queued and runs again
-        monkeypatch.setenv("FAKE_HB_MODE", "ok")
-        await r.store.transition(job.id, Status.QUEUED)
-        done = await r.wait_status(job.id, Status.DONE, Status.FAILED)
-        assert done.status is Status.DONE and done.error is None
-    finally:
-        await r.pool.stop(5)
-        await r.store.close()
+    job = await r.add(clip)
+    failed = await r.wait_status(job.id, Status.FAILED, Status.DONE)
+    assert failed.status is Status.FAILED
+    assert failed.error is not None and failed.error.code == "exit_code"
+    assert failed.log_tail
+    assert r.pool.jobs_failed == 1
+    # the pool carries on: a retry is queued and runs again
+    monkeypatch.setenv("FAKE_HB_MODE", "ok")
+    await r.store.transition(job.id, Status.QUEUED)
+    done = await r.wait_status(job.id, Status.DONE, Status.FAILED)
+    assert done.status is Status.DONE and done.error is None
 
 
 async def test_a_stalled_encode_fails_as_stalled(
@@ -196,14 +189,10 @@ async def test_a_stalled_encode_fails_as_stalled(
 ) -> None:
     monkeypatch.setenv("FAKE_HB_MODE", "stall")
     r = await rig_factory(handbrake=fake_handbrake, stall_timeout_s=1.0, kill_grace_s=0.5)
-    try:
-        job = await r.add(clip)
-        failed = await r.wait_status(job.id, Status.FAILED, timeout=30)
-        assert failed.error is not None and failed.error.code == "stalled"
-        assert r.pool.encoder.running == {}
-    finally:
-        await r.pool.stop(5)
-        await r.store.close()
+    job = await r.add(clip)
+    failed = await r.wait_status(job.id, Status.FAILED, timeout=30)
+    assert failed.error is not None and failed.error.code == "stalled"
+    assert r.pool.encoder.running == {}
 
 
 async def test_a_cancel_during_a_claim_waits_for_the_claimed_job(
@@ -225,17 +214,13 @@ async def test_a_cancel_during_a_claim_waits_for_the_claimed_job(
         return job
 
     monkeypatch.setattr(r.store, "claim_next", slow_claim)
-    try:
-        job = await r.add(clip)
-        await claimed.wait()
-        assert (await r.store.get(job.id)).status is Status.RUNNING  # type: ignore[union-attr]
-        assert await r.pool.cancel(job.id)  # found once the claim has registered it
-        done = await r.store.get(job.id)
-        assert done is not None and done.status is Status.CANCELLED
-        assert r.pool.encoder.running == {}
-    finally:
-        await r.pool.stop(1)
-        await r.store.close()
+    job = await r.add(clip)
+    await claimed.wait()
+    assert (await r.store.get(job.id)).status is Status.RUNNING  # type: ignore[union-attr]
+    assert await r.pool.cancel(job.id)  # found once the claim has registered it
+    done = await r.store.get(job.id)
+    assert done is not None and done.status is Status.CANCELLED
+    assert r.pool.encoder.running == {}
 
 
 async def test_the_pool_survives_a_failing_claim(
