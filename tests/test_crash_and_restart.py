@@ -106,3 +106,16 @@ def test_a_second_sigint_exits_at_once(
     assert time.monotonic() - started < 5
     assert d.proc.returncode != 0
     wait_for(lambda: not (set(handbrake_pids()) & pids), timeout=10)
+
+
+def test_the_api_still_answers_while_encodes_drain(
+    daemon_factory: Callable[..., Daemon], long_clip: Path
+) -> None:
+    d = daemon_factory(daemon={"shutdown_timeout_s": 3.0})
+    shutil.copyfile(long_clip, d.data / "tmp-drop.avi")
+    (d.data / "tmp-drop.avi").rename(d.inbox / "long.avi")
+    wait_for(lambda: running_with_progress(d), timeout=60, interval=0.05)
+    d.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert the_job(d)["status"] == "running"  # the page can watch the drain
+    assert d.proc.wait(30) == 0

@@ -54,6 +54,14 @@ class Services:
     def watching(self) -> bool:
         return self.watcher is not None and self.watcher.watching
 
+    async def stop(self) -> None:
+        """Stop intake and drain the pool (idempotent): both at once, so the whole stop
+        fits in shutdown_timeout_s plus the kill grace."""
+        stops = [self.pool.stop(self.config.daemon.shutdown_timeout_s)]
+        if self.watcher is not None:
+            stops.append(self.watcher.stop())
+        await asyncio.gather(*stops)
+
 
 # Where the web app keeps the services; the app's cleanup_ctx fills it.
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
@@ -195,11 +203,7 @@ async def _running(
             await watcher.start()
         yield svc
     finally:
-        # Both at once, so the whole stop fits in shutdown_timeout_s plus the grace.
-        stops = [pool.stop(config.daemon.shutdown_timeout_s)]
-        if watcher is not None:
-            stops.append(watcher.stop())
-        await asyncio.gather(*stops)
+        await svc.stop()
 
 
 async def _serve(config: Config) -> int:
@@ -245,8 +249,10 @@ async def _serve(config: Config) -> int:
     notifier.ready()
     watchdog = asyncio.create_task(notifier.watchdog(_healthy(app)))
     await stop.wait()
+    # Drain while the server still answers, so the page can watch the last encodes end.
+    await app[SERVICES].stop()
     watchdog.cancel()
-    await runner.cleanup()  # stops accepting, closes sockets, then the services stop in order
+    await runner.cleanup()  # stops accepting, closes sockets, closes the store
     log.info("vidd stopped")
     return 0
 
