@@ -9,7 +9,7 @@ import contextlib
 import os
 import shutil
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 # Variables a child must never inherit: systemd's notify socket and watchdog belong
 # to vidd alone.
@@ -17,8 +17,10 @@ MAX_OUTPUT = 4 << 20  # bytes kept of each stream of a short command (a scan's J
 PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
 
 
-def child_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+    env.update(extra or {})
+    return env
 
 
 def _pdeathsig_prefix() -> list[str]:
@@ -32,7 +34,11 @@ _PREFIX = _pdeathsig_prefix()
 
 
 async def spawn(
-    args: Sequence[str], *, nice: int = 0, stdout: int | None = asyncio.subprocess.PIPE
+    args: Sequence[str],
+    *,
+    nice: int = 0,
+    stdout: int | None = asyncio.subprocess.PIPE,
+    env: Mapping[str, str] | None = None,
 ) -> asyncio.subprocess.Process:
     """Start `args` in a process group of its own, at the given niceness.
 
@@ -47,7 +53,7 @@ async def spawn(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
-        env=child_env(),
+        env=child_env(env),
         process_group=0,
     )
     if nice:

@@ -81,19 +81,14 @@ def output_rate(profile: Profile) -> float | None:
     return None
 
 
-def _launcher(scratch: Path) -> list[str]:
-    """What goes in front of HandBrakeCLI. `stdbuf -oL`: HandBrake's stdout is fully
-    buffered into a pipe, so without it the progress of an encode arrives at its end.
-    `env TMPDIR=`: HandBrake's scratch folder (hb.<pid>, left behind when it is killed)
-    goes under tmp/, where vidd cleans up, instead of /tmp."""
-    prefix: list[str] = []
-    env = shutil.which("env")
-    if env:
-        prefix += [env, f"TMPDIR={scratch}"]
+def _line_buffered() -> list[str]:
+    """`stdbuf -oL` in front of HandBrakeCLI: its stdout is fully buffered into a pipe, so
+    without it the progress of an encode arrives at its end. Looked up once."""
     stdbuf = shutil.which("stdbuf")
-    if stdbuf:
-        prefix += [stdbuf, "-oL"]
-    return prefix
+    return [stdbuf, "-oL"] if stdbuf else []
+
+
+_LINE_BUFFERED = _line_buffered()
 
 
 async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
@@ -257,11 +252,13 @@ class Encoder:
         scratch = storage.tmp_dir / f"{job.id}.hb"
         storage.videos_dir.mkdir(parents=True, exist_ok=True)
         scratch.mkdir(parents=True, exist_ok=True)
-        args = [*_launcher(scratch), *self.command(job)]
+        args = [*_LINE_BUFFERED, *self.command(job)]
         if shutil.which(cfg.handbrake) is None:
             raise EncodeFailed("spawn_failed", f"HandBrakeCLI ({cfg.handbrake}) is not there")
         try:
-            proc = await children.spawn(args, nice=nice)
+            # TMPDIR: HandBrake's scratch folder (hb.<pid>, left behind when it is killed)
+            # goes under tmp/, where vidd cleans up, instead of /tmp.
+            proc = await children.spawn(args, nice=nice, env={"TMPDIR": str(scratch)})
         except OSError as e:
             raise EncodeFailed("spawn_failed", f"HandBrakeCLI could not start: {e}") from None
         rate = output_rate(profile)

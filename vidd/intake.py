@@ -35,14 +35,20 @@ SAFE_EXT = re.compile(r"\.[a-z0-9]{1,8}")
 COPY_CHUNK = 1 << 20
 
 
-def clean_name(name: str) -> str:
-    """A file name fit for display: valid UTF-8, no control characters, at most 255 chars."""
-    name = name[: MAX_NAME_CHARS * 4]  # bound the work on hostile input
+def clean_name(name: str, max_chars: int = MAX_NAME_CHARS) -> str:
+    """A file name fit for display: valid UTF-8, no control characters, at most
+    `max_chars` long, its extension kept when it has to be cut."""
+    name = name[: max_chars * 4]  # bound the work on hostile input
     # Undecodable bytes arrive as surrogate escapes (os.fsdecode); SQLite and JSON
     # need real text, so they become U+FFFD.
     name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     name = "".join(c for c in name if unicodedata.category(c) not in DROPPED_CATEGORIES)
-    return name.strip()[:MAX_NAME_CHARS] or "untitled"
+    name = name.strip()
+    if len(name) > max_chars:
+        stem, dot, ext = name.rpartition(".")
+        keep_ext = dot and 0 < len(ext) <= 10
+        name = stem[: max_chars - len(ext) - 1] + "." + ext if keep_ext else name[:max_chars]
+    return name or "untitled"
 
 
 def safe_ext(name: str) -> str:

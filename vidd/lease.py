@@ -29,7 +29,7 @@ def has_writer(path: Path) -> bool | None:
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
     try:
         fd = os.open(path, flags)
-    except FileNotFoundError:
+    except FileNotFoundError:  # an OSError, but the caller must hear that it is gone
         raise
     except BlockingIOError:
         # Someone else holds a write lease (a file server mid-transfer): our open

@@ -408,32 +408,14 @@ def _dt(s: str | None) -> datetime | None:
 
 
 def _media_json(info: MediaInfo | None) -> str | None:
-    if info is None:
-        return None
-    return json.dumps(
-        {
-            "size": info.size,
-            "duration": info.duration,
-            "width": info.width,
-            "height": info.height,
-            "video_codec": info.video_codec,
-            "audio_codecs": list(info.audio_codecs),
-        }
-    )
+    return None if info is None else json.dumps(dataclasses.asdict(info))
 
 
 def _media(s: str | None) -> MediaInfo | None:
     if not s:
         return None
     d = json.loads(s)
-    return MediaInfo(
-        size=d["size"],
-        duration=d["duration"],
-        width=d["width"],
-        height=d["height"],
-        video_codec=d["video_codec"],
-        audio_codecs=tuple(d["audio_codecs"]),
-    )
+    return MediaInfo(**{**d, "audio_codecs": tuple(d["audio_codecs"])})
 
 
 def _job(row: aiosqlite.Row) -> Job:

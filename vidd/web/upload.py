@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import unicodedata
 from pathlib import Path
 
 import aiofiles
@@ -16,6 +15,7 @@ from aiohttp import BodyPartReader, ClientPayloadError, hdrs, web
 
 from .. import disk
 from ..daemon import SERVICES
+from ..intake import clean_name
 from ..job import Job, Status
 from .errors import ApiError, error_response
 from .keys import CONFIG, COUNTERS, GUARD
@@ -66,17 +66,10 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, "too_large", f"the upload is over the limit of {limit} bytes")
 
 
-def clean_name(raw: str | None) -> str:
-    """The name to show: printable, no folders, capped (the extension kept)."""
-    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
-    if len(name) > MAX_NAME_CHARS:
-        stem, dot, ext = name.rpartition(".")
-        if dot and 0 < len(ext) <= 10:
-            name = stem[: MAX_NAME_CHARS - len(ext) - 1] + "." + ext
-        else:
-            name = name[:MAX_NAME_CHARS]
-    return name or "upload"
+def display_name(raw: str | None) -> str:
+    """The browser's file name without any folder part (some send one), cleaned and
+    capped for display by the intake's own rules."""
+    return clean_name((raw or "").replace("\\", "/").rsplit("/", 1)[-1], MAX_NAME_CHARS)
 
 
 async def create_job(request: web.Request) -> web.Response:
@@ -101,7 +94,7 @@ async def create_job(request: web.Request) -> web.Response:
                 profile = (await _read_field(part)).strip() or None
                 _check_profile(request, profile)
             elif part.name == "file" and upload is None:
-                name = clean_name(part.filename)
+                name = display_name(part.filename)
                 upload = cfg.storage.tmp_dir / f"upload-{secrets.token_hex(12)}"
                 await _stream_to(request, part, upload)
             else:
