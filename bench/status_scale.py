@@ -4,7 +4,7 @@ clients, with 100,000 jobs in the store against the same with 100."""
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from vidd.job import Job, Status, new_id, now
+from vidd.job import Job, MediaInfo, Status, new_id, now
 from vidd.store import Store
 
 from .harness import Context, Result, Vidd, cpu_seconds, ms, percentile
@@ -25,40 +25,38 @@ MAX_S = 15.0  # ...or this long, whichever comes first
 ENDPOINTS = {"status": "/api/status", "jobs": "/api/jobs?limit=50"}
 # What a store that has run for a while holds: mostly finished jobs, some failures.
 MIX = ((Status.DONE, 90), (Status.FAILED, 5), (Status.REJECTED, 3), (Status.CANCELLED, 2))
-SOURCE = {"size": 52_428_800, "duration": 600.0, "width": 1920, "height": 1080,
-          "video_codec": "h264", "audio_codecs": ["aac"]}  # fmt: skip
-OUTPUT = {**SOURCE, "size": 31_457_280, "width": 1280, "height": 720}
+SOURCE = MediaInfo(size=52_428_800, duration=600.0, width=1920, height=1080,
+                   video_codec="h264", audio_codecs=("aac",))  # fmt: skip
+OUTPUT = dataclasses.replace(SOURCE, size=31_457_280, width=1280, height=720)
 
 
 async def fill_store(db: Path, count: int) -> None:
-    """`count` finished jobs, inserted in bulk; done ones get a source and an output, like
+    """`count` finished jobs, inserted in bulk; done ones have a source and an output, like
     the jobs the pool finishes, so the pages are their real size."""
     statuses = [s for s, share in MIX for _ in range(share)]
     start = now() - timedelta(days=365)
-    jobs = [
-        Job(
-            id=new_id(),
-            name=f"holiday {i:06d}.mp4",
-            status=statuses[i % len(statuses)],
-            profile="web",
-            origin="inbox",
-            source_ext=".mp4",
-            created_at=start + timedelta(seconds=i * 60),
+    jobs = []
+    for i in range(count):
+        status = statuses[i % len(statuses)]
+        at = start + timedelta(seconds=i * 60)
+        jobs.append(
+            Job(
+                id=new_id(),
+                name=f"holiday {i:06d}.mp4",
+                status=status,
+                profile="web",
+                origin="inbox",
+                source_ext=".mp4",
+                created_at=at,
+                started_at=at,
+                finished_at=at,
+                progress=1.0,
+                source=SOURCE,
+                output=OUTPUT if status is Status.DONE else None,
+            )
         )
-        for i in range(count)
-    ]
-    store = Store(db)
-    await store.open()
-    try:
-        await store.add_many_for_test(jobs)
-        # add_many_for_test writes the bare columns; give the rows their details in one go.
-        await store.db.execute(
-            "UPDATE jobs SET source = ?, started_at = created_at, finished_at = created_at, "
-            "progress = 1, output = CASE status WHEN 'done' THEN ? END",
-            (json.dumps(SOURCE), json.dumps(OUTPUT)),
-        )
-    finally:
-        await store.close()
+    async with Store(db) as store:
+        await store.add_many(jobs)
 
 
 async def load(url: str) -> dict[str, Any]:

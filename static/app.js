@@ -50,7 +50,7 @@ function ordinal(n) {
 }
 
 const STATUS_LABEL = {
-  queued: "Waiting", running: "Converting", done: "Ready",
+  admitting: "Checking", queued: "Waiting", running: "Converting", done: "Ready",
   failed: "Failed", cancelled: "Cancelled", rejected: "Not a video",
 };
 
@@ -162,6 +162,8 @@ function metaText(job) {
     if (left) parts.push(left);
   } else if (job.status === "queued") {
     parts.push(job.queue_position == null ? "Waiting" : ordinal(job.queue_position));
+  } else if (job.status === "admitting") {
+    parts.push("Checking that it is a video");
   } else if (job.status === "done" && job.output) {
     const o = job.output;
     parts.push(clock(o.duration));

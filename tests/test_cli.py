@@ -312,9 +312,9 @@ async def test_usage_errors_exit_2(imitation, capsys):
 
 async def test_non_json_error_exits_4(imitation, capsys):
     client = Client(imitation.url, TOKEN)
-    from vidd.client import ApiError
+    from vidd.client import Refused
 
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(Refused) as e:
         await asyncio.to_thread(client.request, "GET", "/broken")
     assert e.value.status == 500 and e.value.code == "http_error"
 

@@ -15,6 +15,7 @@ import pytest
 from conftest import ffprobe, make_clip, mp4_top_boxes
 
 from vidd.config import Profile
+from vidd.layout import Layout
 from vidd.encoder import EncodeFailed, Encoder, output_rate
 from vidd.job import Job, Status, new_id, now
 from vidd.probe import probe
@@ -108,7 +109,7 @@ async def test_a_real_encode_is_verified_and_published(clip, make_config):
     cfg = make_config(PROFILES)
     job = await make_job(cfg, clip)
     seen: list[Progress] = []
-    encoder = Encoder(cfg)
+    encoder = Encoder(cfg, Layout(cfg.storage))
 
     result = await encoder.run(job, seen.append)
 
@@ -146,7 +147,7 @@ async def test_a_real_encode_is_verified_and_published(clip, make_config):
 async def test_the_command_is_handbrakes_own_arguments_only(make_config):
     cfg = make_config(PROFILES)
     job = Job(new_id(), "x.mkv", Status.RUNNING, "web", "upload", ".mkv", now())
-    args = Encoder(cfg).command(job)
+    args = Encoder(cfg, Layout(cfg.storage)).command(job)
     assert args[:2] == [cfg.encode.handbrake, "--json"]
     assert args[args.index("-i") + 1] == str(cfg.storage.sources_dir / f"{job.id}.mkv")
     assert args[args.index("-o") + 1] == str(cfg.storage.tmp_dir / f"{job.id}.mp4")
@@ -174,7 +175,7 @@ async def test_a_stall_is_stopped_with_its_whole_group(
     seen: list[Progress] = []
 
     with pytest.raises(EncodeFailed) as failed:
-        await asyncio.wait_for(Encoder(cfg).run(job, seen.append), 20)
+        await asyncio.wait_for(Encoder(cfg, Layout(cfg.storage)).run(job, seen.append), 20)
 
     assert failed.value.code == "stalled"
     assert "still thinking" in failed.value.log_tail  # it kept talking, but made no progress
@@ -201,7 +202,7 @@ async def test_failures_are_reported_and_cleaned_up(
     cfg = make_config(encode={"handbrake": fake_handbrake})
     job = await make_job(cfg, clip)
     with pytest.raises(EncodeFailed) as failed:
-        await Encoder(cfg).run(job, lambda p: None)
+        await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
     assert failed.value.code == code
     assert words in failed.value.message
     assert "hb_init" in failed.value.log_tail
@@ -212,7 +213,7 @@ async def test_an_output_shorter_than_its_source_fails(clip_h264, make_config):
     cfg = make_config(PROFILES)
     job = await make_job(cfg, clip_h264, profile="cut")  # --stop-at seconds:1 on 3 s
     with pytest.raises(EncodeFailed) as failed:
-        await Encoder(cfg).run(job, lambda p: None)
+        await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
     assert failed.value.code == "duration_mismatch"
     assert_clean(cfg, job)
 
@@ -223,7 +224,7 @@ async def test_exit_0_and_workdone_0_with_a_broken_output_fails(clip, make_confi
     cfg = make_config(PROFILES)
     job = await make_job(cfg, clip, profile="late")
     with pytest.raises(EncodeFailed) as failed:
-        await Encoder(cfg).run(job, lambda p: None)
+        await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
     assert failed.value.code in ("bad_output", "no_output")
     assert_clean(cfg, job)
 
@@ -231,7 +232,7 @@ async def test_exit_0_and_workdone_0_with_a_broken_output_fails(clip, make_confi
 async def test_cancelling_a_real_encode_reaps_it_and_cleans_up(long_clip, make_config):
     cfg = make_config(PROFILES)
     job = await make_job(cfg, long_clip)
-    encoder = Encoder(cfg)
+    encoder = Encoder(cfg, Layout(cfg.storage))
     started = asyncio.Event()
     procs = []
 
@@ -260,7 +261,7 @@ async def test_renice_and_kill_all_reach_a_running_encode(
     monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
     cfg = make_config(encode={"handbrake": fake_handbrake})
     job = await make_job(cfg, clip)
-    encoder = Encoder(cfg)
+    encoder = Encoder(cfg, Layout(cfg.storage))
     started = asyncio.Event()
     task = asyncio.create_task(encoder.run(job, lambda p: started.set(), nice=3))
     await asyncio.wait_for(started.wait(), 20)
@@ -292,7 +293,7 @@ async def test_the_child_does_not_inherit_the_notify_socket(
     cfg = make_config(encode={"handbrake": fake_handbrake})
     job = await make_job(cfg, clip)
     with pytest.raises(EncodeFailed):
-        await Encoder(cfg).run(job, lambda p: None)
+        await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
     env = json.loads(env_file.read_text())
     assert env["FAKE_HB_MODE"] == "workdone_error"  # it did see the test's environment
     assert "NOTIFY_SOCKET" not in env and "WATCHDOG_USEC" not in env
@@ -310,13 +311,13 @@ async def test_a_missing_handbrake_or_source_fails_cleanly(
     job = await make_job(cfg, clip)
     copy.unlink()
     with pytest.raises(EncodeFailed) as failed:
-        await Encoder(cfg).run(job, lambda p: None)
+        await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
     assert failed.value.code == "spawn_failed"
     assert_clean(cfg, job)
 
     (cfg.storage.sources_dir / job.source_file).unlink()
     with pytest.raises(EncodeFailed) as failed:
-        await Encoder(cfg).run(job, lambda p: None)
+        await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
     assert failed.value.code == "source_missing"
     assert list(cfg.storage.tmp_dir.iterdir()) == []
 
@@ -324,7 +325,7 @@ async def test_a_missing_handbrake_or_source_fails_cleanly(
 async def test_a_poster_failure_does_not_fail_the_job(clip, make_config):
     cfg = make_config(PROFILES, encode={"ffmpeg": "/bin/false"})
     job = await make_job(cfg, clip)
-    result = await Encoder(cfg).run(job, lambda p: None)
+    result = await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
     assert result.poster is False
     assert (cfg.storage.videos_dir / f"{job.id}.mp4").stat().st_size == result.output.size
     assert not (cfg.storage.videos_dir / f"{job.id}.jpg").exists()
@@ -348,6 +349,6 @@ async def test_a_crashed_progress_callback_does_not_leave_handbrake_running(
             raise RuntimeError("a bug in the callback")
 
     with pytest.raises(RuntimeError, match="a bug"):
-        await asyncio.wait_for(Encoder(cfg).run(job, broken), 20)
+        await asyncio.wait_for(Encoder(cfg, Layout(cfg.storage)).run(job, broken), 20)
     assert all(gone(pid) for pid in json.loads(pids_file.read_text()))
     assert_clean(cfg, job)

@@ -18,7 +18,8 @@ from vidd.job import Job, Status, new_id, now
 class FakeSocket:
     """Records each message and when it arrived; `stuck` ones never finish a send."""
 
-    def __init__(self, stuck: bool = False) -> None:
+    def __init__(self, stuck: bool = False, clock=time.monotonic) -> None:
+        self.clock = clock
         self.messages: list[dict] = []
         self.times: list[float] = []
         self.gate = asyncio.Event()
@@ -30,7 +31,7 @@ class FakeSocket:
     async def send_str(self, data: str, compress: int | None = None) -> None:
         await self.gate.wait()
         self.messages.append(json.loads(data))
-        self.times.append(time.monotonic())
+        self.times.append(self.clock())
 
     async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
         self.closed = True
@@ -64,25 +65,67 @@ async def settle(predicate, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+class FakeClock:
+    """Time that moves only when the test says: the throttle's clock and its timers."""
+
+    class Timer:
+        def __init__(self, due: float, callback) -> None:
+            self.due, self.callback, self.cancelled = due, callback, False
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[FakeClock.Timer] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, callback) -> FakeClock.Timer:
+        timer = FakeClock.Timer(self.now + delay, callback)
+        self.timers.append(timer)
+        return timer
+
+    async def advance(self, seconds: float) -> None:
+        """Let what is due now go out, then move time on timer by timer, firing each
+        at its own moment, so that every send is seen at the time it happened."""
+        await self._drain()
+        target = self.now + seconds
+        while due := [t for t in self.timers if t.due <= target]:
+            timer = min(due, key=lambda t: t.due)
+            self.timers.remove(timer)
+            self.now = max(self.now, timer.due)
+            if not timer.cancelled:
+                timer.callback()
+            await self._drain()
+        self.now = target
+
+    @staticmethod
+    async def _drain() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+
 async def test_progress_is_throttled_to_4_per_second_per_job():
-    hub = Hub(10)
-    sock = FakeSocket()
+    clock = FakeClock()
+    hub = Hub(10, clock=clock, schedule=clock.call_later)
+    sock = FakeSocket(clock=clock)
     connect(hub, sock)
     ids = [new_id(), new_id()]
-    started = time.monotonic()
     for i in range(100):  # 50 a second for 2 s, for each of two jobs
         for job_id in ids:
             hub.job_changed(job(job_id, progress=(i + 1) / 100), progress_only=True)
-        await asyncio.sleep(0.02)
-    elapsed = time.monotonic() - started
-    await asyncio.sleep(0.35)  # the trailing update
+        await clock.advance(0.02)
+    await clock.advance(0.3)  # the trailing update
     per_job = Counter(m["job"]["id"] for m in sock.messages)
     for job_id in ids:
-        assert 4 <= per_job[job_id] <= 4 * elapsed + 2, per_job
+        # 2.3 s at 4 a second: the first at once, then one every quarter second.
+        assert 8 <= per_job[job_id] <= 10, per_job
         pairs = zip(sock.times, sock.messages, strict=True)
         times = [t for t, m in pairs if m["job"]["id"] == job_id]
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-        assert min(gaps) >= 0.2, gaps  # never two within a quarter second
+        assert min(gaps) >= 0.25 - 1e-9, gaps  # never two within a quarter second
         last = [m for m in sock.messages if m["job"]["id"] == job_id][-1]
         assert last["job"]["progress"] == 1.0  # the newest one always goes out in the end
     await hub.close()

@@ -12,6 +12,7 @@ import pytest
 
 from vidd import disk
 from vidd import intake as intake_mod
+from vidd.layout import Layout
 from vidd.intake import Intake, clean_name, safe_ext
 from vidd.job import Status
 from vidd.store import Store
@@ -25,7 +26,7 @@ async def env(make_config):
     cfg.storage.data_dir.mkdir(parents=True)
     cfg.storage.inbox_dir.mkdir(parents=True)
     async with Store(cfg.storage.db_path) as store:
-        yield cfg, store, Intake(cfg, store)
+        yield cfg, store, Intake(cfg, store, Layout(cfg.storage))
 
 
 def drop(cfg, src: Path, name: str) -> Path:
@@ -123,7 +124,7 @@ async def test_hostile_names_are_only_names(env, clip: Path, tmp_path: Path) -> 
         assert job.name == name
         ext = Path(name).suffix
         assert (cfg.storage.sources_dir / f"{job.id}{ext}").exists()
-    listed = await store.list()
+    listed = await store.list_jobs()
     assert sorted(j.name for j in listed) == sorted(HOSTILE)
     assert files(cfg.storage.inbox_dir) == []
     assert not any(p.name == "X" for p in tmp_path.rglob("*"))
@@ -172,7 +173,7 @@ async def test_unknown_profile_leaves_the_file_alone(env, clip: Path) -> None:
         before.st_ino, before.st_size, before.st_mtime_ns,
     )  # fmt: skip
     assert files(cfg.storage.sources_dir) == []
-    assert await store.list() == []
+    assert await store.list_jobs() == []
 
 
 def exdev_from(folder: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -222,7 +223,7 @@ async def test_a_failed_copy_across_filesystems_loses_nothing(
         await intake.admit(path, "inbox")
     assert path.read_bytes() == clip.read_bytes()
     assert files(cfg.storage.sources_dir) == []
-    assert await store.list() == []
+    assert await store.list_jobs() == []
 
 
 async def test_a_copy_the_disk_guard_forbids_is_not_made(
@@ -234,8 +235,8 @@ async def test_a_copy_the_disk_guard_forbids_is_not_made(
     exdev_from(cfg.storage.inbox_dir, monkeypatch)
     async with Store(cfg.storage.db_path) as store:
         with pytest.raises(disk.DiskFull):
-            await Intake(cfg, store).admit(path, "inbox")
-        assert await store.list() == []
+            await Intake(cfg, store, Layout(cfg.storage)).admit(path, "inbox")
+        assert await store.list_jobs() == []
     assert path.read_bytes() == clip.read_bytes()
     assert files(cfg.storage.sources_dir) == []
 
@@ -257,7 +258,7 @@ async def test_a_probe_that_breaks_puts_the_file_back(
         await intake.admit(path, "inbox")
     assert path.stat().st_ino == ino
     assert files(cfg.storage.sources_dir) == []
-    assert await store.list() == []
+    assert await store.list_jobs() == []
 
 
 async def test_a_store_that_fails_puts_the_file_back(env, clip: Path) -> None:
@@ -265,7 +266,7 @@ async def test_a_store_that_fails_puts_the_file_back(env, clip: Path) -> None:
     closed = Store(cfg.storage.data_dir / "other.db")  # never opened
     path = drop(cfg, clip, "clip.avi")
     with pytest.raises(Exception, match="closed"):
-        await Intake(cfg, closed).admit(path, "inbox")
+        await Intake(cfg, closed, Layout(cfg.storage)).admit(path, "inbox")
     assert path.read_bytes() == clip.read_bytes()
     assert files(cfg.storage.sources_dir) == []
 
@@ -279,7 +280,7 @@ async def test_a_symlink_is_not_claimed(env, clip: Path) -> None:
     assert link.is_symlink() and link.resolve() == clip
     assert clip.exists()
     assert files(cfg.storage.sources_dir) == []
-    assert await store.list() == []
+    assert await store.list_jobs() == []
 
 
 async def test_admission_completes_when_the_caller_goes_away(env, clip: Path) -> None:
@@ -291,8 +292,8 @@ async def test_admission_completes_when_the_caller_goes_away(env, clip: Path) ->
     with pytest.raises(asyncio.CancelledError):
         await task
     for _ in range(100):
-        jobs = await store.list()
-        if jobs:
+        jobs = await store.list_jobs()
+        if jobs and jobs[0].status is not Status.ADMITTING:
             break
         await asyncio.sleep(0.05)
     assert [j.status for j in jobs] == [Status.QUEUED]

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from vidd.config import Config
-from vidd.daemon import make_dirs
 from vidd.encoder import Encoder
 from vidd.intake import Intake
+from vidd.layout import Layout
 from vidd.job import Job, Status
 from vidd.pool import Pool
 from vidd.store import Store
@@ -62,15 +62,17 @@ async def rig_factory(make_config: Callable[..., Config]) -> AsyncIterator[Calla
 
     async def make(storage: dict[str, Any] | None = None, **encode: Any) -> Rig:
         cfg = make_config(watch={"enabled": False}, encode=encode, storage=storage or {})
-        make_dirs(cfg)
+        layout = Layout(cfg.storage)
+        layout.make_dirs()
         store = Store(cfg.storage.db_path)
         await store.open()
-        pool = Pool(cfg, store, Encoder(cfg))
+        pool = Pool(cfg, store, Encoder(cfg, layout), layout)
         rec = Recorder()
-        store.listeners += [pool, rec]
+        store.subscribe(pool)
+        store.subscribe(rec)
         pool.start()
         rigs.append((pool, store))
-        return Rig(cfg, store, pool, Intake(cfg, store), rec)
+        return Rig(cfg, store, pool, Intake(cfg, store, layout), rec)
 
     yield make
     for pool, store in rigs:
@@ -99,7 +101,7 @@ async def test_a_queued_job_wakes_the_pool_and_converts(rig: Rig, clip: Path) ->
     assert "Encode done" in (await rig.store.get(job.id)).log_tail  # type: ignore[union-attr]
     assert rig.pool.jobs_complete == 1 and rig.pool.busy == 0
     statuses = [s for _, i, s, p, _ in rig.rec.events if i == job.id and not p]
-    assert statuses == [Status.QUEUED, Status.RUNNING, Status.DONE]
+    assert statuses == [Status.ADMITTING, Status.QUEUED, Status.RUNNING, Status.DONE]
     # progress updates reach the store at most 4 times a second
     times = [t for t, i, _, p, _ in rig.rec.events if i == job.id and p]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]

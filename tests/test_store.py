@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from datetime import timedelta
 from pathlib import Path
@@ -69,8 +70,8 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 
 async def _job_in(store: Store, status: Status) -> Job:
     """Walk a new job along legal transitions to `status`."""
-    if status is Status.REJECTED:
-        return await store.add(a_job(Status.REJECTED))
+    if status in (Status.REJECTED, Status.ADMITTING):
+        return await store.add(a_job(status))
     job = await store.add(a_job())
     path = {
         Status.QUEUED: [],
@@ -137,7 +138,7 @@ async def test_queue_positions(store: Store) -> None:
     jobs = [await store.add(a_job()) for _ in range(5)]
     assert [j.queue_position for j in jobs] == [0, 1, 2, 3, 4]
     await store.claim_next()
-    listed = await store.list(status=Status.QUEUED)
+    listed = await store.list_jobs(status=Status.QUEUED)
     assert [j.queue_position for j in listed] == [3, 2, 1, 0]
     got = await store.get(jobs[4].id)
     assert got is not None and got.queue_position == 3
@@ -145,12 +146,12 @@ async def test_queue_positions(store: Store) -> None:
 
 async def test_list_pages_newest_first(store: Store) -> None:
     ids = [(await store.add(a_job())).id for _ in range(7)]
-    first = await store.list(limit=3)
+    first = await store.list_jobs(limit=3)
     assert [j.id for j in first] == ids[::-1][:3]
-    second = await store.list(limit=3, before=first[-1].seq)
+    second = await store.list_jobs(limit=3, before=first[-1].seq)
     assert [j.id for j in second] == ids[::-1][3:6]
     await store.add(a_job(Status.REJECTED))
-    assert len(await store.list(status=Status.REJECTED)) == 1
+    assert len(await store.list_jobs(status=Status.REJECTED)) == 1
 
 
 async def test_counts_follow_every_change(store: Store) -> None:
@@ -162,6 +163,7 @@ async def test_counts_follow_every_change(store: Store) -> None:
     await store.delete(b.id)
     counts = await store.counts()
     assert counts == {
+        "admitting": 0,
         "queued": 0,
         "running": 0,
         "done": 1,
@@ -174,14 +176,14 @@ async def test_counts_follow_every_change(store: Store) -> None:
 async def test_running_jobs_go_back_to_the_queue(store: Store) -> None:
     job = await _job_in(store, Status.RUNNING)
     await store.set_progress(job.id, 0.5, 30.0, 4.0)
-    assert await store.requeue_running() == [job.id]
+    assert await store.requeue_interrupted() == [job.id]
     again = await store.get(job.id)
     assert again is not None and again.status is Status.QUEUED and again.progress == 0
 
 
 async def test_listeners_hear_changes_progress_and_deletes(store: Store) -> None:
     rec = Recorder()
-    store.listeners.append(rec)
+    unsubscribe = store.subscribe(rec)
     job = await store.add(a_job())
     await store.claim_next()
     await store.set_progress(job.id, 0.25, 10.0, 3.0)
@@ -192,6 +194,9 @@ async def test_listeners_hear_changes_progress_and_deletes(store: Store) -> None
         (job.id, Status.RUNNING, True),
     ]
     assert rec.deleted == [job.id]
+    unsubscribe()
+    await store.add(a_job())
+    assert len(rec.changes) == 3  # no longer listening
 
 
 async def test_progress_only_touches_running_jobs(store: Store) -> None:
@@ -203,7 +208,7 @@ async def test_reads_stay_index_backed_at_100k_jobs(tmp_path: Path) -> None:
     async with Store(tmp_path / "vidd.db") as store:
         t0 = now()
         statuses = [Status.DONE] * 8 + [Status.QUEUED, Status.FAILED]
-        await store.add_many_for_test(
+        await store.add_many(
             Job(
                 id=f"j{i}",
                 name="x.avi",
@@ -217,9 +222,9 @@ async def test_reads_stay_index_backed_at_100k_jobs(tmp_path: Path) -> None:
         )
         counts = await store.counts()
         assert counts["done"] == 80_000 and counts["queued"] == 10_000
-        page = await store.list(limit=50)
+        page = await store.list_jobs(limit=50)
         assert len(page) == 50 and page[0].id == "j99999"
-        queued = await store.list(status=Status.QUEUED, limit=50)
+        queued = await store.list_jobs(status=Status.QUEUED, limit=50)
         assert queued[0].queue_position == 9_999
 
     db = sqlite3.connect(tmp_path / "vidd.db")
@@ -239,3 +244,28 @@ async def test_reads_stay_index_backed_at_100k_jobs(tmp_path: Path) -> None:
         if name in ("filtered", "position", "get"):
             assert "USING" in plan and "INDEX" in plan, f"{name}: {plan}"
     db.close()
+
+
+async def test_add_many_keeps_every_column_add_keeps(store: Store) -> None:
+    out = MediaInfo(size=9, duration=2.0, width=32, height=24, video_codec="h264")
+    whole = dataclasses.replace(
+        a_job(Status.DONE),
+        started_at=now(),
+        finished_at=now(),
+        progress=1.0,
+        source=MediaInfo(size=10, duration=2.0, width=32, height=24, video_codec="mpeg4"),
+        output=out,
+        poster=True,
+        error=None,
+        log_tail="Encode done!",
+    )
+    assert await store.add_many([whole]) == 1
+    back = await store.get(whole.id)
+    assert back is not None
+    assert dataclasses.replace(back, seq=0) == dataclasses.replace(whole, seq=0)
+
+
+async def test_add_many_refuses_a_running_job_and_writes_nothing(store: Store) -> None:
+    with pytest.raises(IllegalTransition):
+        await store.add_many([a_job(), a_job(Status.RUNNING)])
+    assert await store.list_jobs() == []

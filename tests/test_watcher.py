@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from vidd import lease
+from vidd import watcher as watcher_mod
 from vidd.intake import Intake
 from vidd.job import Job, Status
+from vidd.layout import Layout
 from vidd.store import Store
 from vidd.watcher import Watcher
 
@@ -58,7 +61,7 @@ async def env(make_config):
     cfg.storage.data_dir.mkdir(parents=True)
     async with Store(cfg.storage.db_path) as store:
         recorder = Recorder()
-        store.listeners.append(recorder)
+        store.subscribe(recorder)
         yield cfg, store, recorder
 
 
@@ -69,7 +72,7 @@ async def watching(env):
     started: list[Watcher] = []
 
     async def start(intake: Intake | None = None) -> Watcher:
-        watcher = Watcher(cfg, intake or Intake(cfg, store))
+        watcher = Watcher(cfg, intake or Intake(cfg, store, Layout(cfg.storage)))
         await watcher.start()
         started.append(watcher)
         return watcher
@@ -82,7 +85,7 @@ async def watching(env):
 async def wait_jobs(store: Store, n: int, timeout: float = 20.0) -> list[Job]:
     deadline = time.monotonic() + timeout
     while True:
-        jobs = await store.list()
+        jobs = [j for j in await store.list_jobs() if j.status is not Status.ADMITTING]
         if len(jobs) >= n:
             return jobs
         if time.monotonic() > deadline:
@@ -168,7 +171,7 @@ async def test_a_slowly_written_file_is_taken_only_when_complete(
     assert job.source.duration == pytest.approx(2.0, abs=0.2)
     assert (cfg.storage.sources_dir / f"{job.id}.avi").read_bytes() == clip.read_bytes()
     await asyncio.sleep(0.5)
-    assert len(await store.list()) == 1
+    assert len(await store.list_jobs()) == 1
 
 
 async def test_a_quiet_file_held_by_a_writer_waits_for_the_close(
@@ -180,7 +183,7 @@ async def test_a_quiet_file_held_by_a_writer_waits_for_the_close(
     writer = await start_writer(clip, dst, 0.5, hold=True)
     assert await read_line(writer) == "written"
     await asyncio.sleep(STABLE_S + 1.0)  # quiet far longer than stable_seconds
-    assert await store.list() == []
+    assert await store.list_jobs() == []
     assert dst.stat().st_size == clip.stat().st_size
     writer.stdin.write(b"\n")
     await writer.stdin.drain()
@@ -221,7 +224,7 @@ async def test_ignored_names_are_never_taken(env, watching, clip: Path, tmp_path
     (job,) = await wait_jobs(store, 1)
     assert job.name == "ok.avi"
     await asyncio.sleep(STABLE_S + 1.0)  # past stable_seconds and a rescan
-    assert [j.name for j in await store.list()] == ["ok.avi"]
+    assert [j.name for j in await store.list_jobs()] == ["ok.avi"]
     assert all(os.path.lexists(p) for p in ignored)
     assert outside.read_bytes() == clip.read_bytes()
     assert watcher.watching
@@ -232,22 +235,24 @@ async def test_ignored_names_are_never_taken(env, watching, clip: Path, tmp_path
 
 
 class FailOnce(Intake):
-    """The real Intake, except that the first admission of boom.avi raises."""
+    """The real Intake, except that the first admission of boom.avi raises `error`."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, cfg, store, error: Exception) -> None:
+        super().__init__(cfg, store, Layout(cfg.storage))
+        self.error = error
         self.calls: list[str] = []
 
     async def admit(self, path: Path, origin, **kwargs) -> Job:
         self.calls.append(path.name)
         if path.name == "boom.avi" and self.calls.count("boom.avi") == 1:
-            raise RuntimeError("boom")
+            raise self.error
         return await super().admit(path, origin, **kwargs)
 
 
 async def test_a_failed_admission_is_retried_only_after_a_change(env, watching, clip: Path) -> None:
+    """A file wrong in itself (not a regular file, say) is tried again once it changes."""
     cfg, store, _ = env
-    intake = FailOnce(cfg, store)
+    intake = FailOnce(cfg, store, ValueError("not a regular file"))
     watcher = await watching(intake)
     boom = cfg.storage.inbox_dir / "boom.avi"
     shutil.copyfile(clip, boom)
@@ -267,6 +272,31 @@ async def test_a_failed_admission_is_retried_only_after_a_change(env, watching, 
     jobs = await wait_jobs(store, 2)
     assert jobs[0].name == "boom.avi" and jobs[0].status is Status.QUEUED
     assert intake.calls.count("boom.avi") == 2
+
+
+async def test_a_passing_failure_is_retried_with_backoff_and_shown(
+    env, watching, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full, a locked database, a missing HandBrakeCLI: the file stays in the inbox,
+    /api/status can say why, and it is tried again by itself (no touch needed)."""
+    cfg, store, _ = env
+    monkeypatch.setattr(watcher_mod, "RETRY_FIRST_S", 1.0)
+    intake = FailOnce(cfg, store, sqlite3.OperationalError("database is locked"))
+    watcher = await watching(intake)
+    boom = cfg.storage.inbox_dir / "boom.avi"
+    shutil.copyfile(clip, boom)
+    for _ in range(100):
+        if intake.calls:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
+    (trouble,) = watcher.troubles()
+    assert trouble["name"] == "boom.avi" and "locked" in str(trouble["reason"])
+    assert 0 < trouble["retry_in_s"] <= 1.0
+    (job,) = await wait_jobs(store, 1)  # retried by itself, untouched
+    assert job.name == "boom.avi" and job.status is Status.QUEUED
+    assert intake.calls.count("boom.avi") == 2
+    assert watcher.troubles() == []
 
 
 async def test_without_leases_long_quiet_decides(
@@ -305,7 +335,7 @@ async def test_a_replaced_inbox_is_watched_again(env, watching, clip: Path) -> N
 
 async def test_stop_is_idempotent(env, clip: Path) -> None:
     cfg, store, _ = env
-    watcher = Watcher(cfg, Intake(cfg, store))
+    watcher = Watcher(cfg, Intake(cfg, store, Layout(cfg.storage)))
     assert not watcher.watching
     await watcher.start()
     assert watcher.watching and cfg.storage.inbox_dir.is_dir()
@@ -314,5 +344,5 @@ async def test_stop_is_idempotent(env, clip: Path) -> None:
     assert not watcher.watching
     shutil.copyfile(clip, cfg.storage.inbox_dir / "late.avi")
     await asyncio.sleep(0.8)
-    assert await store.list() == []
+    assert await store.list_jobs() == []
     assert "watching=False" in repr(watcher)

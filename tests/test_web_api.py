@@ -11,10 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from vidd.daemon import SERVICES
 from vidd.job import Job, JobError, Status, new_id, now
 from vidd.web.app import create_app
-from vidd.web.keys import HUB
+from vidd.web.keys import HUB, SERVICES
 from vidd.web.security import CSP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -357,6 +356,11 @@ async def test_hub_is_registered_and_removed(aiohttp_client, make_config):
     app = create_app(cfg)
     client = await aiohttp_client(app)
     hub = app[HUB]
-    assert hub in app[SERVICES].store.listeners
+    ws = await client.ws_connect("/ws")
+    assert (await ws.receive_json(timeout=5))["type"] == "snapshot"
+    job = await add_rejected(client)  # a store change reaches the hub, and the socket
+    message = await ws.receive_json(timeout=5)
+    assert message["type"] == "job" and message["job"]["id"] == job.id
+    await ws.close()
     await client.close()
     assert hub.clients == set()

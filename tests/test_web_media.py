@@ -9,7 +9,7 @@ import io
 import aiohttp
 import pytest
 
-from vidd.daemon import SERVICES
+from vidd.web.keys import SERVICES
 from vidd.job import new_id
 from vidd.web.app import create_app
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from vidd.daemon import SERVICES
+from vidd.web.keys import SERVICES
 from vidd.web.app import create_app
 from vidd.web.keys import COUNTERS
 

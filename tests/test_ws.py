@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from test_web_api import add_rejected
 
-from vidd.daemon import SERVICES
+from vidd.web.keys import SERVICES
 from vidd.job import Job, Status, new_id, now
 from vidd.web.app import create_app
 from vidd.web.keys import HUB
@@ -56,7 +56,7 @@ async def test_snapshot_holds_the_newest_200(client):
         )
         for i in range(230)
     ]
-    await store.add_many_for_test(jobs)
+    await store.add_many(jobs)
     ws = await client.ws_connect("/ws")
     snap = await ws.receive_json(timeout=5)
     assert len(snap["jobs"]) == 200

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__, config
-from .client import ApiError, Client, FileChanged, Unreachable
+from .client import Client, FileChanged, Refused, Unreachable
 from .job import Status, is_valid_id
 
 OK, JOB_FAILED, USAGE, UNREACHABLE, REFUSED = 0, 1, 2, 3, 4
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Unreachable as e:
         print(f"vidd: cannot reach the daemon: {e}", file=sys.stderr)
         return UNREACHABLE
-    except ApiError as e:
+    except Refused as e:
         print(f"vidd: the daemon refused: {_api_message(e)}", file=sys.stderr)
         return REFUSED
     except KeyboardInterrupt:
@@ -173,14 +173,14 @@ def _submit(client: Client, args: argparse.Namespace) -> int:
 
 
 def _submit_one(client: Client, path: Path, profile: str | None, *, wait: bool) -> int:
-    progress = Progress(sys.stderr, clean(path.name))
+    progress = ProgressBar(sys.stderr, clean(path.name))
     try:
         job = client.upload(path, profile, on_progress=progress.upload)
     except (OSError, FileChanged) as e:
         progress.finish()
         print(f"vidd: {path}: {e}", file=sys.stderr)
         return USAGE
-    except ApiError as e:
+    except Refused as e:
         progress.finish()
         if e.status == 422:  # not a video: the daemon recorded it as rejected
             print(f"-\trejected\t{clean(path.name)}: {clean(e.message)}")
@@ -205,10 +205,10 @@ def _submit_one(client: Client, path: Path, profile: str | None, *, wait: bool) 
     return _report(client, job)
 
 
-def _follow(client: Client, job: dict[str, Any], progress: Progress) -> dict[str, Any]:
+def _follow(client: Client, job: dict[str, Any], progress: ProgressBar) -> dict[str, Any]:
     job_id = str(job.get("id", ""))
     if not is_valid_id(job_id):
-        raise ApiError(201, "bad_response", "the new job has no valid id")
+        raise Refused(201, "bad_response", "the new job has no valid id")
     while job.get("status") not in FINAL:
         progress.convert(job)
         time.sleep(POLL_S)
@@ -275,7 +275,7 @@ def _retry(client: Client, args: argparse.Namespace) -> int:
 # -- progress on the terminal ----------------------------------------------------------------
 
 
-class Progress:
+class ProgressBar:
     """A one-line bar on a terminal (upload, then conversion); plain milestones elsewhere."""
 
     def __init__(self, stream: TextIO, name: str) -> None:
@@ -344,7 +344,7 @@ class Progress:
 # -- formatting ------------------------------------------------------------------------------
 
 
-def _api_message(e: ApiError) -> str:
+def _api_message(e: Refused) -> str:
     hint = " (set VIDD_TOKEN or --token)" if e.status == 401 else ""
     return f"HTTP {e.status} {clean(e.code)}: {clean(e.message)}{hint}"
 

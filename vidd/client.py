@@ -24,7 +24,7 @@ class FileChanged(Exception):
     """The local file could not be read to the end while it was being sent."""
 
 
-class ApiError(Exception):
+class Refused(Exception):
     """The daemon answered with an HTTP error, or with something that isn't its JSON."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -68,7 +68,7 @@ class Client:
         # The page may be a bare list or an object with the list under "jobs".
         items = data.get("jobs") if isinstance(data, dict) else data
         if not isinstance(items, list):
-            raise ApiError(200, "bad_response", "expected a list of jobs")
+            raise Refused(200, "bad_response", "expected a list of jobs")
         return [_object(j) for j in items]
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -165,16 +165,16 @@ class Client:
         except (OSError, http.client.HTTPException) as e:
             raise Unreachable(f"{self.url}: {_reason(e)}") from None
         if len(body) > MAX_RESPONSE:
-            raise ApiError(resp.status, "bad_response", "the answer is too large")
+            raise Refused(resp.status, "bad_response", "the answer is too large")
         try:
             data = json.loads(body) if body else None
         except ValueError:
             data = None
         if resp.status >= 400:
             code, message = _error_of(data, resp.status, resp.reason)
-            raise ApiError(resp.status, code, message)
+            raise Refused(resp.status, code, message)
         if data is None:
-            raise ApiError(resp.status, "bad_response", "the answer is not JSON")
+            raise Refused(resp.status, "bad_response", "the answer is not JSON")
         return data
 
 
@@ -218,7 +218,7 @@ def _quote(job_id: str) -> str:
 
 def _object(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise ApiError(200, "bad_response", "expected a JSON object")
+        raise Refused(200, "bad_response", "expected a JSON object")
     return data
 
 

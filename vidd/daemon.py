@@ -1,218 +1,38 @@
-"""The daemon: builds the services in dependency order, serves them over HTTP, and stops
-them in stages (stop intake, drain encodes up to a deadline, requeue the rest).
-"""
+"""The daemon: signals, the HTTP runner, the systemd watchdog and process limits. It
+serves the app, and on SIGTERM stops it in named stages (see shutdown.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import resource
-import shutil
 import signal
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+import sqlite3
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from . import __version__, children, logs
+from . import __version__, logs, shutdown
 from .config import Config
-from .encoder import Encoder
-from .intake import Intake
-from .job import Job
 from .notify import Notifier
-from .pool import Pool
-from .progress import parse_blocks
-from .store import Store
-from .watcher import Watcher
+from .services import AlreadyRunning, Services
+from .web.app import create_app
+from .web.keys import SERVICES
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class Services:
-    """Everything the web layer needs, started and stopped together."""
-
-    config: Config
-    store: Store
-    intake: Intake
-    encoder: Encoder
-    pool: Pool
-    watcher: Watcher | None
-    handbrake_version: str
-    notifier: Notifier
-    started_at: float = field(default_factory=time.monotonic)
-
-    @property
-    def uptime_s(self) -> float:
-        return time.monotonic() - self.started_at
-
-    @property
-    def watching(self) -> bool:
-        return self.watcher is not None and self.watcher.watching
-
-    async def stop(self) -> None:
-        """Stop intake and drain the pool (idempotent): both at once, so the whole stop
-        fits in shutdown_timeout_s plus the kill grace."""
-        stops = [self.pool.stop(self.config.daemon.shutdown_timeout_s)]
-        if self.watcher is not None:
-            stops.append(self.watcher.stop())
-        await asyncio.gather(*stops)
-
-
-# Where the web app keeps the services; the app's cleanup_ctx fills it.
-SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
-
-
-def make_dirs(config: Config) -> None:
-    s = config.storage
-    for d in (s.data_dir, s.inbox_dir, s.sources_dir, s.videos_dir, s.rejected_dir, s.tmp_dir):
-        d.mkdir(parents=True, exist_ok=True)
-
-
-def clear_tmp(config: Config) -> int:
-    """Leftovers in tmp/ belong to encodes and uploads that died with the last run."""
-    removed = 0
-    for entry in config.storage.tmp_dir.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-        removed += 1
-    return removed
-
-
-async def handbrake_version(handbrake: str) -> str:
-    try:
-        code, out, _ = await children.run([handbrake, "--json", "--version"], timeout_s=15)
-    except (OSError, TimeoutError):
-        return "unknown"
-    version = parse_blocks(out).get("Version", {}).get("VersionString")
-    if version:
-        return str(version)
-    first = out.strip().splitlines()[:1]
-    return first[0].removeprefix("HandBrake ").strip() if first else "unknown"
-
-
-class _StatusLine:
-    """Keeps systemd's STATUS= line ("1 encoding, 4 queued") in step with the store."""
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self._dirty = False
-        self._pending: asyncio.Task[None] | None = None
-
-    def job_changed(self, job: Job, *, progress_only: bool) -> None:
-        if not progress_only:
-            self._schedule()
-
-    def job_deleted(self, job_id: str) -> None:
-        self._schedule()
-
-    def _schedule(self) -> None:
-        self._dirty = True  # a burst of changes costs one count query, never a stale line
-        if self._pending is None or self._pending.done():
-            self._pending = asyncio.create_task(self._send())
-
-    async def _send(self) -> None:
-        while self._dirty:
-            self._dirty = False
-            await asyncio.sleep(0)  # let the transition that woke us finish first
-            counts = await self.services.store.counts()
-            busy = self.services.pool.busy
-            self.services.notifier.status(f"{busy} encoding, {counts['queued']} queued")
-
-
-@contextlib.asynccontextmanager
-async def services(config: Config, notifier: Notifier | None = None) -> AsyncIterator[Services]:
-    """Open the store, recover from the last run, start the pool and the watcher."""
-    make_dirs(config)
-    with _single_instance(config):
-        async with _opened_store(config) as store:
-            async with _running(config, store, notifier) as svc:
-                yield svc
-
-
-class AlreadyRunning(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _single_instance(config: Config) -> Iterator[None]:
-    """One vidd per data folder: a second one would clear the first one's tmp/ and run
-    its jobs twice."""
-    path = config.storage.data_dir / "vidd.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise AlreadyRunning(
-                f"another vidd is already using {config.storage.data_dir}"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
-
-
-@contextlib.asynccontextmanager
-async def _opened_store(config: Config) -> AsyncIterator[Store]:
-    cleared = clear_tmp(config)  # safe: the lock says no other vidd is writing there
-    store = Store(config.storage.db_path)
-    await store.open()
-    try:
-        requeued = await store.requeue_running()
-        if requeued or cleared:
-            log.info(
-                "recovered: %d job(s) back to the queue, %d leftover(s) removed from tmp/",
-                len(requeued),
-                cleared,
-            )
-        yield store
-    finally:
-        await store.close()
-
-
-@contextlib.asynccontextmanager
-async def _running(
-    config: Config, store: Store, notifier: Notifier | None
-) -> AsyncIterator[Services]:
-    """Build the pool, the intake and the watcher on an open store, and start them."""
-    encoder = Encoder(config)
-    pool = Pool(config, store, encoder)
-    intake = Intake(config, store)
-    watcher = Watcher(config, intake) if config.watch.enabled else None
-    svc = Services(
-        config=config,
-        store=store,
-        intake=intake,
-        encoder=encoder,
-        pool=pool,
-        watcher=watcher,
-        handbrake_version=await handbrake_version(config.encode.handbrake),
-        notifier=notifier or Notifier.from_env(),
-    )
-    store.listeners.append(pool)
-    store.listeners.append(_StatusLine(svc))
-    try:
-        pool.start()
-        if watcher is not None:
-            await watcher.start()
-        yield svc
-    finally:
-        await svc.stop()
+# Exit codes of `vidd serve`: 2 for what the operator must fix before it can start.
+STARTED, CANNOT_START = 0, 2
 
 
 async def _serve(config: Config) -> int:
-    from .web.app import create_app
-
     notifier = Notifier.from_env()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0
+    plan = shutdown.plan(config)
 
     def on_signal(sig: signal.Signals) -> None:
         nonlocal signals
@@ -223,49 +43,69 @@ async def _serve(config: Config) -> int:
             stop.set()
             return
         log.warning("received %s again: exiting now", sig.name)
-        app_services = app.get(SERVICES)
-        if app_services is not None:
-            app_services.pool.kill_now()
+        if (svc := app.get(SERVICES)) is not None:
+            svc.pool.kill_now()
         os._exit(130)
+
+    def on_hangup() -> None:
+        # Reloading is not built yet; a HUP must at least not kill the encodes.
+        log.warning("received SIGHUP: ignored (restart vidd to apply config changes)")
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
 
-    app = create_app(config, notifier=notifier)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
+    app = create_app(config, notifier=notifier, websocket_close_s=plan.websockets.timeout_s)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=plan.http.timeout_s)
     try:
         await runner.setup()  # runs cleanup_ctx: the store opens, the pool and watcher start
-    except (AlreadyRunning, OSError) as e:
+    except AlreadyRunning as e:
         log.error("cannot start: %s", e)
-        return 1
+        return CANNOT_START
+    except sqlite3.DatabaseError as e:
+        log.error(
+            "cannot start: %s is not a usable database (%s); move it aside to start with "
+            "an empty one, or restore it from a backup",
+            config.storage.db_path, e,
+        )  # fmt: skip
+        return CANNOT_START
+    except OSError as e:
+        log.error("cannot start: %s", e)
+        return CANNOT_START
     site = web.TCPSite(runner, config.web.host, config.web.port)
     try:
         await site.start()
     except OSError as e:
         log.error("cannot listen on %s:%d: %s", config.web.host, config.web.port, e)
         await runner.cleanup()
-        return 1
+        return CANNOT_START
     log.info("vidd %s listening on http://%s:%d", __version__, config.web.host, config.web.port)
     notifier.ready()
     watchdog = asyncio.create_task(notifier.watchdog(_healthy(app)))
     await stop.wait()
+    svc = app[SERVICES]
     # Drain while the server still answers, so the page can watch the last encodes end.
-    await app[SERVICES].stop()
+    await shutdown.run(
+        plan.drain,
+        asyncio.gather(svc.stop_intake(plan.drain.timeout_s), svc.pool.drain(plan.drain.timeout_s)),
+    )
+    await shutdown.run(plan.interrupt, svc.pool.interrupt(plan.interrupt.timeout_s - 1.0))
     watchdog.cancel()
-    await runner.cleanup()  # stops accepting, closes sockets, closes the store
+    # Then the websockets (1001), the HTTP server and the store, each within its stage.
+    await runner.cleanup()
     log.info("vidd stopped")
-    return 0
+    return STARTED
 
 
 def _healthy(app: web.Application) -> Callable[[], Awaitable[bool]]:
     async def healthy() -> bool:
-        svc = app.get(SERVICES)
-        if svc is None or not svc.pool.alive:
+        svc: Services | None = app.get(SERVICES)
+        if svc is None:
             return False
-        try:
-            return await asyncio.wait_for(svc.store.ping(), 5)
-        except Exception:
-            return False
+        problems = await svc.problems()
+        for problem in problems:
+            log.warning("unhealthy: %s", problem)
+        return not problems
 
     return healthy
 

@@ -20,12 +20,12 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from . import children, mp4, poster, probe
 from .config import Config, Profile
 from .job import Job, MediaInfo
+from .layout import Layout
 from .progress import BlockParser, Progress, ProgressMeter
 
 log = logging.getLogger(__name__)
@@ -146,8 +146,9 @@ class _Run:
 class Encoder:
     """Runs encodes; `running` maps a job id to its HandBrakeCLI process."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, layout: Layout) -> None:
         self.config = config
+        self.layout = layout
         self.running: dict[str, asyncio.subprocess.Process] = {}
         self._nice: dict[str, int] = {}  # each running job's current nice, for its poster
         self._killed: set[str] = set()  # by kill_all: reported as such, not as a crash
@@ -157,15 +158,14 @@ class Encoder:
 
     def command(self, job: Job) -> list[str]:
         """The HandBrakeCLI argument list for a job. File names are vidd's own, never a user's."""
-        storage = self.config.storage
         profile = self.config.encode.profiles[job.profile]
         return [
             self.config.encode.handbrake,
             "--json",
             "-i",
-            str((storage.sources_dir / job.source_file).resolve()),
+            str(self.layout.source(job).resolve()),
             "-o",
-            str((storage.tmp_dir / f"{job.id}.mp4").resolve()),
+            str(self.layout.tmp_video(job.id).resolve()),
             "--format",
             "av_mp4",
             *profile.handbrake_args(),
@@ -183,42 +183,25 @@ class Encoder:
             self._killed.add(job_id)
             children.kill_now(proc)
 
-    def outputs(self, job_id: str) -> tuple[Path, Path]:
-        """Where a finished job's video and poster live."""
-        videos = self.config.storage.videos_dir
-        return videos / f"{job_id}.mp4", videos / f"{job_id}.jpg"
-
-    def tmp_files(self, job_id: str) -> list[Path]:
-        tmp = self.config.storage.tmp_dir
-        return [tmp / f"{job_id}.mp4", tmp / f"{job_id}.jpg", tmp / f"{job_id}.hb"]
-
-    def _clean_tmp(self, job_id: str) -> None:
-        for path in self.tmp_files(job_id):
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-
     async def run(
         self, job: Job, on_progress: Callable[[Progress], None], *, nice: int = 0
     ) -> EncodeResult:
         """Encode a job into videos/<id>.mp4 (and a poster). Raises EncodeFailed."""
-        self._clean_tmp(job.id)  # leftovers of an attempt vidd did not see through
+        self.layout.clear_tmp_of(job.id)  # leftovers of an attempt vidd did not see through
         self._nice[job.id] = nice
         try:
             try:
                 output, log_tail = await self._encode(job, on_progress, nice)
             except BaseException:
-                self._clean_tmp(job.id)
+                self.layout.clear_tmp_of(job.id)
                 raise
-            self._clean_tmp(job.id)  # HandBrake's scratch folder
-            video, image = self.outputs(job.id)
+            self.layout.clear_tmp_of(job.id)  # HandBrake's scratch folder
+            video, image = self.layout.outputs(job.id)
             try:
                 has_poster = await poster.make(
                     self.config.encode.ffmpeg,
                     video,
-                    self.config.storage.tmp_dir / f"{job.id}.jpg",
+                    self.layout.tmp_poster(job.id),
                     image,
                     output.duration,
                     nice=self._nice[job.id],
@@ -236,8 +219,8 @@ class Encoder:
         self, job: Job, on_progress: Callable[[Progress], None], nice: int
     ) -> tuple[MediaInfo, str]:
         """Run HandBrake, verify its output and move it to videos/: (output, log tail)."""
-        cfg, storage = self.config.encode, self.config.storage
-        source_path = storage.sources_dir / job.source_file
+        cfg = self.config.encode
+        source_path = self.layout.source(job)
         if not source_path.is_file():
             raise EncodeFailed("source_missing", f"the source file {job.source_file} is gone")
         source = job.source
@@ -249,8 +232,8 @@ class Encoder:
         profile = cfg.profiles.get(job.profile)
         if profile is None:
             raise EncodeFailed("unknown_profile", f"there is no profile named {job.profile!r}")
-        scratch = storage.tmp_dir / f"{job.id}.hb"
-        storage.videos_dir.mkdir(parents=True, exist_ok=True)
+        scratch = self.layout.scratch(job.id)
+        self.layout.videos.mkdir(parents=True, exist_ok=True)
         scratch.mkdir(parents=True, exist_ok=True)
         args = [*_LINE_BUFFERED, *self.command(job)]
         if shutil.which(cfg.handbrake) is None:
@@ -343,8 +326,7 @@ class Encoder:
 
     async def _verify(self, job: Job, source: MediaInfo, code: int, run: _Run) -> MediaInfo:
         """Check everything that makes an encode good, then move it into videos/."""
-        storage = self.config.storage
-        tmp_out = storage.tmp_dir / f"{job.id}.mp4"
+        tmp_out = self.layout.tmp_video(job.id)
         tail = run.log_tail()
         if code < 0:
             try:
@@ -384,5 +366,5 @@ class Encoder:
                 f"but the source lasts {source.duration:.1f} s",
                 tail,
             )
-        os.replace(tmp_out, self.outputs(job.id)[0])
+        os.replace(tmp_out, self.layout.video(job.id))
         return output

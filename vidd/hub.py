@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,6 +29,18 @@ QUEUE_SIZE = 64  # messages waiting for one client before it counts as hopelessl
 SEND_TIMEOUT_S = 10.0  # a single send that takes longer than this closes the client
 GOING_AWAY = 1001
 TRY_AGAIN_LATER = 1013
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+# When to send a held-back progress: (delay in seconds, callback) -> a handle to cancel.
+Scheduler = Callable[[float, Callable[[], None]], Cancellable]
+
+
+def _call_later(delay: float, callback: Callable[[], None]) -> Cancellable:
+    return asyncio.get_running_loop().call_later(delay, callback)
 
 
 class Socket(Protocol):
@@ -47,7 +60,7 @@ class _Message:
     job_id: str | None  # the job a progress message is about; None for a state message
 
 
-class Client:
+class Subscriber:
     """One connected socket, its queue and the task that drains it."""
 
     def __init__(self, hub: Hub, socket: Socket, queue_size: int) -> None:
@@ -63,7 +76,7 @@ class Client:
         self.sending_since: float | None = None  # when the send in progress began
 
     def __repr__(self) -> str:
-        return f"<Client queued={len(self._queue)} sent={self.sent} closing={self.closing}>"
+        return f"<Subscriber queued={len(self._queue)} sent={self.sent} closing={self.closing}>"
 
     @property
     def backlog(self) -> int:
@@ -149,13 +162,18 @@ class Hub:
         *,
         queue_size: int = QUEUE_SIZE,
         progress_hz: float = PROGRESS_HZ,
+        clock: Callable[[], float] = time.monotonic,
+        schedule: Scheduler = _call_later,
     ) -> None:
+        """`clock` and `schedule` time the progress throttle (a test passes its own)."""
         self.max_clients = max_clients
         self.queue_size = queue_size
         self.progress_interval = 1.0 / progress_hz
-        self.clients: set[Client] = set()
+        self._clock = clock
+        self._schedule = schedule
+        self.clients: set[Subscriber] = set()
         self._last_progress: dict[str, float] = {}  # job id -> when its progress last went out
-        self._pending: dict[str, asyncio.TimerHandle] = {}  # a trailing progress, per job
+        self._pending: dict[str, Cancellable] = {}  # a trailing progress, per job
         self._latest: dict[str, Job] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -168,9 +186,9 @@ class Hub:
     def full(self) -> bool:
         return len(self.clients) >= self.max_clients
 
-    def connect(self, socket: Socket) -> Client:
+    def connect(self, socket: Socket) -> Subscriber:
         """Register a socket: it queues events from now on; call `start` after the snapshot."""
-        client = Client(self, socket, self.queue_size)
+        client = Subscriber(self, socket, self.queue_size)
         self.clients.add(client)
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep(), name="ws-sweep")
@@ -186,11 +204,11 @@ class Hub:
                 if since is not None and now - since > SEND_TIMEOUT_S:
                     self.evict(client, "send timed out")
 
-    async def disconnect(self, client: Client) -> None:
+    async def disconnect(self, client: Subscriber) -> None:
         self.clients.discard(client)
         await client.close(GOING_AWAY, "bye")
 
-    def evict(self, client: Client, reason: str) -> None:
+    def evict(self, client: Subscriber, reason: str) -> None:
         """Close a client that fell hopelessly behind, without waiting for it."""
         if client not in self.clients:
             return
@@ -211,7 +229,7 @@ class Hub:
             return
         if job.status is not Status.RUNNING:
             return
-        t = time.monotonic()
+        t = self._clock()
         wait = self._last_progress.get(job.id, -1e9) + self.progress_interval - t
         if wait <= 0:
             self._send_progress(job)
@@ -219,8 +237,8 @@ class Hub:
         # Too soon: keep the newest and send it when the interval is up.
         self._latest[job.id] = job
         if job.id not in self._pending:
-            loop = asyncio.get_running_loop()
-            self._pending[job.id] = loop.call_later(wait, self._flush_progress, job.id)
+            job_id = job.id
+            self._pending[job_id] = self._schedule(wait, lambda: self._flush_progress(job_id))
 
     def job_deleted(self, job_id: str) -> None:
         self._cancel_pending(job_id)
@@ -236,7 +254,7 @@ class Hub:
             self._send_progress(job)
 
     def _send_progress(self, job: Job) -> None:
-        self._last_progress[job.id] = time.monotonic()
+        self._last_progress[job.id] = self._clock()
         text = _job_message(job)
         for client in list(self.clients):
             client.push_progress(job.id, text)

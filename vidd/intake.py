@@ -1,8 +1,9 @@
 """Intake: the one way in. A file from the inbox or an upload is claimed into sources/,
 probed, and recorded as a queued job, or as a rejected one with the reason.
 
-Nothing is lost on the way: until the job is stored, any failure puts the file back
-where it came from.
+Nothing is lost on the way: the job's record exists (as `admitting`) before the file
+moves; a failure puts the file back and removes the record, and after a crash
+`recover` finishes or rolls back what was cut short.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import re
 import stat
 import threading
 import unicodedata
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from . import disk, probe
 from .config import Config
-from .job import Job, JobError, MediaInfo, Status, new_id, now
+from .job import Job, MediaInfo, Status, new_id, now
+from .layout import Layout
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -58,10 +61,11 @@ def safe_ext(name: str) -> str:
 
 
 class Intake:
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(self, config: Config, store: Store, layout: Layout) -> None:
         self.config = config
         self.store = store
-        self._tasks: set[asyncio.Task[Job]] = set()
+        self.layout = layout
+        self._tasks: set[asyncio.Task[Job | None]] = set()
         self.admitted = 0
         self.rejected = 0
 
@@ -78,19 +82,22 @@ class Intake:
     ) -> Job:
         """Claim `path`, probe it and store a job (queued, or rejected if not a video).
 
-        Raises ValueError for an unknown profile or a path that is not a regular file
-        (the file is left untouched), OSError if the file can't be claimed, DiskFull if
-        claiming it means a copy the disk guard forbids. Once
-        started, an admission runs to its end even if the caller is cancelled, so a
-        claimed file always ends up with a job or back where it was.
+        The job's record (state `admitting`) is written before the file moves, so a
+        crash at any point leaves either the file where it was or a record that the
+        next start finishes (`recover`). Raises ValueError for an unknown profile or a
+        path that is not a regular file (the file is left untouched), OSError if the
+        file can't be claimed, DiskFull when the disk guard forbids taking it. Once
+        started, an admission runs to its end even if the caller is cancelled.
         """
         profile = profile if profile is not None else self.config.encode.default_profile
         if profile not in self.config.encode.profiles:
             raise ValueError(f"unknown profile {profile!r}")
         display = clean_name(name if name is not None else path.name)
-        task = asyncio.ensure_future(self._admit(path, origin, display, profile))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        return await self._shielded(self._admit(path, origin, display, profile))
+
+    async def _shielded(self, coro: Coroutine[Any, Any, Job]) -> Job:
+        task = asyncio.ensure_future(coro)
+        self._track(task)
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -98,58 +105,184 @@ class Intake:
                 task.add_done_callback(_log_orphan)
             raise
 
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _admit(self, path: Path, origin: Origin, name: str, profile: str) -> Job:
         storage = self.config.storage
-        job_id = new_id()
-        ext = safe_ext(name)
-        claimed = storage.sources_dir / f"{job_id}{ext}"
-        storage.sources_dir.mkdir(parents=True, exist_ok=True)
-        await _move(path, claimed, min_free=storage.min_free_bytes)
-        where = claimed
+        if origin == "inbox":  # an upload is on the disk already: claiming it is a rename
+            disk.check(storage.data_dir, storage.min_free_bytes)
+        if not stat.S_ISREG(path.lstat().st_mode):
+            raise ValueError(f"{name!r} is not a regular file")
+        job = Job(
+            id=new_id(),
+            name=name,
+            status=Status.ADMITTING,
+            profile=profile,
+            origin=origin,
+            source_ext=safe_ext(name),
+            created_at=now(),
+        )
+        job = await self.store.add(job, intake_path=path)  # the write-ahead record
+        claimed = self.layout.source(job)
+        try:
+            claimed.parent.mkdir(parents=True, exist_ok=True)
+            await _move(path, claimed, min_free=storage.min_free_bytes)
+        except BaseException:
+            await self._abandon(job)  # the file never left
+            raise
+        return await self._settle(job, claimed, back_to=path)
+
+    async def _settle(self, job: Job, claimed: Path, *, back_to: Path | None) -> Job:
+        """Probe a claimed file and end its admission: queued, or rejected.
+
+        On a failure the file goes back to `back_to` and the record is removed; with no
+        `back_to` (a recovery) both stay as they are for the next start.
+        """
         try:
             # Checked after the move, on what was moved: the name may have been
             # swapped for a symlink since the watcher looked at it.
             if not stat.S_ISREG(claimed.lstat().st_mode):
-                raise ValueError(f"{name!r} is not a regular file")
+                raise ValueError(f"{job.name!r} is not a regular file")
             try:
-                info: MediaInfo | None = await probe.probe(self.config.encode.handbrake, claimed)
-                reason = ""
+                info = await probe.probe(self.config.encode.handbrake, claimed)
+                job = await self.store.admitted(job.id, info)
             except probe.NotAVideo as e:
-                info, reason = None, str(e) or "not a video"
-            if info is None and origin == "inbox":
-                storage.rejected_dir.mkdir(parents=True, exist_ok=True)
-                where = storage.rejected_dir / claimed.name
-                await _move(claimed, where)
-            created = now()
-            job = Job(
-                id=job_id,
-                name=name,
-                status=Status.QUEUED if info else Status.REJECTED,
-                profile=profile,
-                origin=origin,
-                source_ext=ext,
-                created_at=created,
-                finished_at=None if info else created,
-                source=info,
-                error=None if info else JobError("not_video", reason),
-            )
-            job = await self.store.add(job)
+                job = await self.store.reject(job.id, str(e) or "not a video")
         except BaseException:
-            await _put_back(where, path)
+            if back_to is not None and await _put_back(claimed, back_to):
+                await self._abandon(job)
             raise
-        if info is None:
+        if job.status is Status.REJECTED:
             self.rejected += 1
-            if origin == "upload":
-                # The user still has the file; keeping it would only fill the disk.
-                where.unlink(missing_ok=True)
-            log.info("intake: %s rejected (%s, %r): %s", job_id, origin, name, reason)
+            self._put_aside(job, claimed)
+            reason = job.error.message if job.error else ""
+            log.info("intake: %s rejected (%s, %r): %s", job.id, job.origin, job.name, reason)
         else:
             self.admitted += 1
+            info = job.source or MediaInfo()
             log.info(
                 "intake: %s queued (%s, %r, %.1f s %dx%d %s)",
-                job_id, origin, name, info.duration, info.width, info.height, info.video_codec,
+                job.id, job.origin, job.name, info.duration, info.width, info.height,
+                info.video_codec,
             )  # fmt: skip
         return job
+
+    def _put_aside(self, job: Job, claimed: Path) -> None:
+        """A rejected inbox file goes to rejected/; a rejected upload is dropped (the
+        user still has it; keeping it would only fill the disk)."""
+        try:
+            if job.origin == "upload":
+                claimed.unlink(missing_ok=True)
+            elif claimed.exists():
+                self.layout.rejected_dir.mkdir(parents=True, exist_ok=True)
+                os.rename(claimed, self.layout.rejected(job))
+        except OSError as e:  # the next start finishes this
+            log.warning("intake: %s: could not put the rejected file aside: %s", job.id, e)
+
+    async def _abandon(self, job: Job) -> None:
+        try:
+            await asyncio.shield(self.store.abandon_admission(job.id))
+        except Exception as e:  # the next start removes it: its file is back in place
+            log.warning("intake: %s: could not remove its admission record: %s", job.id, e)
+
+    # --- after a crash -----------------------------------------------------------
+
+    async def recover(self) -> int:
+        """At start-up, before the watcher and before tmp/ is cleared: finish or roll
+        back every admission a crash cut short, and adopt files in sources/ that have
+        no job. Probing runs in the background; returns how many files were touched."""
+        touched = 0
+        for job, intake_path in await self.store.admissions():
+            touched += 1
+            claimed = self.layout.source(job)
+            came_back = intake_path is not None and intake_path.is_file()
+            if claimed.exists():
+                if came_back and job.origin == "inbox" and _same_size(claimed, intake_path):
+                    # A copy across filesystems that ended before its unlink.
+                    assert intake_path is not None
+                    intake_path.unlink()
+                log.warning("intake: %s: finishing an admission cut short (%r)", job.id, job.name)
+                self._resume(job, claimed)
+            elif came_back and job.origin == "upload":
+                assert intake_path is not None
+                await _move(intake_path, claimed)
+                log.warning("intake: %s: finishing an upload's admission (%r)", job.id, job.name)
+                self._resume(job, claimed)
+            else:
+                await self.store.abandon_admission(job.id)
+                if came_back:
+                    log.info("intake: %s: rolled back; %r waits in the inbox", job.id, job.name)
+                else:
+                    log.warning(
+                        "intake: %s: an admission of %r had no file left (an upload cut off "
+                        "before it was answered); record removed",
+                        job.id, job.name,
+                    )  # fmt: skip
+        touched += await self._sort_sources()
+        return touched
+
+    async def _sort_sources(self) -> int:
+        """Every file in sources/ belongs to a job that still needs it."""
+        owners = await self.store.source_owners()
+        touched = 0
+        for entry in sorted(self.layout.sources.iterdir()):
+            if entry.name.startswith("."):  # a copy cut short; its original is intact
+                entry.unlink(missing_ok=True)
+                touched += 1
+                continue
+            job_id = entry.name.split(".", 1)[0]
+            owner = owners.get(job_id)
+            if owner is None:
+                touched += 1
+                log.warning("intake: %s in sources/ has no job: adopting it", entry.name)
+                self._track(asyncio.ensure_future(self._adopt(entry)))
+                continue
+            _, status, origin = owner
+            if status is Status.REJECTED:
+                touched += 1
+                job = await self.store.get(job_id)
+                if job is not None:
+                    self._put_aside(job, entry)
+        return touched
+
+    async def _adopt(self, path: Path) -> Job | None:
+        try:
+            return await self._admit(path, "inbox", clean_name(path.name), self._default())
+        except Exception as e:
+            log.error("intake: could not adopt %s: %s", path.name, e)
+            return None
+
+    def _default(self) -> str:
+        return self.config.encode.default_profile
+
+    def _resume(self, job: Job, claimed: Path) -> None:
+        async def resume() -> Job | None:
+            try:
+                return await self._settle(job, claimed, back_to=None)
+            except Exception as e:
+                log.error("intake: %s: admission not finished (next start tries again): %s",
+                          job.id, e)  # fmt: skip
+                return None
+
+        self._track(asyncio.ensure_future(resume()))
+
+    async def stop(self, timeout_s: float) -> None:
+        """Let admissions in flight finish (each is short), then cancel the rest: the
+        next start finishes or rolls back what a cancel cuts short."""
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _same_size(a: Path, b: Path | None) -> bool:
+    try:
+        return b is not None and a.stat().st_size == b.stat().st_size
+    except OSError:
+        return False
 
 
 async def _move(src: Path, dst: Path, *, min_free: int = 0) -> None:
@@ -209,17 +342,20 @@ def _copy(src: Path, tmp: Path, abort: threading.Event) -> None:
         os.close(fd)
 
 
-async def _put_back(current: Path, original: Path) -> None:
-    """Return a claimed file to where it came from, never over another file."""
+async def _put_back(current: Path, original: Path) -> bool:
+    """Return a claimed file to where it came from, never over another file.
+    False if it stays where it is."""
     try:
         if current == original or not os.path.lexists(current):
-            return
+            return True
         if os.path.lexists(original):
             log.error("intake: %s stays at %s: %s is taken", original.name, current, original)
-            return
+            return False
         await _move(current, original)
-    except Exception:
-        log.exception("intake: could not put %s back to %s", current, original)
+        return True
+    except Exception as e:
+        log.error("intake: could not put %s back to %s: %s", current, original, e)
+        return False
 
 
 def _log_orphan(task: asyncio.Task[Job]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 
 class Status(enum.StrEnum):
+    ADMITTING = "admitting"  # the intake's write-ahead record: claimed, not yet probed
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -20,6 +21,7 @@ class Status(enum.StrEnum):
 
 # from -> the states it may move to. Rejected and done are final.
 TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.ADMITTING: frozenset({Status.QUEUED, Status.REJECTED}),
     Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED}),
     Status.RUNNING: frozenset({Status.DONE, Status.FAILED, Status.CANCELLED, Status.QUEUED}),
     Status.FAILED: frozenset({Status.QUEUED}),
@@ -43,8 +45,12 @@ class IllegalTransition(Exception):
 
 
 def new_id() -> str:
-    """A random, URL-safe id: 72 bits, so a URL can't be guessed."""
-    return secrets.token_urlsafe(9)
+    """A random, URL-safe id: 72 bits, so a URL can't be guessed. Never starting with
+    "-", so that a command line never reads one as an option."""
+    while True:
+        job_id = secrets.token_urlsafe(9)
+        if job_id[0] != "-":
+            return job_id
 
 
 def is_valid_id(value: str) -> bool:

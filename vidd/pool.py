@@ -1,47 +1,96 @@
-"""The pool: runs queued jobs through the encoder, at most `encode.max_parallel` at once.
+"""The pool: runs queued jobs through the encoder, at most `encode.max_parallel` at once,
+and records how each one ended.
 
 The oldest running job gets the CPU first: each later one runs at a higher nice value,
 so running several at once fills the cores HandBrake's scan and mux phases leave idle
-without delaying the first result. A failure is recorded on the job, never raised.
+without delaying the first result. A failure is recorded on the job, never raised; a
+store that cannot take the record is retried with backoff, the output kept meanwhile.
+
+Claims, cancels and deletes of running jobs are serialised by one lock, and a job's task
+is never cancelled itself (only its encode is), so it always releases its slot and
+records its end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from . import disk
 from .config import Config
-from .encoder import EncodeFailed, Encoder
+from .encoder import EncodeFailed, Encoder, EncodeResult
 from .job import IllegalTransition, Job, JobError, Status
+from .layout import Layout
 from .progress import Progress
 from .store import Store
 
 log = logging.getLogger(__name__)
 
+# At most 4 progress writes a second for each job.
 PROGRESS_INTERVAL_S = 0.25
 # Even the oldest encode runs a little below vidd itself: the encodes share vidd's
 # scheduling group, and the event loop (the API, the WebSocket fan-out) must not queue
 # behind twenty x264 threads.
-ENCODE_NICE = 5  # at most 4 progress updates a second for each job
+ENCODE_NICE = 5
+# A store that refuses a write (locked, full, read-only) is asked again after these
+# many seconds, doubling up to the cap.
+RECORD_RETRY_S = 0.5
+RECORD_RETRY_MAX_S = 15.0
+CLAIM_RETRY_S = 5.0
+DISK_RECHECK_S = 5.0
+
+
+class Stop(enum.StrEnum):
+    """Why a running encode is being stopped."""
+
+    CANCEL = "cancel"  # a user: the job ends cancelled
+    DELETE = "delete"  # a user deleted it: nothing to record
+    SHUTDOWN = "shutdown"  # vidd is stopping: back to the queue
+
+
+@dataclass
+class _Running:
+    job: Job
+    nice: int = 0
+    task: asyncio.Task[None] | None = None
+    encode: asyncio.Task[EncodeResult] | None = None
+    stop: Stop | None = None
+    recording: bool = False  # the encode has ended; only its record is left
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How a job ended, as the store will record it."""
+
+    record: Callable[[], Awaitable[Any]]  # the store call
+    log_line: str
+    failed: bool = False
+    result: EncodeResult | None = None
 
 
 class Pool:
-    def __init__(self, config: Config, store: Store, encoder: Encoder) -> None:
+    def __init__(self, config: Config, store: Store, encoder: Encoder, layout: Layout) -> None:
         self.config = config
         self.store = store
         self.encoder = encoder
+        self.layout = layout
         self.max = config.encode.max_parallel
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-        self._order: list[str] = []  # running job ids, oldest first
+        self._running: dict[str, _Running] = {}  # oldest first
         self._slots = asyncio.Semaphore(self.max)
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._requeue_on_cancel: set[str] = set()
-        # Held from a claim until its task is registered, so a cancel never falls in between.
+        self._abandon = False  # the last shutdown stage: stop retrying records
+        # Held from a claim until its task is registered, and by cancels and deletes, so
+        # that a cancel never falls between a claim and the start of its encode.
         self._claiming = asyncio.Lock()
+        self.paused: str | None = None  # why new encodes wait (the disk guard)
+        self.unrecorded = 0  # ended jobs whose record the store has not taken yet
         self.jobs_complete = 0
         self.jobs_failed = 0
         self.encode_seconds = 0.0
@@ -54,7 +103,11 @@ class Pool:
 
     @property
     def busy(self) -> int:
-        return len(self.tasks)
+        return len(self._running)
+
+    @property
+    def running_ids(self) -> list[str]:
+        return list(self._running)
 
     # The store calls these for every change: a newly queued job wakes the pool.
     def job_changed(self, job: Job, *, progress_only: bool) -> None:
@@ -69,8 +122,22 @@ class Pool:
 
     @property
     def alive(self) -> bool:
-        """False if the claiming loop has died: the watchdog must then stop being fed."""
+        """False if the claiming loop has died."""
         return self._loop_task is not None and not self._loop_task.done()
+
+    def problems(self) -> list[str]:
+        """What keeps the pool from working, in words (empty when healthy)."""
+        found = []
+        if not self.alive and not self._stopping:
+            found.append("the pool has stopped taking jobs")
+        free = self._slots._value  # noqa: SLF001 - asyncio has no public reading
+        if free + self.busy > self.max:
+            found.append("the pool's slot count is wrong")
+        if self.unrecorded:
+            found.append(f"{self.unrecorded} finished job(s) wait for the database")
+        return found
+
+    # --- claiming ------------------------------------------------------------------
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -79,6 +146,8 @@ class Pool:
             try:
                 while not self._stopping and not claimed:
                     self._wake.clear()
+                    if await self._disk_low():
+                        continue
                     claimed = await self._claim()
                     if not claimed:
                         await self._wake.wait()
@@ -86,28 +155,142 @@ class Pool:
                 if not claimed:
                     self._slots.release()
 
+    async def _disk_low(self) -> bool:
+        """The disk guard: while space is short, new encodes wait (running ones go on)."""
+        storage = self.config.storage
+        try:
+            disk.check(storage.data_dir, storage.min_free_bytes)
+        except disk.DiskFull as e:
+            if self.paused is None:
+                log.warning("pool: new encodes paused: %s", e)
+            self.paused = str(e)
+            await asyncio.sleep(DISK_RECHECK_S)
+            return True
+        if self.paused is not None:
+            log.info("pool: disk space is back; encodes resume")
+            self.paused = None
+        return False
+
     async def _claim(self) -> bool:
         """Start the oldest queued job, if any. A store error is logged and retried."""
         async with self._claiming:
             try:
                 job = await self.store.claim_next()
-            except Exception:
-                log.exception("pool: could not claim a job; trying again in 5 s")
-                await asyncio.sleep(5)
+            except Exception as e:
+                log.warning("pool: could not claim a job (%s); trying again in %g s", e, 5)
+                await asyncio.sleep(CLAIM_RETRY_S)
                 self._wake.set()  # look again, even if no new job arrives
                 return False
             if job is None:
                 return False
-            self._order.append(job.id)
-            self.tasks[job.id] = asyncio.create_task(self._run_job(job), name=f"job-{job.id}")
+            run = _Running(job)
+            self._running[job.id] = run
+            run.nice = self._nice_for(job.id)
+            run.task = asyncio.create_task(self._run_job(run), name=f"job-{job.id}")
             return True
 
     def _nice_for(self, job_id: str) -> int:
-        place = self._order.index(job_id)
+        place = list(self._running).index(job_id)
         return min(19, ENCODE_NICE + place * self.config.encode.nice_step)
 
-    async def _run_job(self, job: Job) -> None:
+    def _reprioritise(self) -> None:
+        for job_id in self._running:
+            self.encoder.renice(job_id, self._nice_for(job_id))
+
+    # --- one job -------------------------------------------------------------------
+
+    async def _run_job(self, run: _Running) -> None:
         started = time.monotonic()
+        try:
+            if run.stop is None:
+                run.encode = asyncio.create_task(
+                    self.encoder.run(run.job, self._progress_writer(run.job.id), nice=run.nice)
+                )
+                await asyncio.wait([run.encode])
+            run.recording = True
+            elapsed = time.monotonic() - started
+            outcome = self._outcome(run, elapsed)
+            self.encode_seconds += elapsed
+            if outcome.failed:
+                self.jobs_failed += 1
+            elif outcome.result is not None:
+                self.jobs_complete += 1
+            level = logging.WARNING if outcome.failed else logging.INFO
+            log.log(level, "job %s: %s after %.1f s", run.job.id, outcome.log_line, elapsed)
+            await self._record(run, outcome)
+        finally:
+            del self._running[run.job.id]
+            self._reprioritise()
+            self._slots.release()
+
+    def _outcome(self, run: _Running, elapsed: float) -> _Outcome:
+        job_id, encode, stop = run.job.id, run.encode, run.stop
+        if encode is None or encode.cancelled():
+            if stop is Stop.SHUTDOWN:
+                return _Outcome(
+                    lambda: self.store.requeue(job_id), "interrupted by shutdown, back to the queue"
+                )
+            if stop is Stop.DELETE:
+                return _Outcome(_nothing, "deleted")
+            return _Outcome(lambda: self.store.cancel(job_id, was=Status.RUNNING), "cancelled")
+        e = encode.exception()
+        if isinstance(e, EncodeFailed):
+            error = JobError(e.code, e.message)
+            return _Outcome(
+                lambda: self.store.fail(job_id, error, log_tail=e.log_tail),
+                f"failed ({e.code}): {e.message}",
+                failed=True,
+            )
+        if e is not None:  # a bug, but a job failing must never take the pool down
+            log.error("job %s: internal error", job_id, exc_info=e)
+            internal = JobError("internal", f"vidd failed: {e}")
+            return _Outcome(lambda: self.store.fail(job_id, internal), "failed", failed=True)
+        result = encode.result()
+        return _Outcome(
+            lambda: self.store.finish(
+                job_id, result.output, poster=result.poster, log_tail=result.log_tail
+            ),
+            f"done ({result.output.size} bytes)",
+            result=result,
+        )
+
+    async def _record(self, run: _Running, outcome: _Outcome) -> None:
+        """Write how the job ended; while the store refuses, keep the output and retry."""
+        job = run.job
+        delay = RECORD_RETRY_S
+        counted = False
+        try:
+            while True:
+                try:
+                    await outcome.record()
+                    break
+                except (KeyError, IllegalTransition) as e:
+                    # Deleted meanwhile: its output belongs to nobody.
+                    log.info("job %s: not recorded: %s", job.id, e)
+                    if outcome.result is not None:
+                        for path in self.layout.outputs(job.id):
+                            path.unlink(missing_ok=True)
+                    return
+                except Exception as e:
+                    if self._abandon:
+                        log.error("job %s: left for the next start: %s", job.id, e)
+                        return
+                    if not counted:
+                        counted = True
+                        self.unrecorded += 1
+                    log.warning(
+                        "job %s: the database refused its end (%s); retrying in %.1f s",
+                        job.id, e, delay,
+                    )  # fmt: skip
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RECORD_RETRY_MAX_S)
+        finally:
+            if counted:
+                self.unrecorded -= 1
+        if outcome.result is not None and not self.config.storage.keep_sources:
+            self.layout.source(job).unlink(missing_ok=True)  # only now: output verified
+
+    def _progress_writer(self, job_id: str) -> Callable[[Progress], None]:
         last_sent = 0.0
         pending: list[asyncio.Task[Any]] = []
 
@@ -119,112 +302,93 @@ class Pool:
             last_sent = t
             pending[:] = [x for x in pending if not x.done()]
             if len(pending) < 2:  # never pile up writes behind a slow disk
-                pending.append(
-                    asyncio.create_task(self.store.set_progress(job.id, p.progress, p.fps, p.eta_s))
-                )
+                pending.append(asyncio.create_task(self._write_progress(job_id, p)))
 
+        return on_progress
+
+    async def _write_progress(self, job_id: str, p: Progress) -> None:
         try:
-            result = await self.encoder.run(job, on_progress, nice=self._nice_for(job.id))
-        except EncodeFailed as e:
-            elapsed = time.monotonic() - started
-            self.encode_seconds += elapsed
-            self.jobs_failed += 1
-            log.warning("job %s: failed (%s) after %.1f s: %s", job.id, e.code, elapsed, e.message)
-            await self._finish(
-                job.id, Status.FAILED, error=JobError(e.code, e.message), log_tail=e.log_tail
-            )
-        except asyncio.CancelledError:
-            elapsed = time.monotonic() - started
-            self.encode_seconds += elapsed
-            if job.id in self._requeue_on_cancel:
-                log.info(
-                    "job %s: interrupted by shutdown after %.1f s, back to the queue",
-                    job.id,
-                    elapsed,
-                )
-                await self._finish(job.id, Status.QUEUED)
-            else:
-                log.info("job %s: cancelled after %.1f s", job.id, elapsed)
-                await self._finish(
-                    job.id, Status.CANCELLED, error=JobError("cancelled", "cancelled by a user")
-                )
-        except Exception as e:  # a bug, but a job failing must never take the pool down
-            self.jobs_failed += 1
-            log.exception("job %s: internal error", job.id)
-            await self._finish(
-                job.id, Status.FAILED, error=JobError("internal", f"vidd failed: {e}")
-            )
-        else:
-            elapsed = time.monotonic() - started
-            self.encode_seconds += elapsed
-            self.jobs_complete += 1
-            log.info("job %s: done in %.1f s (%d bytes)", job.id, elapsed, result.output.size)
-            recorded = await self._finish(
-                job.id,
-                Status.DONE,
-                output=result.output,
-                poster=result.poster,
-                log_tail=result.log_tail,
-            )
-            if not recorded:  # deleted meanwhile: its output belongs to nobody
-                for path in self.encoder.outputs(job.id):
-                    path.unlink(missing_ok=True)
-            elif not self.config.storage.keep_sources:  # only now: the output is verified
-                (self.config.storage.sources_dir / job.source_file).unlink(missing_ok=True)
-        finally:
-            for t in pending:
-                t.cancel()
-            self.tasks.pop(job.id, None)
-            self._requeue_on_cancel.discard(job.id)
-            self._order.remove(job.id)
-            self._reprioritise()
-            self._slots.release()
+            await self.store.set_progress(job_id, p.progress, p.fps, p.eta_s)
+        except Exception as e:  # progress is best effort; the end is what must be written
+            log.debug("job %s: progress not written: %s", job_id, e)
 
-    async def _finish(self, job_id: str, status: Status, **fields: Any) -> bool:
-        """Record how a job ended; False if it could not be (deleted meanwhile, or the
-        store is gone at shutdown: the job is then requeued at the next start)."""
-        try:
-            await self.store.transition(job_id, status, **fields)
-            return True
-        except (KeyError, IllegalTransition) as e:
-            log.info("job %s: not recorded as %s: %s", job_id, status, e)
-        except Exception:
-            log.exception("job %s: could not record it as %s", job_id, status)
-        return False
-
-    def _reprioritise(self) -> None:
-        for job_id in self._order:
-            self.encoder.renice(job_id, self._nice_for(job_id))
+    # --- stopping a job ----------------------------------------------------------
 
     async def cancel(self, job_id: str) -> bool:
-        """Cancel a running job and wait until its process is reaped. False if not running.
-
-        Only the pool moves a running job to cancelled: it knows whether an encode runs."""
+        """Cancel a queued or running job; wait until its encode is reaped and its end
+        recorded. False when its state doesn't allow it; KeyError when there is none."""
         async with self._claiming:
-            task = self.tasks.get(job_id)
-        if task is None:
-            return False
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+            run = self._running.get(job_id)
+            if run is None:
+                try:
+                    await self.store.cancel(job_id, was=Status.QUEUED)
+                    return True
+                except IllegalTransition:
+                    return False
+            if run.recording:
+                return False  # it has ended already; its record is on its way
+            self._stop(run, Stop.CANCEL)
+        await self._wait(run)
         return True
 
-    async def stop(self, timeout_s: float) -> None:
-        """Take no new jobs; wait up to `timeout_s` for running encodes, then requeue them."""
+    async def delete(self, job_id: str) -> bool:
+        """Stop the job if it runs and delete its record, with no claim in between.
+        False if there was no such job."""
+        async with self._claiming:
+            run = self._running.get(job_id)
+            if run is not None:
+                self._stop(run, Stop.DELETE)
+            deleted = await self.store.delete(job_id)
+        if run is not None:
+            await self._wait(run)
+        return deleted
+
+    def _stop(self, run: _Running, why: Stop) -> None:
+        if run.stop is None or why is Stop.DELETE:
+            run.stop = why
+        if run.encode is not None:
+            run.encode.cancel()
+
+    async def _wait(self, run: _Running) -> None:
+        if run.task is not None:
+            await asyncio.wait([run.task])
+
+    # --- stopping the pool ---------------------------------------------------------
+
+    async def drain(self, timeout_s: float) -> None:
+        """Take no new jobs; give running encodes up to `timeout_s` to finish."""
         self._stopping = True
         self._wake.set()
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
-        running = list(self.tasks.values())
-        if running:
-            log.info("pool: waiting up to %.0f s for %d encode(s)", timeout_s, len(running))
-            await asyncio.wait(running, timeout=timeout_s)
-            still = dict(self.tasks)
-            for job_id, task in still.items():
-                self._requeue_on_cancel.add(job_id)
-                task.cancel()
-            await asyncio.gather(*still.values(), return_exceptions=True)
+        tasks = [r.task for r in self._running.values() if r.task is not None]
+        if tasks:
+            log.info("pool: waiting up to %.0f s for %d encode(s)", timeout_s, len(tasks))
+            await asyncio.wait(tasks, timeout=timeout_s)
+
+    async def interrupt(self, timeout_s: float) -> None:
+        """Stop the encodes still running and put their jobs back in the queue."""
+        self._stopping = True
+        runs = list(self._running.values())
+        for run in runs:
+            self._stop(run, Stop.SHUTDOWN)
+        tasks = [r.task for r in runs if r.task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            if pending:  # only records the store refuses are left: the next start requeues
+                self._abandon = True
+                await asyncio.wait(pending, timeout=1.0)
+
+    async def stop(self, timeout_s: float) -> None:
+        """Drain, then interrupt (idempotent)."""
+        await self.drain(timeout_s)
+        await self.interrupt(self.config.encode.kill_grace_s + 2.0)
 
     def kill_now(self) -> None:
         """A forced exit: kill every encode at once (their jobs are requeued at next start)."""
         self.encoder.kill_all()
+
+
+async def _nothing() -> None:
+    pass

@@ -8,11 +8,12 @@ and how the WebSocket hub learns what to push.
 
 from __future__ import annotations
 
-import builtins
+import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +32,7 @@ from .job import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry upgrades the schema from version i to i + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -74,6 +75,12 @@ MIGRATIONS: tuple[str, ...] = (
             ON CONFLICT (status) DO UPDATE SET n = n + 1;
     END;
     """,
+    # 2: the write-ahead record of an admission remembers where its file came from.
+    """
+    ALTER TABLE jobs ADD COLUMN intake_path TEXT;
+    -- One row the health check rewrites: proof that the database takes writes.
+    CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at TEXT NOT NULL);
+    """,
 )
 
 # Everything but the log tail, which only the single-job view needs.
@@ -82,6 +89,15 @@ LIST_COLUMNS = (
     "finished_at, progress, fps, eta_s, source, output, poster, error_code, error_message"
 )
 ALL_COLUMNS = LIST_COLUMNS + ", log_tail"
+INSERT_SQL = """INSERT INTO jobs (id, name, status, profile, origin, source_ext, created_at,
+        started_at, finished_at, progress, source, output, poster, error_code, error_message,
+        log_tail, intake_path)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+# How a job can be born: through the intake (admitting, then queued or rejected), or
+# already queued or rejected.
+NEW_STATES = frozenset({Status.ADMITTING, Status.QUEUED, Status.REJECTED})
+# What add_many may import besides: jobs that have ended. Never one that is running.
+IMPORTABLE_STATES = NEW_STATES | {Status.DONE, Status.FAILED, Status.CANCELLED}
 
 
 class Listener(Protocol):
@@ -98,7 +114,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
-        self.listeners: list[Listener] = []
+        self._listeners: list[Listener] = []
         # Counts per state, kept between changes: /api/status asks far more often than
         # jobs change state. `_generation` keeps a count read across a change from sticking.
         self._counts: dict[str, int] | None = None
@@ -129,13 +145,23 @@ class Store:
         await self.close()
 
     @property
-    def db(self) -> aiosqlite.Connection:
+    def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
             raise StoreClosed("the store is closed")
         return self._db
 
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Hear about every change from now on; returns the undo."""
+        self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(listener)
+
+        return unsubscribe
+
     async def _migrate(self) -> None:
-        async with self.db.execute("PRAGMA user_version") as cur:
+        async with self._conn.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
@@ -144,17 +170,25 @@ class Store:
             )
         for i in range(version, SCHEMA_VERSION):
             script = f"BEGIN IMMEDIATE; {MIGRATIONS[i]}; PRAGMA user_version = {i + 1}; COMMIT;"
-            await self.db.executescript(script)
+            await self._conn.executescript(script)
             log.info("store: schema migrated to version %d", i + 1)
 
+    async def check_writable(self) -> None:
+        """Raise unless a write goes through (locked, read-only, full, closed)."""
+        await self._conn.execute(
+            "INSERT INTO health (id, checked_at) VALUES (1, ?) "
+            "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+            (_ts(now()),),
+        )
+
     async def ping(self) -> bool:
-        async with self.db.execute("SELECT 1") as cur:
+        async with self._conn.execute("SELECT 1") as cur:
             return (await cur.fetchone()) is not None
 
     # --- reads ---------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job | None:
-        async with self.db.execute(
+        async with self._conn.execute(
             f"SELECT {ALL_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
         ) as cur:
             row = await cur.fetchone()
@@ -162,12 +196,12 @@ class Store:
             return None
         return await self._with_position(_job(row))
 
-    async def list(
+    async def list_jobs(
         self, *, status: Status | None = None, limit: int = 50, before: int | None = None
-    ) -> builtins.list[Job]:
+    ) -> list[Job]:
         """Newest first. `before` is the `seq` of the last job of the previous page."""
-        where: builtins.list[str] = []
-        args: builtins.list[Any] = []
+        where: list[str] = []
+        args: list[Any] = []
         if status is not None:
             where.append("status = ?")
             args.append(str(status))
@@ -178,12 +212,12 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
-        async with self.db.execute(sql, (*args, limit)) as cur:
+        async with self._conn.execute(sql, (*args, limit)) as cur:
             jobs = [_job(row) for row in await cur.fetchall()]
         return await self._with_positions(jobs)
 
     async def seq_of(self, job_id: str) -> int | None:
-        async with self.db.execute("SELECT seq FROM jobs WHERE id = ?", (job_id,)) as cur:
+        async with self._conn.execute("SELECT seq FROM jobs WHERE id = ?", (job_id,)) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else None
 
@@ -192,7 +226,7 @@ class Store:
             return dict(self._counts)
         generation = self._generation
         counts = {str(s): 0 for s in Status}
-        async with self.db.execute("SELECT status, n FROM job_counts") as cur:
+        async with self._conn.execute("SELECT status, n FROM job_counts") as cur:
             for row in await cur.fetchall():
                 counts[row[0]] = int(row[1])
         if generation == self._generation:
@@ -205,7 +239,7 @@ class Store:
 
     async def queue_position(self, seq: int) -> int:
         """How many queued jobs are ahead of the queued job with this seq."""
-        async with self.db.execute(
+        async with self._conn.execute(
             "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND seq < ?", (seq,)
         ) as cur:
             row = await cur.fetchone()
@@ -216,7 +250,7 @@ class Store:
             return job
         return _replace(job, queue_position=await self.queue_position(job.seq))
 
-    async def _with_positions(self, jobs: builtins.list[Job]) -> builtins.list[Job]:
+    async def _with_positions(self, jobs: list[Job]) -> list[Job]:
         # A page is contiguous in seq among the queued jobs it holds, so one count
         # gives the position of the oldest; the rest follow by rank.
         queued = sorted((j for j in jobs if j.status is Status.QUEUED), key=lambda j: j.seq)
@@ -226,91 +260,66 @@ class Store:
         rank = {j.id: base + i for i, j in enumerate(queued)}
         return [_replace(j, queue_position=rank[j.id]) if j.id in rank else j for j in jobs]
 
-    # --- writes --------------------------------------------------------------
+    # --- writes: new jobs ------------------------------------------------------
 
-    async def add(self, job: Job) -> Job:
-        """Insert a new job, which must be queued or rejected."""
-        if job.status not in (Status.QUEUED, Status.REJECTED):
+    async def add(self, job: Job, *, intake_path: Path | None = None) -> Job:
+        """Insert a new job: admitting (its write-ahead record), queued or rejected.
+
+        `intake_path` is where the file was before the intake claimed it, so that a
+        crash mid-admission can be rolled back or finished at the next start.
+        """
+        if job.status not in NEW_STATES:
             raise IllegalTransition(job.id, job.status, job.status)
-        async with self.db.execute(
-            f"""INSERT INTO jobs (id, name, status, profile, origin, source_ext, created_at,
-                    finished_at, source, error_code, error_message)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                RETURNING {ALL_COLUMNS}""",
-            (
-                job.id,
-                job.name,
-                str(job.status),
-                job.profile,
-                job.origin,
-                job.source_ext,
-                _ts(job.created_at),
-                _ts(job.finished_at),
-                _media_json(job.source),
-                job.error.code if job.error else None,
-                job.error.message if job.error else None,
-            ),
+        async with self._conn.execute(
+            f"{INSERT_SQL} RETURNING {ALL_COLUMNS}", _insert_values(job, intake_path)
         ) as cur:
             row = await cur.fetchone()
         assert row is not None
         return await self._changed(_job(row))
 
-    async def transition(
-        self,
-        job_id: str,
-        target: Status,
-        *,
-        error: JobError | None = None,
-        output: MediaInfo | None = None,
-        poster: bool = False,
-        log_tail: str | None = None,
-        expect: Status | None = None,
-    ) -> Job:
-        """Move a job to `target`, or raise IllegalTransition (KeyError if it is gone).
+    async def add_many(self, jobs: Iterable[Job]) -> int:
+        """Insert many jobs in one transaction (an import, a scale test). Listeners hear
+        nothing per job: they learn of the new rows from the next change or a reload."""
+        rows = []
+        for job in jobs:
+            if job.status not in IMPORTABLE_STATES:
+                raise IllegalTransition(job.id, job.status, job.status)
+            rows.append(_insert_values(job, None))
+        await self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            await self._conn.executemany(INSERT_SQL, rows)
+            await self._conn.execute("COMMIT")
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+        self._state_changed()
+        return len(rows)
 
-        One UPDATE guarded by the legal source states, so it is atomic. `expect` narrows
-        them to one: a user's cancel of a queued job must not hit a job just claimed.
-        """
-        sets = ["status = ?"]
-        args: list[Any] = [str(target)]
-        t = _ts(now())
-        if target is Status.RUNNING:
-            sets += ["started_at = ?", "finished_at = NULL", "progress = 0"]
-            sets += ["fps = NULL", "eta_s = NULL", "error_code = NULL", "error_message = NULL"]
-            args.append(t)
-        elif target is Status.QUEUED:
-            sets += ["started_at = NULL", "finished_at = NULL", "progress = 0"]
-            sets += ["fps = NULL", "eta_s = NULL", "error_code = NULL", "error_message = NULL"]
-            sets += ["output = NULL", "poster = 0"]
-        else:
-            sets += ["finished_at = ?", "fps = NULL", "eta_s = NULL"]
-            args.append(t)
-            if target is Status.DONE:
-                sets += ["progress = 1", "output = ?", "poster = ?"]
-                args += [_media_json(output), int(poster)]
-            sets += ["error_code = ?", "error_message = ?"]
-            args += [error.code if error else None, error.message if error else None]
-        if log_tail is not None:
-            sets.append("log_tail = ?")
-            args.append(log_tail)
-        allowed = sorted(str(s) for s in sources_of(target) if expect in (None, s))
-        marks = ", ".join("?" for _ in allowed)
-        sql = (
-            f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND status IN ({marks}) "
-            f"RETURNING {ALL_COLUMNS}"
+    # --- writes: one operation per intent ------------------------------------------
+
+    async def admitted(self, job_id: str, source: MediaInfo) -> Job:
+        """The intake probed the claimed file: it is a video, so queue it."""
+        return await self.transition(job_id, Status.QUEUED, source=source, expect=Status.ADMITTING)
+
+    async def reject(self, job_id: str, reason: str) -> Job:
+        """The intake probed the claimed file: not a video."""
+        return await self.transition(
+            job_id, Status.REJECTED, error=JobError("not_video", reason), expect=Status.ADMITTING
         )
-        async with self.db.execute(sql, (*args, job_id, *allowed)) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            current = await self.get(job_id)
-            if current is None:
-                raise KeyError(job_id)
-            raise IllegalTransition(job_id, current.status, target)
-        return await self._changed(_job(row))
+
+    async def abandon_admission(self, job_id: str) -> bool:
+        """Remove the write-ahead record of an admission that was rolled back."""
+        async with self._conn.execute(
+            "DELETE FROM jobs WHERE id = ? AND status = 'admitting' RETURNING id", (job_id,)
+        ) as cur:
+            gone = await cur.fetchone() is not None
+        if gone:
+            self._deleted(job_id)
+        return gone
 
     async def claim_next(self) -> Job | None:
         """Atomically move the oldest queued job to running and return it."""
-        async with self.db.execute(
+        async with self._conn.execute(
             f"""UPDATE jobs SET status = 'running', started_at = ?, progress = 0,
                     fps = NULL, eta_s = NULL, error_code = NULL, error_message = NULL
                 WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1)
@@ -323,10 +332,48 @@ class Store:
             return None
         return await self._changed(_job(row))
 
+    async def finish(self, job_id: str, output: MediaInfo, *, poster: bool, log_tail: str) -> Job:
+        """A running job's output is verified and in videos/."""
+        return await self.transition(
+            job_id, Status.DONE, output=output, poster=poster, log_tail=log_tail
+        )
+
+    async def fail(self, job_id: str, error: JobError, *, log_tail: str = "") -> Job:
+        return await self.transition(job_id, Status.FAILED, error=error, log_tail=log_tail)
+
+    async def cancel(self, job_id: str, *, was: Status, log_tail: str | None = None) -> Job:
+        """Cancel a job that is `was` (queued, or running when the pool has stopped it)."""
+        return await self.transition(
+            job_id,
+            Status.CANCELLED,
+            error=JobError("cancelled", "cancelled by a user"),
+            log_tail=log_tail,
+            expect=was,
+        )
+
+    async def retry(self, job_id: str) -> Job:
+        """Back to the queue after a failure or a cancel (not from running: that is requeue)."""
+        try:
+            return await self.transition(job_id, Status.QUEUED, expect=Status.FAILED)
+        except IllegalTransition:
+            return await self.transition(job_id, Status.QUEUED, expect=Status.CANCELLED)
+
+    async def requeue(self, job_id: str) -> Job:
+        """A running job interrupted by a stop goes back to the queue."""
+        return await self.transition(job_id, Status.QUEUED, expect=Status.RUNNING)
+
+    async def requeue_interrupted(self) -> list[str]:
+        """At start-up: jobs left running by a stop or a crash go back to the queue."""
+        async with self._conn.execute("SELECT id FROM jobs WHERE status = 'running'") as cur:
+            ids: list[str] = [row[0] for row in await cur.fetchall()]
+        for job_id in ids:
+            await self.requeue(job_id)
+        return ids
+
     async def set_progress(
         self, job_id: str, progress: float, fps: float | None, eta_s: float | None
     ) -> Job | None:
-        async with self.db.execute(
+        async with self._conn.execute(
             f"""UPDATE jobs SET progress = ?, fps = ?, eta_s = ?
                 WHERE id = ? AND status = 'running' RETURNING {LIST_COLUMNS}""",
             (progress, fps, eta_s, job_id),
@@ -338,52 +385,90 @@ class Store:
         self._notify(job, progress_only=True)
         return job
 
-    async def requeue_running(self) -> builtins.list[str]:
-        """At start-up: jobs left running by a stop or a crash go back to the queue."""
-        async with self.db.execute("SELECT id FROM jobs WHERE status = 'running'") as cur:
-            ids: builtins.list[str] = [row[0] for row in await cur.fetchall()]
-        for job_id in ids:
-            await self.transition(job_id, Status.QUEUED)
-        return ids
-
     async def delete(self, job_id: str) -> bool:
-        async with self.db.execute("DELETE FROM jobs WHERE id = ? RETURNING id", (job_id,)) as cur:
+        async with self._conn.execute(
+            "DELETE FROM jobs WHERE id = ? RETURNING id", (job_id,)
+        ) as cur:
             row = await cur.fetchone()
         if row is None:
             return False
-        self._state_changed()
-        for listener in self.listeners:
-            try:
-                listener.job_deleted(job_id)
-            except Exception:  # the change is committed; one listener's bug stays its own
-                log.exception("store listener %r failed", listener)
+        self._deleted(job_id)
         return True
 
-    async def add_many_for_test(self, jobs: Iterable[Job]) -> None:
-        """Bulk insert, for benchmarks and scale tests only (no listeners)."""
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
-            await self.db.executemany(
-                """INSERT INTO jobs (id, name, status, profile, origin, source_ext, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                [
-                    (
-                        j.id,
-                        j.name,
-                        str(j.status),
-                        j.profile,
-                        j.origin,
-                        j.source_ext,
-                        _ts(j.created_at),
-                    )
-                    for j in jobs
-                ],
-            )
-            await self.db.execute("COMMIT")
-            self._state_changed()
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
+    async def transition(
+        self,
+        job_id: str,
+        target: Status,
+        *,
+        error: JobError | None = None,
+        output: MediaInfo | None = None,
+        source: MediaInfo | None = None,
+        poster: bool = False,
+        log_tail: str | None = None,
+        expect: Status | None = None,
+    ) -> Job:
+        """Move a job to `target`, or raise IllegalTransition (KeyError if it is gone).
+
+        The one place a state changes: one UPDATE guarded by the legal source states,
+        so it is atomic. `expect` narrows them to one: a user's cancel of a queued job
+        must not hit a job just claimed.
+        """
+        sets = ["status = ?"]
+        args: list[Any] = [str(target)]
+        t = _ts(now())
+        if target is Status.RUNNING:
+            sets += ["started_at = ?", "finished_at = NULL", "progress = 0"]
+            sets += ["fps = NULL", "eta_s = NULL", "error_code = NULL", "error_message = NULL"]
+            args.append(t)
+        elif target is Status.QUEUED:
+            sets += ["started_at = NULL", "finished_at = NULL", "progress = 0"]
+            sets += ["fps = NULL", "eta_s = NULL", "error_code = NULL", "error_message = NULL"]
+            sets += ["output = NULL", "poster = 0", "intake_path = NULL"]
+        else:
+            sets += ["finished_at = ?", "fps = NULL", "eta_s = NULL"]
+            args.append(t)
+            if target is Status.DONE:
+                sets += ["progress = 1", "output = ?", "poster = ?"]
+                args += [_media_json(output), int(poster)]
+            sets += ["error_code = ?", "error_message = ?"]
+            args += [error.code if error else None, error.message if error else None]
+        if source is not None:
+            sets.append("source = ?")
+            args.append(_media_json(source))
+        if log_tail is not None:
+            sets.append("log_tail = ?")
+            args.append(log_tail)
+        allowed = sorted(str(s) for s in sources_of(target) if expect in (None, s))
+        marks = ", ".join("?" for _ in allowed)
+        sql = (
+            f"UPDATE jobs SET {', '.join(sets)} WHERE id = ? AND status IN ({marks}) "
+            f"RETURNING {ALL_COLUMNS}"
+        )
+        async with self._conn.execute(sql, (*args, job_id, *allowed)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            current = await self.get(job_id)
+            if current is None:
+                raise KeyError(job_id)
+            raise IllegalTransition(job_id, current.status, target)
+        return await self._changed(_job(row))
+
+    # --- recovery ------------------------------------------------------------------
+
+    async def admissions(self) -> list[tuple[Job, Path | None]]:
+        """Admissions a crash cut short: each job still admitting, with where its file was."""
+        async with self._conn.execute(
+            f"SELECT {ALL_COLUMNS}, intake_path FROM jobs WHERE status = 'admitting' ORDER BY seq"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [(_job(r), _path(r["intake_path"])) for r in rows]
+
+    async def source_owners(self) -> dict[str, tuple[str, Status, str]]:
+        """Every job id, with its status, origin and source extension: which files in
+        sources/ and rejected/ belong to a job."""
+        async with self._conn.execute("SELECT id, status, origin, source_ext FROM jobs") as cur:
+            rows = await cur.fetchall()
+        return {r[0]: (r[3], Status(r[1]), r[2]) for r in rows}
 
     async def _changed(self, job: Job) -> Job:
         self._state_changed()
@@ -391,12 +476,48 @@ class Store:
         self._notify(job, progress_only=False)
         return job
 
+    def _deleted(self, job_id: str) -> None:
+        self._state_changed()
+        for listener in self._listeners:
+            try:
+                listener.job_deleted(job_id)
+            except Exception:  # the change is committed; one listener's bug stays its own
+                log.exception("store listener %r failed", listener)
+
     def _notify(self, job: Job, *, progress_only: bool) -> None:
-        for listener in self.listeners:
+        for listener in self._listeners:
             try:
                 listener.job_changed(job, progress_only=progress_only)
             except Exception:  # the change is committed; one listener's bug stays its own
                 log.exception("store listener %r failed", listener)
+
+
+def _insert_values(job: Job, intake_path: Path | None) -> tuple[Any, ...]:
+    return (
+        job.id,
+        job.name,
+        str(job.status),
+        job.profile,
+        job.origin,
+        job.source_ext,
+        _ts(job.created_at),
+        _ts(job.started_at),
+        _ts(job.finished_at),
+        job.progress,
+        _media_json(job.source),
+        _media_json(job.output),
+        int(job.poster),
+        job.error.code if job.error else None,
+        job.error.message if job.error else None,
+        job.log_tail,
+        os.fsencode(intake_path) if intake_path is not None else None,  # bytes: any name
+    )
+
+
+def _path(value: bytes | str | None) -> Path | None:
+    if not value:
+        return None
+    return Path(os.fsdecode(value) if isinstance(value, bytes) else value)
 
 
 def _ts(t: datetime | None) -> str | None:

@@ -23,7 +23,7 @@ from watchfiles import Change, awatch
 
 from . import lease
 from .config import Config
-from .intake import Intake
+from .intake import Intake, clean_name
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,9 @@ DEBOUNCE_MS = 400  # ...or after this long, when a writer keeps the events comin
 MAX_CANDIDATES = 10_000  # a flood of files can't grow memory past this; rescans catch up
 ADMIT_SLOTS = 2  # files probed at once
 ARM_WAIT_STEPS = 500  # up to ~5 s for watchfiles to set up
-STOP_GRACE_S = 15.0  # how long stop() lets admissions in flight finish
+STOP_GRACE_S = 5.0  # how long stop() lets admissions in flight finish (the rest recover)
+RETRY_FIRST_S = 5.0  # a passing failure (disk full, database locked, no HandBrakeCLI)...
+RETRY_MAX_S = 300.0  # ...is retried after this long, doubling up to this
 TEMP_SUFFIXES = (".part", ".partial", ".crdownload", ".tmp", ".download")
 
 
@@ -49,6 +51,9 @@ class _Candidate:
     admitting: bool = False
     failed_sig: tuple[int, int] | None = None  # what admit failed on; retried once it changes
     failed_at: float = 0.0
+    retry_at: float = 0.0  # after a passing failure: not before this (monotonic)
+    retry_delay: float = 0.0
+    trouble: str = ""  # why the last try failed, for /api/status
 
 
 class Watcher:
@@ -75,6 +80,19 @@ class Watcher:
             f"<Watcher {self.inbox} watching={self.watching} candidates={len(self._candidates)} "
             f"arms={self.arms} taken={self.taken} failures={self.failures}>"
         )
+
+    def troubles(self, limit: int = 20) -> list[dict[str, object]]:
+        """Inbox files that could not be taken, with why and when they are tried again."""
+        now = time.monotonic()
+        found: list[dict[str, object]] = []
+        for path, cand in self._candidates.items():
+            if cand.trouble and not cand.admitting:
+                retry = max(0.0, cand.retry_at - now) if cand.failed_sig is None else None
+                name = clean_name(path.name)
+                found.append({"name": name, "reason": cand.trouble, "retry_in_s": retry})
+                if len(found) >= limit:
+                    break
+        return found
 
     @property
     def watching(self) -> bool:
@@ -236,6 +254,8 @@ class Watcher:
                 continue
             if cand.failed_sig is not None and cand.last_event <= cand.failed_at:
                 continue  # failed, and nothing happened to it since
+            if now < cand.retry_at:
+                continue  # a passing failure: wait out the backoff
             quiet = now - cand.last_event
             # Stat from one tick before the quiet time is up, so the two stats that
             # must agree are done by the time it is.
@@ -286,13 +306,31 @@ class Watcher:
     async def _admit(self, path: Path, cand: _Candidate) -> None:
         try:
             await self.intake.admit(path, "inbox")
-        except Exception as e:
-            # Leave the file where it is; try it again only once it changes.
+        except FileNotFoundError:  # taken away meanwhile
+            cand.admitting = False
+            self._candidates.pop(path, None)
+            return
+        except ValueError as e:
+            # Wrong in itself (not a regular file): try again only once it changes.
             self.failures += 1
-            log.error("watcher: could not admit %s: %r", path.name, e)
+            log.error("watcher: could not admit %s: %s", path.name, e)
             cand.admitting = False
             cand.failed_sig = cand.sig
             cand.failed_at = time.monotonic()
+            cand.trouble = str(e)
+            return
+        except Exception as e:
+            # Passing (disk full, database locked, HandBrakeCLI missing): the file stays
+            # in the inbox and is tried again, later and later.
+            self.failures += 1
+            cand.admitting = False
+            cand.retry_delay = min(max(cand.retry_delay * 2, RETRY_FIRST_S), RETRY_MAX_S)
+            cand.retry_at = time.monotonic() + cand.retry_delay
+            cand.trouble = str(e) or type(e).__name__
+            log.warning(
+                "watcher: could not admit %s (%s); trying again in %.0f s",
+                path.name, cand.trouble, cand.retry_delay,
+            )  # fmt: skip
             return
         if self._candidates.get(path) is cand:
             del self._candidates[path]

@@ -1,23 +1,34 @@
-"""The application factory: state under typed keys, resources started and stopped in
-dependency order by cleanup_ctx (services, then the hub that listens to their store)."""
+"""The application factory: state under typed keys, the routes, and one cleanup_ctx that
+opens the services with the web's own store listeners (the hub, the page cache)."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 
 from ..config import Config
-from ..daemon import SERVICES, services
 from ..hub import Hub
 from ..notify import Notifier
+from ..services import open_services
+from ..shutdown import WEBSOCKETS_S
 from . import api, media, pages, status, upload, ws
 from .errors import errors
-from .keys import CONFIG, COUNTERS, GUARD, HUB, PAGES, STATIC_DIR, WEBSOCKETS, Counters
+from .keys import (
+    CONFIG,
+    COUNTERS,
+    GUARD,
+    HUB,
+    PAGES,
+    SERVICES,
+    STATIC_DIR,
+    WEBSOCKETS,
+    Counters,
+)
 from .page_cache import PageCache
 from .security import add_security_headers, checker, guard
 
@@ -35,7 +46,11 @@ MAX_FORM_BYTES = 64 * 1024  # the login form; uploads stream and have their own 
 
 
 def create_app(
-    config: Config, *, notifier: Notifier | None = None, static_dir: Path = STATIC
+    config: Config,
+    *,
+    notifier: Notifier | None = None,
+    static_dir: Path = STATIC,
+    websocket_close_s: float = WEBSOCKETS_S,
 ) -> web.Application:
     check = checker(config.web)
     app = web.Application(
@@ -45,12 +60,12 @@ def create_app(
     app[CONFIG] = config
     app[GUARD] = check
     app[PAGES] = PageCache()
+    app[HUB] = Hub(config.web.max_ws_clients)
     app[COUNTERS] = Counters()
     app[STATIC_DIR] = static_dir
     app[WEBSOCKETS] = weakref.WeakSet()
     app.cleanup_ctx.append(_services_ctx(config, notifier))
-    app.cleanup_ctx.append(_hub_ctx)
-    app.on_shutdown.append(_close_websockets)
+    app.on_shutdown.append(_websocket_closer(websocket_close_s))
     app.on_response_prepare.append(add_security_headers)
 
     r = app.router
@@ -67,32 +82,27 @@ def _services_ctx(
     config: Config, notifier: Notifier | None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        async with services(config, notifier) as svc:
+        hub, pages = app[HUB], app[PAGES]
+        async with open_services(config, notifier, listeners=(hub, pages)) as svc:
             app[SERVICES] = svc
             yield
+        await hub.close()
 
     return ctx
 
 
-async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
-    hub = Hub(app[CONFIG].web.max_ws_clients)
-    store = app[SERVICES].store
-    store.listeners += [hub, app[PAGES]]
-    app[HUB] = hub
-    yield
-    store.listeners.remove(hub)
-    store.listeners.remove(app[PAGES])
-    await hub.close()
+def _websocket_closer(timeout_s: float) -> Callable[[web.Application], Awaitable[None]]:
+    async def close_websockets(app: web.Application) -> None:
+        """Shutdown: every socket closes with 1001 (going away) before the services stop.
+        Concurrently and bounded: a client that doesn't read must not stall the stop."""
+        sockets: weakref.WeakSet[web.WebSocketResponse] = app[WEBSOCKETS]
+        closes = [
+            asyncio.wait_for(
+                sock.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down"),
+                timeout_s,
+            )
+            for sock in list(sockets)
+        ]
+        await asyncio.gather(*closes, return_exceptions=True)
 
-
-async def _close_websockets(app: web.Application) -> None:
-    """Shutdown: every socket closes with 1001 (going away) before the services stop."""
-    # Concurrently and bounded: a client that doesn't read must not stall the shutdown.
-    sockets: weakref.WeakSet[web.WebSocketResponse] = app[WEBSOCKETS]
-    closes = [
-        asyncio.wait_for(
-            sock.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down"), 3.0
-        )
-        for sock in list(sockets)
-    ]
-    await asyncio.gather(*closes, return_exceptions=True)
+    return close_websockets

@@ -1,5 +1,5 @@
-"""The typed keys under which the web app keeps its state (the services live under
-`vidd.daemon.SERVICES`)."""
+"""The typed keys under which the web app keeps its state. This module imports nothing
+from the app's handlers, so every handler can import it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ..config import Config
 from ..hub import Hub
+from ..services import Services
 from .page_cache import PageCache
 
 
@@ -24,6 +25,7 @@ class Counters:
 
 
 CONFIG: web.AppKey[Config] = web.AppKey("config", Config)
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 COUNTERS: web.AppKey[Counters] = web.AppKey("counters", Counters)
 STATIC_DIR: web.AppKey[Path] = web.AppKey("static_dir", Path)

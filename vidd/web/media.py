@@ -11,10 +11,10 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from ..daemon import SERVICES
 from ..job import Status
 from .api import find_job
 from .errors import ApiError
+from .keys import SERVICES
 
 CONTENT_TYPES = {"mp4": "video/mp4", "jpg": "image/jpeg"}
 
@@ -29,7 +29,7 @@ async def video_file(request: web.Request) -> web.StreamResponse:
     job = await find_job(svc, request.match_info["id"])
     if job.status is not Status.DONE or (ext == "jpg" and not job.poster):
         raise ApiError(404, "not_found", f"job {job.id} has no {ext} file")
-    path = svc.config.storage.videos_dir / f"{job.id}.{ext}"
+    path = svc.layout.video(job.id) if ext == "mp4" else svc.layout.poster(job.id)
     if not path.is_file():
         raise ApiError(404, "not_found", f"the {ext} file of job {job.id} is missing")
     headers = {

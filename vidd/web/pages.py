@@ -11,10 +11,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ..daemon import SERVICES
 from .api import find_job
 from .errors import Handler
-from .keys import CONFIG
+from .keys import CONFIG, SERVICES
 from .security import COOKIE, session_value
 
 PAGE_HEADERS = {"Cache-Control": "no-cache"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from pathlib import Path
 
 import aiofiles
@@ -14,11 +13,10 @@ import aiofiles.os
 from aiohttp import BodyPartReader, ClientPayloadError, hdrs, web
 
 from .. import disk
-from ..daemon import SERVICES
 from ..intake import clean_name
 from ..job import Job, Status
 from .errors import ApiError, error_response
-from .keys import CONFIG, COUNTERS, GUARD
+from .keys import CONFIG, COUNTERS, GUARD, SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +93,7 @@ async def create_job(request: web.Request) -> web.Response:
                 _check_profile(request, profile)
             elif part.name == "file" and upload is None:
                 name = display_name(part.filename)
-                upload = cfg.storage.tmp_dir / f"upload-{secrets.token_hex(12)}"
+                upload = request.app[SERVICES].layout.new_upload()
                 await _stream_to(request, part, upload)
             else:
                 await _read_field(part)  # an unknown small field: skip it

@@ -7,12 +7,11 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ..daemon import SERVICES
 from ..hub import snapshot_message
 from ..job import Status
 from ..store import Store
 from .errors import ApiError
-from .keys import HUB, WEBSOCKETS
+from .keys import HUB, SERVICES, WEBSOCKETS
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +23,9 @@ MAX_INCOMING = 4096  # clients have nothing to say beyond a ping
 
 async def snapshot(store: Store) -> list[dict[str, Any]]:
     """The newest jobs plus every running one (a long queue can push those off the page)."""
-    jobs = await store.list(limit=SNAPSHOT_JOBS)
+    jobs = await store.list_jobs(limit=SNAPSHOT_JOBS)
     seen = {j.id for j in jobs}
-    running = await store.list(status=Status.RUNNING, limit=1000)
+    running = await store.list_jobs(status=Status.RUNNING, limit=1000)
     jobs += [j for j in running if j.id not in seen]
     return [j.to_json() for j in jobs]
 

@@ -1,0 +1,91 @@
+"""Where vidd keeps its files under `storage.data_dir`: the folders, and the one place
+that knows the path of each of a job's files (its source, video, poster, scratch)."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+from pathlib import Path
+
+from .config import Storage
+from .job import Job
+
+
+class Layout:
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.inbox = storage.inbox_dir
+        self.sources = storage.sources_dir
+        self.videos = storage.videos_dir
+        self.rejected_dir = storage.rejected_dir
+        self.tmp = storage.tmp_dir
+
+    def __repr__(self) -> str:
+        return f"<Layout {self.storage.data_dir}>"
+
+    def make_dirs(self) -> None:
+        for d in (self.inbox, self.sources, self.videos, self.rejected_dir, self.tmp):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # --- a job's files -----------------------------------------------------------
+
+    def source(self, job: Job) -> Path:
+        return self.sources / f"{job.id}{job.source_ext}"
+
+    def rejected(self, job: Job) -> Path:
+        return self.rejected_dir / f"{job.id}{job.source_ext}"
+
+    def video(self, job_id: str) -> Path:
+        return self.videos / f"{job_id}.mp4"
+
+    def poster(self, job_id: str) -> Path:
+        return self.videos / f"{job_id}.jpg"
+
+    def outputs(self, job_id: str) -> tuple[Path, Path]:
+        """A finished job's video and poster."""
+        return self.video(job_id), self.poster(job_id)
+
+    def files_of(self, job: Job) -> tuple[Path, ...]:
+        """Everything a job owns outside tmp/: what deleting it removes."""
+        return (self.source(job), self.rejected(job), *self.outputs(job.id))
+
+    # --- tmp/: work in progress, on the same filesystem as videos/ -------------------
+
+    def tmp_video(self, job_id: str) -> Path:
+        return self.tmp / f"{job_id}.mp4"
+
+    def tmp_poster(self, job_id: str) -> Path:
+        return self.tmp / f"{job_id}.jpg"
+
+    def scratch(self, job_id: str) -> Path:
+        """HandBrake's TMPDIR for one encode (it leaves hb.<pid> behind when killed)."""
+        return self.tmp / f"{job_id}.hb"
+
+    def tmp_files(self, job_id: str) -> tuple[Path, ...]:
+        return self.tmp_video(job_id), self.tmp_poster(job_id), self.scratch(job_id)
+
+    def new_upload(self) -> Path:
+        """A fresh name in tmp/ for an upload being received: never the client's name."""
+        return self.tmp / f"upload-{secrets.token_hex(12)}"
+
+    def clear_tmp_of(self, job_id: str) -> None:
+        for path in self.tmp_files(job_id):
+            remove(path)
+
+    def clear_tmp(self) -> int:
+        """Leftovers in tmp/ belong to encodes and uploads that died with the last run."""
+        removed = 0
+        for entry in self.tmp.iterdir():
+            remove(entry)
+            removed += 1
+        return removed
+
+
+def remove(path: Path) -> None:
+    """Remove a file or a folder tree, if it is there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -1,0 +1,225 @@
+"""The composition root: builds vidd's services in dependency order, subscribes every
+store listener, recovers from the last run, and stops it all in the reverse order.
+
+Nothing here knows about HTTP; the web app gets a `Services` and the daemon runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from . import children, disk
+from .config import Config
+from .encoder import Encoder
+from .intake import Intake
+from .job import Job
+from .layout import Layout
+from .lifecycle import Lifecycle
+from .notify import Notifier
+from .pool import Pool
+from .progress import parse_blocks
+from .store import Listener, Store
+from .watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT_S = 2.0
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+@dataclass
+class Services:
+    """Everything the web layer needs, started and stopped together."""
+
+    config: Config
+    layout: Layout
+    store: Store
+    intake: Intake
+    encoder: Encoder
+    pool: Pool
+    jobs: Lifecycle
+    watcher: Watcher | None
+    handbrake_version: str
+    notifier: Notifier
+    started_at: float = field(default_factory=time.monotonic)
+    _health: tuple[float, list[str]] = field(default=(-1e9, []), init=False, repr=False)
+
+    @property
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started_at
+
+    @property
+    def watching(self) -> bool:
+        return self.watcher is not None and self.watcher.watching
+
+    async def stop_intake(self, timeout_s: float) -> None:
+        """No new files: the watcher stops, admissions in flight get `timeout_s`."""
+        if self.watcher is not None:
+            await self.watcher.stop()
+        await self.intake.stop(timeout_s)
+
+    async def problems(self, max_age_s: float = 0.0) -> list[str]:
+        """What keeps vidd from doing its work, in words; empty when it is healthy.
+        A reading younger than `max_age_s` is reused."""
+        checked_at, found = self._health
+        if time.monotonic() - checked_at < max_age_s:
+            return list(found)
+        found = await self._check()
+        self._health = (time.monotonic(), found)
+        return list(found)
+
+    async def _check(self) -> list[str]:
+        found = list(self.pool.problems())
+        try:
+            await asyncio.wait_for(self.store.check_writable(), HEALTH_TIMEOUT_S)
+        except Exception:  # locked, read-only, full or closed: the words say enough
+            found.append("the database does not take writes")
+        if shutil.which(self.config.encode.handbrake) is None:
+            found.append(f"HandBrakeCLI ({self.config.encode.handbrake}) is missing")
+        if self.watcher is not None and not self.watcher.watching:
+            found.append("the inbox is not being watched")
+        return found
+
+    def disk_free(self) -> int:
+        return disk.free_bytes(self.config.storage.data_dir)
+
+
+async def handbrake_version(handbrake: str) -> str:
+    try:
+        code, out, _ = await children.run([handbrake, "--json", "--version"], timeout_s=15)
+    except (OSError, TimeoutError):
+        return "unknown"
+    version = parse_blocks(out).get("Version", {}).get("VersionString")
+    if version:
+        return str(version)
+    first = out.strip().splitlines()[:1]
+    return first[0].removeprefix("HandBrake ").strip() if first else "unknown"
+
+
+class StatusLine:
+    """Keeps systemd's STATUS= line ("1 encoding, 4 queued") in step with the store."""
+
+    def __init__(self, store: Store, pool: Pool, notifier: Notifier) -> None:
+        self.store = store
+        self.pool = pool
+        self.notifier = notifier
+        self._dirty = False
+        self._pending: asyncio.Task[None] | None = None
+
+    def job_changed(self, job: Job, *, progress_only: bool) -> None:
+        if not progress_only:
+            self._schedule()
+
+    def job_deleted(self, job_id: str) -> None:
+        self._schedule()
+
+    def _schedule(self) -> None:
+        self._dirty = True  # a burst of changes costs one count query, never a stale line
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.create_task(self._send())
+
+    async def _send(self) -> None:
+        while self._dirty:
+            self._dirty = False
+            await asyncio.sleep(0)  # let the transition that woke us finish first
+            try:
+                counts = await self.store.counts()
+            except Exception:  # the line waits for the next change
+                return
+            self.notifier.status(f"{self.pool.busy} encoding, {counts['queued']} queued")
+
+    async def close(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            await asyncio.gather(self._pending, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def open_services(
+    config: Config,
+    notifier: Notifier | None = None,
+    listeners: Sequence[Listener] = (),
+) -> AsyncIterator[Services]:
+    """Open the store, recover from the last run, start the pool and the watcher.
+
+    `listeners` (the web's hub and page cache) hear every change of the store, as the
+    pool and the status line do; all are subscribed here and unsubscribed on the way out.
+    """
+    layout = Layout(config.storage)
+    layout.make_dirs()
+    notifier = notifier or Notifier.from_env()
+    with _single_instance(config):
+        async with Store(config.storage.db_path) as store:
+            encoder = Encoder(config, layout)
+            pool = Pool(config, store, encoder, layout)
+            intake = Intake(config, store, layout)
+            await _recover(store, intake, layout)
+            watcher = Watcher(config, intake) if config.watch.enabled else None
+            svc = Services(
+                config=config,
+                layout=layout,
+                store=store,
+                intake=intake,
+                encoder=encoder,
+                pool=pool,
+                jobs=Lifecycle(store, pool, layout),
+                watcher=watcher,
+                handbrake_version=await handbrake_version(config.encode.handbrake),
+                notifier=notifier,
+            )
+            status_line = StatusLine(store, pool, notifier)
+            everyone: list[Listener] = [pool, status_line, *listeners]
+            unsubscribe: list[Callable[[], None]] = [store.subscribe(x) for x in everyone]
+            try:
+                pool.start()
+                if watcher is not None:
+                    await watcher.start()
+                yield svc
+            finally:
+                await svc.stop_intake(0)
+                await pool.stop(config.daemon.shutdown_timeout_s)
+                for undo in reversed(unsubscribe):
+                    undo()
+                await status_line.close()
+
+
+async def _recover(store: Store, intake: Intake, layout: Layout) -> None:
+    """Put the data folder back in order after the last run, however it ended."""
+    admissions = await intake.recover()  # before tmp/ is cleared: uploads wait there
+    cleared = layout.clear_tmp()  # safe: the lock says no other vidd is writing there
+    requeued = await store.requeue_interrupted()
+    if admissions or requeued or cleared:
+        log.info(
+            "recovered: %d admission(s) finished or rolled back, %d job(s) back to the "
+            "queue, %d leftover(s) removed from tmp/",
+            admissions, len(requeued), cleared,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _single_instance(config: Config) -> Iterator[None]:
+    """One vidd per data folder: a second one would clear the first one's tmp/ and run
+    its jobs twice."""
+    path = config.storage.data_dir / "vidd.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AlreadyRunning(
+                f"another vidd is already using {config.storage.data_dir}"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
