@@ -15,9 +15,9 @@ import pytest
 from conftest import ffprobe, make_clip, mp4_top_boxes
 
 from vidd.config import Profile
-from vidd.layout import Layout
 from vidd.encoder import EncodeFailed, Encoder, output_rate
 from vidd.job import Job, Status, new_id, now
+from vidd.layout import Layout
 from vidd.probe import probe
 from vidd.progress import Progress
 

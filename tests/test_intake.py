@@ -12,9 +12,9 @@ import pytest
 
 from vidd import disk
 from vidd import intake as intake_mod
-from vidd.layout import Layout
 from vidd.intake import Intake, clean_name, safe_ext
 from vidd.job import Status
+from vidd.layout import Layout
 from vidd.store import Store
 
 TEXT = "".join(f"line {i}: these are my notes, not a video at all\n" for i in range(40))

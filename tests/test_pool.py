@@ -15,8 +15,8 @@ import pytest
 from vidd.config import Config
 from vidd.encoder import Encoder
 from vidd.intake import Intake
-from vidd.layout import Layout
 from vidd.job import Job, Status
+from vidd.layout import Layout
 from vidd.pool import Pool
 from vidd.store import Store
 

@@ -9,9 +9,9 @@ import io
 import aiohttp
 import pytest
 
-from vidd.web.keys import SERVICES
 from vidd.job import new_id
 from vidd.web.app import create_app
+from vidd.web.keys import SERVICES
 
 
 async def done_job(client, clip, headers=None) -> dict:

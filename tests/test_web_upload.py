@@ -11,9 +11,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from vidd.web.keys import SERVICES
 from vidd.web.app import create_app
-from vidd.web.keys import COUNTERS
+from vidd.web.keys import COUNTERS, SERVICES
 
 
 @pytest.fixture

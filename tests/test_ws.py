@@ -13,10 +13,9 @@ import aiohttp
 import pytest
 from test_web_api import add_rejected
 
-from vidd.web.keys import SERVICES
 from vidd.job import Job, Status, new_id, now
 from vidd.web.app import create_app
-from vidd.web.keys import HUB
+from vidd.web.keys import HUB, SERVICES
 
 
 @pytest.fixture

@@ -62,7 +62,14 @@ async def _serve(config: Config) -> int:
     except AlreadyRunning as e:
         log.error("cannot start: %s", e)
         return CANNOT_START
-    except sqlite3.DatabaseError as e:
+    except sqlite3.OperationalError as e:  # can't open, lock or write it
+        log.error(
+            "cannot start: cannot use the database %s (%s); check that %s is writable "
+            "and has free space",
+            config.storage.db_path, e, config.storage.data_dir,
+        )  # fmt: skip
+        return CANNOT_START
+    except sqlite3.DatabaseError as e:  # it opened, but is not (all) a database
         log.error(
             "cannot start: %s is not a usable database (%s); move it aside to start with "
             "an empty one, or restore it from a backup",
