@@ -415,6 +415,7 @@ async function loadProfiles() {
       select.append(el("option", { value: name, text: name, selected: name === status.default_profile }));
     }
     $("profile-row").hidden = (status.profiles || []).length < 2;
+    $("logout").hidden = !status.login;
   } catch { /* the default profile applies */ }
 }
 

@@ -1,5 +1,11 @@
 "use strict";
-// Show the failure note when the server sent us back here after a wrong token.
-if (new URLSearchParams(location.search).has("failed")) {
+// Say why the server sent us back here: a wrong token, or too many of them.
+const query = new URLSearchParams(location.search);
+if (query.has("failed")) {
   document.getElementById("failed").hidden = false;
+}
+const wait = Number.parseInt(query.get("wait") || "", 10);
+if (wait > 0) {
+  document.getElementById("wait-s").textContent = String(wait);
+  document.getElementById("wait").hidden = false;
 }

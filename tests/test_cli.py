@@ -19,7 +19,7 @@ from conftest import free_port
 from vidd import cli
 from vidd.client import Client
 
-TOKEN = "s3cret"
+TOKEN = "5f0c1a7e9b2d4c6e8a1f3b5d7c9e0a2b4d6f8a1c3e5b7d9f0a2c4e6b8d1f3a5c"
 LIMIT = 2 << 20
 
 

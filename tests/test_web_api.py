@@ -13,7 +13,7 @@ import pytest
 
 from vidd.job import Job, JobError, Status, new_id, now
 from vidd.web.app import create_app
-from vidd.web.keys import HUB, SERVICES
+from vidd.web.keys import GUARD, HUB, SERVICES
 from vidd.web.security import CSP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +31,10 @@ def stalling_handbrake(folder: Path) -> str:
 async def client(aiohttp_client, make_config):
     cfg = make_config(watch={"enabled": False})
     return await aiohttp_client(create_app(cfg))
+
+
+# 256 bits, as `openssl rand -hex 32` makes
+TOKEN = "5f0c1a7e9b2d4c6e8a1f3b5d7c9e0a2b4d6f8a1c3e5b7d9f0a2c4e6b8d1f3a5c"
 
 
 async def add_rejected(client, name: str = "notes.txt") -> Job:
@@ -247,7 +251,7 @@ async def test_security_headers_on_pages_api_and_errors(client):
         assert resp.headers["Content-Security-Policy"] == CSP, path
         assert "'unsafe-inline'" not in resp.headers["Content-Security-Policy"]
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
-        assert resp.headers["Referrer-Policy"] == "no-referrer"
+        assert resp.headers["Referrer-Policy"] == "same-origin"  # not no-referrer: see security.py
 
 
 async def test_foreign_origin_refused_for_post_and_delete(client):
@@ -283,7 +287,7 @@ async def test_allowed_origins(aiohttp_client, make_config):
 
 
 async def test_token_protects_api_ws_media_and_pages(aiohttp_client, make_config):
-    cfg = make_config(watch={"enabled": False}, web={"token": "s3cret"})
+    cfg = make_config(watch={"enabled": False}, web={"token": TOKEN})
     client = await aiohttp_client(create_app(cfg))
     job = await add_rejected(client)
     for path in (
@@ -298,6 +302,12 @@ async def test_token_protects_api_ws_media_and_pages(aiohttp_client, make_config
         assert_error(await resp.json(), "unauthorized")
         resp = await client.get(path, headers={"Authorization": "Bearer wrong"})
         assert resp.status == 401, path
+        # a second guess at once waits: wrong tokens back off per client address
+        resp = await client.get(path, headers={"Authorization": "Bearer wrong again"})
+        assert resp.status == 429, path
+        assert_error(await resp.json(), "too_many_attempts")
+        assert int(resp.headers["Retry-After"]) >= 1
+        client.app[GUARD].backoff.succeeded("127.0.0.1")  # the next path starts afresh
     resp = await client.post("/api/jobs")
     assert resp.status == 401
     with pytest.raises(aiohttp.WSServerHandshakeError) as e:
@@ -309,7 +319,7 @@ async def test_token_protects_api_ws_media_and_pages(aiohttp_client, make_config
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/login")).status == 200
 
-    good = {"Authorization": "Bearer s3cret"}
+    good = {"Authorization": f"Bearer {TOKEN}"}
     resp = await client.get(f"/api/jobs/{job.id}", headers=good)
     assert resp.status == 200
     ws = await client.ws_connect("/ws", headers=good)
@@ -319,11 +329,14 @@ async def test_token_protects_api_ws_media_and_pages(aiohttp_client, make_config
     # the login form: a wrong token goes back to the form, the right one sets the cookie
     resp = await client.post("/login", data={"token": "nope"}, allow_redirects=False)
     assert resp.status == 303 and resp.headers["Location"] == "/login?failed=1"
-    resp = await client.post("/login", data={"token": "s3cret"}, allow_redirects=False)
-    assert resp.status == 303
+    resp = await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+    assert resp.headers["Location"].startswith("/login?wait=")  # a try too soon after it
+    client.app[GUARD].backoff.succeeded("127.0.0.1")
+    resp = await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == "/"
     cookie = resp.cookies["vidd_session"]
     assert cookie["httponly"] and cookie["samesite"] == "Strict"
-    assert "s3cret" not in cookie.value
+    assert TOKEN not in cookie.value
     resp = await client.get("/api/jobs")  # the client's jar now holds the cookie
     assert resp.status == 200
     resp = await client.get("/", allow_redirects=False)
@@ -331,6 +344,9 @@ async def test_token_protects_api_ws_media_and_pages(aiohttp_client, make_config
     resp = await client.post("/logout", allow_redirects=False)
     assert resp.status == 303
     assert (await client.get("/api/jobs")).status == 401
+    # the old cookie is dead on the server too, not just dropped from the jar
+    stale = {"Cookie": f"vidd_session={cookie.value}"}
+    assert (await client.get("/api/jobs", headers=stale)).status == 401
 
 
 async def test_without_token_everything_is_open(client):

@@ -13,6 +13,9 @@ from vidd.job import new_id
 from vidd.web.app import create_app
 from vidd.web.keys import SERVICES
 
+# 256 bits, as `openssl rand -hex 32` makes
+TOKEN = "5f0c1a7e9b2d4c6e8a1f3b5d7c9e0a2b4d6f8a1c3e5b7d9f0a2c4e6b8d1f3a5c"
+
 
 async def done_job(client, clip, headers=None) -> dict:
     form = aiohttp.FormData()
@@ -101,9 +104,9 @@ async def test_ranges_and_conditional_get(client, clip):
 
 
 async def test_media_needs_the_token(aiohttp_client, make_config, clip):
-    cfg = make_config(watch={"enabled": False}, web={"token": "tok"})
+    cfg = make_config(watch={"enabled": False}, web={"token": TOKEN})
     client = await aiohttp_client(create_app(cfg))
-    auth = {"Authorization": "Bearer tok"}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
     job = await done_job(client, clip, headers=auth)
     url = job["output"]["url"]
     assert (await client.get(url)).status == 401

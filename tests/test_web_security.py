@@ -9,6 +9,9 @@ import pytest
 
 from vidd.web.app import create_app
 
+# 256 bits, as `openssl rand -hex 32` makes
+TOKEN = "5f0c1a7e9b2d4c6e8a1f3b5d7c9e0a2b4d6f8a1c3e5b7d9f0a2c4e6b8d1f3a5c"
+
 
 @pytest.fixture
 async def client(aiohttp_client, make_config):
@@ -68,7 +71,7 @@ async def test_a_foreign_origin_is_refused_before_the_body_is_sent(client) -> No
 
 
 async def test_a_missing_token_is_refused_before_the_body_is_sent(aiohttp_client, make_config):
-    cfg = make_config(watch={"enabled": False}, web={"token": "s3cret"})
+    cfg = make_config(watch={"enabled": False}, web={"token": TOKEN})
     client = await aiohttp_client(create_app(cfg))
     answer = await raw_expect_upload(client, {})
     assert answer.startswith(b"HTTP/1.1 401"), answer

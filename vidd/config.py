@@ -112,6 +112,8 @@ class Web:
     max_ws_clients: int = 2000
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
+    trust_proxy: bool = False
+    allow_anonymous: bool = False
 
 
 @dataclass(frozen=True)
@@ -264,7 +266,32 @@ def _resolve(cfg: Config, base: Path, require_tools: bool) -> Config:
         )
     if not 0 < cfg.web.port < 65536:
         raise ConfigError(f"{path}: web.port: expected 1-65535, got {cfg.web.port}")
+    _check_token(cfg.web, path)
     return dataclasses.replace(cfg, storage=storage, encode=enc)
+
+
+HEX = frozenset("0123456789abcdefABCDEF")
+MIN_TOKEN_BITS = 128
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def token_bits(token: str) -> float:
+    """A rough strength: 4 bits a character for hex, 6 for anything richer (base64)."""
+    return len(token) * (4 if set(token) <= HEX else 6)
+
+
+def _check_token(web: Web, path: Path) -> None:
+    if web.token and token_bits(web.token) < MIN_TOKEN_BITS:
+        raise ConfigError(
+            f"{path}: web.token: too short to resist guessing (under {MIN_TOKEN_BITS} bits); "
+            "make one with `openssl rand -hex 32`"
+        )
+    if not web.token and web.host not in LOOPBACK and not web.allow_anonymous:
+        raise ConfigError(
+            f"{path}: web.token: empty while web.host is {web.host!r}, so anyone who can reach "
+            "the port could use vidd; set a token (`openssl rand -hex 32`), or "
+            "web.allow_anonymous = true if that is what you mean"
+        )
 
 
 def _find_tool(name: str, base: Path) -> str | None:

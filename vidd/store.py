@@ -32,7 +32,7 @@ from .job import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry upgrades the schema from version i to i + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -80,6 +80,17 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN intake_path TEXT;
     -- One row the health check rewrites: proof that the database takes writes.
     CREATE TABLE health (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at TEXT NOT NULL);
+    """,
+    # 3: browser sessions, kept server-side. Only a hash of the cookie is stored, and
+    # the fingerprint of the token they were opened with (a new token ends them all).
+    """
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        token_fp TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        address TEXT NOT NULL DEFAULT ''
+    ) WITHOUT ROWID;
     """,
 )
 
@@ -452,6 +463,41 @@ class Store:
                 raise KeyError(job_id)
             raise IllegalTransition(job_id, current.status, target)
         return await self._changed(_job(row))
+
+    # --- browser sessions ------------------------------------------------------------
+
+    async def open_session(
+        self, id_hash: str, token_fp: str, expires_at: datetime, address: str
+    ) -> None:
+        await self._conn.execute(
+            "INSERT INTO sessions (id_hash, token_fp, created_at, expires_at, address) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (id_hash, token_fp, _ts(now()), _ts(expires_at), address[:100]),
+        )
+
+    async def session_open(self, id_hash: str, token_fp: str) -> bool:
+        """Whether this session exists, belongs to the current token and has not expired."""
+        async with self._conn.execute(
+            "SELECT 1 FROM sessions WHERE id_hash = ? AND token_fp = ? AND expires_at > ?",
+            (id_hash, token_fp, _ts(now())),
+        ) as cur:
+            return await cur.fetchone() is not None
+
+    async def close_session(self, id_hash: str) -> None:
+        await self._conn.execute("DELETE FROM sessions WHERE id_hash = ?", (id_hash,))
+
+    async def close_sessions_except(self, token_fp: str) -> int:
+        """Drop the sessions of any other token, and the expired ones."""
+        async with self._conn.execute(
+            "DELETE FROM sessions WHERE token_fp <> ? OR expires_at <= ? RETURNING 1",
+            (token_fp, _ts(now())),
+        ) as cur:
+            return len(list(await cur.fetchall()))
+
+    async def session_count(self) -> int:
+        async with self._conn.execute("SELECT COUNT(*) FROM sessions") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     # --- recovery ------------------------------------------------------------------
 

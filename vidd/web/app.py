@@ -4,6 +4,7 @@ opens the services with the web's own store listeners (the hub, the page cache).
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,7 +31,10 @@ from .keys import (
     Counters,
 )
 from .page_cache import PageCache
-from .security import add_security_headers, checker, guard
+from .security import Guard, add_security_headers, guard_middleware
+from .sessions import Sessions
+
+log = logging.getLogger(__name__)
 
 
 def _static_dir() -> Path:
@@ -52,13 +56,13 @@ def create_app(
     static_dir: Path = STATIC,
     websocket_close_s: float = WEBSOCKETS_S,
 ) -> web.Application:
-    check = checker(config.web)
+    guard = Guard(config.web)
     app = web.Application(
-        middlewares=[errors, guard(check)],
+        middlewares=[errors, guard_middleware(guard)],
         client_max_size=MAX_FORM_BYTES,
     )
     app[CONFIG] = config
-    app[GUARD] = check
+    app[GUARD] = guard
     app[PAGES] = PageCache()
     app[HUB] = Hub(config.web.max_ws_clients)
     app[COUNTERS] = Counters()
@@ -85,7 +89,12 @@ def _services_ctx(
         hub, pages = app[HUB], app[PAGES]
         async with open_services(config, notifier, listeners=(hub, pages)) as svc:
             app[SERVICES] = svc
+            sessions = Sessions(svc.store, config.web.token)
+            if ended := await sessions.forget_other_tokens():
+                log.info("web: %d browser session(s) ended (expired, or the token changed)", ended)
+            app[GUARD].sessions = sessions
             yield
+            app[GUARD].sessions = None
         await hub.close()
 
     return ctx

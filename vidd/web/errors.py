@@ -52,6 +52,8 @@ def _errors() -> Middleware:
             return await handler(request)
         except ApiError as e:
             resp = error_response(e.status, e.code, e.message)
+            if (retry_after := getattr(e, "retry_after", None)) is not None:
+                resp.headers["Retry-After"] = str(retry_after)
             if e.status == 413:
                 resp.force_close()  # the rest of the body is not wanted
             return resp

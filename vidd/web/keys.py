@@ -4,7 +4,6 @@ from the app's handlers, so every handler can import it."""
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from ..config import Config
 from ..hub import Hub
 from ..services import Services
 from .page_cache import PageCache
+from .security import Guard
 
 
 @dataclass
@@ -31,6 +31,6 @@ COUNTERS: web.AppKey[Counters] = web.AppKey("counters", Counters)
 STATIC_DIR: web.AppKey[Path] = web.AppKey("static_dir", Path)
 WEBSOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("websockets")
 
-# check_request with this app's settings bound: for handlers that run before middlewares.
-GUARD: web.AppKey[Callable[[web.Request], None]] = web.AppKey("guard")
+# The request checks: for the middleware, and for handlers that run before middlewares.
+GUARD: web.AppKey[Guard] = web.AppKey("guard", Guard)
 PAGES: web.AppKey[PageCache] = web.AppKey("pages", PageCache)

@@ -6,18 +6,21 @@ names with textContent, so nothing a user named ever becomes markup.
 
 from __future__ import annotations
 
-import hmac
+import logging
+import math
 from pathlib import Path
 
 from aiohttp import web
 
 from .api import find_job
 from .errors import Handler
-from .keys import CONFIG, SERVICES
-from .security import COOKIE, session_value
+from .keys import GUARD, SERVICES
+from .security import is_https, session_cookie
+from .sessions import COOKIE, MAX_AGE_S, SECURE_COOKIE
+
+log = logging.getLogger(__name__)
 
 PAGE_HEADERS = {"Cache-Control": "no-cache"}
-SESSION_MAX_AGE = 30 * 24 * 3600
 
 
 def add_routes(r: web.UrlDispatcher, static_dir: Path) -> None:
@@ -45,27 +48,41 @@ def _watch(path: Path) -> Handler:
 
 
 async def login(request: web.Request) -> web.StreamResponse:
-    token = request.app[CONFIG].web.token
+    """The form's POST: a session for the right token; back to the form, saying why,
+    for a wrong one. Wrong tries back off per client address."""
+    guard = request.app[GUARD]
+    if not guard.token or guard.sessions is None:
+        raise web.HTTPSeeOther("/")
+    address = guard.address(request)
+    if (wait := guard.backoff.wait_s(address)) > 0:
+        raise web.HTTPSeeOther(f"/login?wait={math.ceil(wait)}")
     form = await request.post()
     given = form.get("token", "")
-    if not token:
-        raise web.HTTPSeeOther("/")
-    if not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.encode()):
+    if not isinstance(given, str) or not guard.token_matches(given.strip()):
+        guard.count_failure(request, "a failed login")
         raise web.HTTPSeeOther("/login?failed=1")
+    guard.backoff.succeeded(address)
+    session = await guard.sessions.open(address)
+    log.info("login from %s", address)
+    secure = is_https(request, guard.trust_proxy)
     resp = web.HTTPSeeOther("/")
     resp.set_cookie(
-        COOKIE,
-        session_value(token),
-        max_age=SESSION_MAX_AGE,
+        SECURE_COOKIE if secure else COOKIE,
+        session,
+        max_age=MAX_AGE_S,
         path="/",
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=secure,
     )
     raise resp
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
+    guard = request.app[GUARD]
+    if guard.sessions is not None:
+        await guard.sessions.close(session_cookie(request))
     resp = web.HTTPSeeOther("/login")
     resp.del_cookie(COOKIE, path="/")
+    resp.del_cookie(SECURE_COOKIE, path="/", secure=True)
     raise resp

@@ -5,19 +5,22 @@ opens a WebSocket, and the security headers every response carries."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import ipaddress
-from collections.abc import Callable
+import logging
+import math
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Middleware
 from yarl import URL
 
 from ..config import Web
+from .backoff import Backoff
 from .errors import ApiError, Handler
+from .sessions import COOKIE, SECURE_COOKIE, Sessions
 
-COOKIE = "vidd_session"
+log = logging.getLogger(__name__)
+
 CSP = (
     "default-src 'self'; img-src 'self' data:; media-src 'self'; connect-src 'self'; "
     "style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
@@ -26,7 +29,10 @@ CSP = (
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: under it Chromium sends `Origin: null` with the login form's POST,
+    # and a same-site request could not be told from a foreign one. same-origin still
+    # tells other sites nothing.
+    "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
@@ -36,20 +42,33 @@ PUBLIC_PREFIXES = ("/login", "/logout", "/static/", "/healthz")
 PAGE_PATHS = ("/", "/watch/")
 
 
-def session_value(token: str) -> str:
-    """What the cookie holds: derived from the token, so the token itself never sits in it."""
-    return hmac.new(token.encode(), b"vidd-session-v1", hashlib.sha256).hexdigest()
+def client_address(request: web.Request, trust_proxy: bool) -> str:
+    """Who is asking: the peer, or behind a trusted proxy the address it reports (the
+    last hop it added: anything before it could be the client's own invention)."""
+    if trust_proxy:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.rsplit(",", 1)[-1].strip()[:64] or "unknown"
+        for item in reversed(request.forwarded):
+            if for_ := item.get("for"):
+                return for_.strip('"[]')[:64]
+    return request.remote or "unknown"
 
 
-def is_authenticated(request: web.Request, token: str) -> bool:
-    if not token:
+def is_https(request: web.Request, trust_proxy: bool) -> bool:
+    """Whether the browser's side of the connection is TLS."""
+    if request.secure:
         return True
-    auth = request.headers.get(hdrs.AUTHORIZATION, "")
-    scheme, _, given = auth.partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
-        return True
-    cookie = request.cookies.get(COOKIE, "")
-    return hmac.compare_digest(cookie.encode(), session_value(token).encode())
+    if not trust_proxy:
+        return False
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",", 1)[0].strip().lower()
+    if proto:
+        return proto == "https"
+    return any(item.get("proto", "").lower() == "https" for item in request.forwarded[:1])
+
+
+def session_cookie(request: web.Request) -> str:
+    return request.cookies.get(SECURE_COOKIE) or request.cookies.get(COOKIE, "")
 
 
 def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
@@ -97,23 +116,74 @@ def allowed_host_names(
     return frozenset(names)
 
 
-def check_request(
-    request: web.Request, token: str, origins: tuple[str, ...], names: frozenset[str]
-) -> None:
-    """Host first, then Origin (a cross-site request learns nothing), then the token.
-    Raises ApiError, or a redirect to the login form for a page."""
-    if not host_allowed(request, names):
-        raise ApiError(
-            403, "unknown_host", "this server does not answer to that host name (web.allowed_hosts)"
-        )
-    if (request.method not in SAFE_METHODS or _is_websocket(request)) and not origin_allowed(
-        request, origins
-    ):
-        raise ApiError(403, "foreign_origin", "requests from another site are refused")
-    if token and _needs_token(request.path) and not is_authenticated(request, token):
+class Guard:
+    """The checks every request passes before its handler: Host first, then Origin (a
+    cross-site request learns nothing), then the token (Bearer header or session),
+    with backoff for wrong tokens per client address."""
+
+    def __init__(self, config: Web) -> None:
+        self.token = config.token
+        self.origins = config.allowed_origins
+        self.trust_proxy = config.trust_proxy
+        self.names = allowed_host_names(config.host, config.allowed_hosts, config.allowed_origins)
+        self.backoff = Backoff()
+        self.sessions: Sessions | None = None  # set once the store is open
+
+    def __repr__(self) -> str:
+        return f"<Guard token={'yes' if self.token else 'no'} {self.backoff!r}>"
+
+    def address(self, request: web.Request) -> str:
+        return client_address(request, self.trust_proxy)
+
+    async def check(self, request: web.Request) -> None:
+        """Raises ApiError, or a redirect to the login form for a page."""
+        if not host_allowed(request, self.names):
+            raise ApiError(
+                403,
+                "unknown_host",
+                "this server does not answer to that host name (web.allowed_hosts)",
+            )
+        unsafe = request.method not in SAFE_METHODS or _is_websocket(request)
+        if unsafe and not origin_allowed(request, self.origins):
+            raise ApiError(403, "foreign_origin", "requests from another site are refused")
+        if not self.token or not _needs_token(request.path):
+            return
+        auth = request.headers.get(hdrs.AUTHORIZATION, "")
+        scheme, _, given = auth.partition(" ")
+        if scheme.lower() == "bearer":
+            self.refuse_while_backing_off(request)
+            if self.token_matches(given.strip()):
+                self.backoff.succeeded(self.address(request))
+                return
+            self.count_failure(request, "a wrong bearer token")
+        elif self.sessions is not None and await self.sessions.valid(session_cookie(request)):
+            return
         if _is_page(request.path) and request.method in SAFE_METHODS:
             raise web.HTTPSeeOther("/login")
         raise ApiError(401, "unauthorized", "a valid token is required")
+
+    def token_matches(self, given: str) -> bool:
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+    def refuse_while_backing_off(self, request: web.Request) -> None:
+        wait = self.backoff.wait_s(self.address(request))
+        if wait > 0:
+            raise TooManyAttempts(wait)
+
+    def count_failure(self, request: web.Request, what: str) -> None:
+        address = self.address(request)
+        failures, wait = self.backoff.failed(address)
+        log.warning(
+            "%s from %s (%d in a row; next try allowed in %.1f s)", what, address, failures, wait
+        )
+
+
+class TooManyAttempts(ApiError):
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(
+            429, "too_many_attempts", f"too many wrong tokens; try again in {math.ceil(wait_s)} s"
+        )
+        self.retry_after = math.ceil(wait_s)
 
 
 def _is_websocket(request: web.Request) -> bool:
@@ -128,21 +198,12 @@ def _is_page(path: str) -> bool:
     return path == "/" or path.startswith("/watch/")
 
 
-def checker(web_config: Web) -> Callable[[web.Request], None]:
-    """check_request with the settings bound."""
-    names = allowed_host_names(
-        web_config.host, web_config.allowed_hosts, web_config.allowed_origins
-    )
-    token, origins = web_config.token, web_config.allowed_origins
-    return lambda request: check_request(request, token, origins, names)
-
-
-def guard(check: Callable[[web.Request], None]) -> Middleware:
+def guard_middleware(guard: Guard) -> Middleware:
     """The middleware running the checks before every handler."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        check(request)
+        await guard.check(request)
         return await handler(request)
 
     return middleware

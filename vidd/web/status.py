@@ -41,6 +41,7 @@ async def api_status(request: web.Request) -> web.Response:
             "profiles": sorted(cfg.encode.profiles),
             "default_profile": cfg.encode.default_profile,
             "max_upload_bytes": cfg.web.max_upload_bytes,
+            "login": bool(cfg.web.token),
             "websocket_clients": len(request.app[HUB].clients),
         }
     )

@@ -38,7 +38,7 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
     This runs before the middlewares, so it does their checks itself and renders its own
     error: a stranger must not be invited to send gigabytes only to be refused."""
     try:
-        request.app[GUARD](request)
+        await request.app[GUARD].check(request)
         _check_declared_size(request)
     except web.HTTPSeeOther:
         resp = error_response(401, "unauthorized", "a valid token is required")
