@@ -247,7 +247,22 @@ async def test_events_before_start_wait_for_the_snapshot():
 async def test_full(max_clients):
     hub = Hub(max_clients)
     for _ in range(max_clients):
-        assert not hub.full
+        assert hub.has_room()
         connect(hub, FakeSocket())
-    assert hub.full
+    assert not hub.has_room()
+    await hub.close()
+
+
+async def test_one_address_cannot_take_every_slot():
+    """Before: five sockets from a stranger filled max_ws_clients=5 and the page got 503."""
+    hub = Hub(5, max_per_address=2)
+    stranger = [hub.connect(FakeSocket(), "203.0.113.7") for _ in range(2)]
+    assert not hub.has_room("203.0.113.7")
+    assert hub.has_room("127.0.0.1")  # the owner's page still gets in
+    owner = hub.connect(FakeSocket(), "127.0.0.1")
+    await hub.disconnect(stranger[0])
+    assert hub.has_room("203.0.113.7")  # a slot freed is the address's again
+    hub.evict(stranger[1], "test")
+    assert hub._per_address == {"127.0.0.1": 1}
+    await hub.disconnect(owner)
     await hub.close()

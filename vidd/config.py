@@ -100,6 +100,7 @@ class Encode:
     stall_timeout_s: float = 120.0
     kill_grace_s: float = 5.0
     log_tail_lines: int = 200
+    max_queued: int = 1000
     profiles: dict[str, Profile] = field(default_factory=lambda: dict(DEFAULT_PROFILES))
 
 
@@ -110,6 +111,8 @@ class Web:
     token: str = ""
     max_upload_bytes: int = 8 << 30
     max_ws_clients: int = 2000
+    max_ws_per_client: int = 32
+    max_uploads: int = 8
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     trust_proxy: bool = False

@@ -1,8 +1,15 @@
-"""The disk guard: how much space is free where vidd writes, against the configured floor."""
+"""The disk guard: how much space is free where vidd writes, against the configured floor.
+
+One guard for the whole daemon: bytes promised to writes still in flight (an upload's
+declared length, a copy being made) count as used, so parallel writers can't each see
+the same free space and together go below the floor.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -19,7 +26,60 @@ def check(path: Path, min_free_bytes: int, incoming: int = 0) -> None:
     """Raise DiskFull if writing `incoming` more bytes would leave less than the floor."""
     free = free_bytes(path)
     if free - incoming < min_free_bytes:
-        raise DiskFull(
-            f"only {free // (1 << 20)} MiB free on the data disk; "
-            f"vidd keeps at least {min_free_bytes // (1 << 20)} MiB free"
-        )
+        raise DiskFull(_words(free, min_free_bytes))
+
+
+def _words(free: int, floor: int) -> str:
+    return (
+        f"only {max(0, free) // (1 << 20)} MiB free on the data disk; "
+        f"vidd keeps at least {floor // (1 << 20)} MiB free"
+    )
+
+
+class Reservation:
+    """Space promised to one write; it shrinks as the bytes land on the disk."""
+
+    def __init__(self, guard: DiskGuard, size: int) -> None:
+        self.guard = guard
+        self.remaining = size
+
+    def wrote(self, n: int) -> None:
+        """`n` bytes are on the disk now: they show in free space, not in the promise.
+        Past the promise (an undeclared size), each new byte is checked first."""
+        beyond = n - self.remaining
+        if beyond > 0:
+            self.guard.check(beyond)
+        taken = min(n, self.remaining)
+        self.remaining -= taken
+        self.guard.reserved -= taken
+
+
+class DiskGuard:
+    def __init__(self, path: Path, min_free_bytes: int) -> None:
+        self.path = path
+        self.min_free_bytes = min_free_bytes
+        self.reserved = 0  # bytes promised to writes in flight
+
+    def __repr__(self) -> str:
+        return f"<DiskGuard {self.path} floor={self.min_free_bytes} reserved={self.reserved}>"
+
+    def free(self) -> int:
+        """Free bytes, less what writes in flight have been promised."""
+        return free_bytes(self.path) - self.reserved
+
+    def check(self, incoming: int = 0) -> None:
+        free = self.free()
+        if free - incoming < self.min_free_bytes:
+            raise DiskFull(_words(free, self.min_free_bytes))
+
+    @contextlib.contextmanager
+    def reserve(self, size: int) -> Iterator[Reservation]:
+        """Promise `size` bytes to a write (DiskFull if that would cross the floor);
+        what the write did not use is given back at the end."""
+        self.check(size)
+        self.reserved += size
+        reservation = Reservation(self, size)
+        try:
+            yield reservation
+        finally:
+            self.reserved -= reservation.remaining

@@ -63,8 +63,9 @@ class _Message:
 class Subscriber:
     """One connected socket, its queue and the task that drains it."""
 
-    def __init__(self, hub: Hub, socket: Socket, queue_size: int) -> None:
+    def __init__(self, hub: Hub, socket: Socket, queue_size: int, address: str = "") -> None:
         self.hub = hub
+        self.address = address
         self.socket = socket
         self.queue_size = queue_size
         self._queue: deque[_Message] = deque()
@@ -160,6 +161,7 @@ class Hub:
         self,
         max_clients: int,
         *,
+        max_per_address: int | None = None,
         queue_size: int = QUEUE_SIZE,
         progress_hz: float = PROGRESS_HZ,
         clock: Callable[[], float] = time.monotonic,
@@ -167,6 +169,9 @@ class Hub:
     ) -> None:
         """`clock` and `schedule` time the progress throttle (a test passes its own)."""
         self.max_clients = max_clients
+        # One address can't take every slot: strangers must not lock the page out.
+        self.max_per_address = max_per_address or max_clients
+        self._per_address: dict[str, int] = {}
         self.queue_size = queue_size
         self.progress_interval = 1.0 / progress_hz
         self._clock = clock
@@ -182,14 +187,17 @@ class Hub:
     def __repr__(self) -> str:
         return f"<Hub clients={len(self.clients)} evicted={self.evicted}>"
 
-    @property
-    def full(self) -> bool:
-        return len(self.clients) >= self.max_clients
+    def has_room(self, address: str = "") -> bool:
+        """Whether one more client, from this address, may connect."""
+        if len(self.clients) >= self.max_clients:
+            return False
+        return self._per_address.get(address, 0) < self.max_per_address
 
-    def connect(self, socket: Socket) -> Subscriber:
+    def connect(self, socket: Socket, address: str = "") -> Subscriber:
         """Register a socket: it queues events from now on; call `start` after the snapshot."""
-        client = Subscriber(self, socket, self.queue_size)
+        client = Subscriber(self, socket, self.queue_size, address)
         self.clients.add(client)
+        self._per_address[address] = self._per_address.get(address, 0) + 1
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep(), name="ws-sweep")
         return client
@@ -205,14 +213,23 @@ class Hub:
                     self.evict(client, "send timed out")
 
     async def disconnect(self, client: Subscriber) -> None:
-        self.clients.discard(client)
+        self._forget(client)
         await client.close(GOING_AWAY, "bye")
+
+    def _forget(self, client: Subscriber) -> None:
+        if client in self.clients:
+            self.clients.discard(client)
+            left = self._per_address.get(client.address, 1) - 1
+            if left > 0:
+                self._per_address[client.address] = left
+            else:
+                self._per_address.pop(client.address, None)
 
     def evict(self, client: Subscriber, reason: str) -> None:
         """Close a client that fell hopelessly behind, without waiting for it."""
         if client not in self.clients:
             return
-        self.clients.discard(client)
+        self._forget(client)
         self.evicted += 1
         log.info("websocket client closed: %s", reason)
         task = asyncio.create_task(client.close(TRY_AGAIN_LATER, reason))
@@ -280,6 +297,7 @@ class Hub:
         self._pending.clear()
         self._latest.clear()
         clients, self.clients = list(self.clients), set()
+        self._per_address.clear()
         await asyncio.gather(*(c.close(GOING_AWAY, "server shutting down") for c in clients))
         await asyncio.gather(*self._closing, return_exceptions=True)
 

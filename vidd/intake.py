@@ -9,6 +9,7 @@ moves; a failure puts the file back and removes the record, and after a crash
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -60,11 +61,20 @@ def safe_ext(name: str) -> str:
     return ext if SAFE_EXT.fullmatch(ext) else ""
 
 
+class QueueFull(Exception):
+    """`encode.max_queued` jobs wait already: a passing refusal, try again later."""
+
+
 class Intake:
-    def __init__(self, config: Config, store: Store, layout: Layout) -> None:
+    def __init__(
+        self, config: Config, store: Store, layout: Layout, guard: disk.DiskGuard | None = None
+    ) -> None:
         self.config = config
         self.store = store
         self.layout = layout
+        self.guard = guard or disk.DiskGuard(config.storage.data_dir, config.storage.min_free_bytes)
+        # HandBrake scans at once, whatever arrives: about one per core.
+        self._probes = asyncio.Semaphore(max(1, os.cpu_count() or 1))
         self._tasks: set[asyncio.Task[Job | None]] = set()
         self.admitted = 0
         self.rejected = 0
@@ -93,7 +103,17 @@ class Intake:
         if profile not in self.config.encode.profiles:
             raise ValueError(f"unknown profile {profile!r}")
         display = clean_name(name if name is not None else path.name)
+        await self.check_room()
         return await self._shielded(self._admit(path, origin, display, profile))
+
+    async def check_room(self) -> None:
+        """Raise QueueFull when the queue holds `encode.max_queued` jobs."""
+        counts = await self.store.counts()
+        waiting = counts.get("queued", 0) + counts.get("admitting", 0)
+        if waiting >= self.config.encode.max_queued:
+            raise QueueFull(
+                f"{waiting} jobs wait already (encode.max_queued); try again when some are done"
+            )
 
     async def _shielded(self, coro: Coroutine[Any, Any, Job]) -> Job:
         task = asyncio.ensure_future(coro)
@@ -110,9 +130,8 @@ class Intake:
         task.add_done_callback(self._tasks.discard)
 
     async def _admit(self, path: Path, origin: Origin, name: str, profile: str) -> Job:
-        storage = self.config.storage
         if origin == "inbox":  # an upload is on the disk already: claiming it is a rename
-            disk.check(storage.data_dir, storage.min_free_bytes)
+            self.guard.check()
         if not stat.S_ISREG(path.lstat().st_mode):
             raise ValueError(f"{name!r} is not a regular file")
         job = Job(
@@ -128,7 +147,7 @@ class Intake:
         claimed = self.layout.source(job)
         try:
             claimed.parent.mkdir(parents=True, exist_ok=True)
-            await _move(path, claimed, min_free=storage.min_free_bytes)
+            await _move(path, claimed, self.guard)
         except BaseException:
             await self._abandon(job)  # the file never left
             raise
@@ -146,7 +165,8 @@ class Intake:
             if not stat.S_ISREG(claimed.lstat().st_mode):
                 raise ValueError(f"{job.name!r} is not a regular file")
             try:
-                info = await probe.probe(self.config.encode.handbrake, claimed)
+                async with self._probes:
+                    info = await probe.probe(self.config.encode.handbrake, claimed)
                 job = await self.store.admitted(job.id, info)
             except probe.NotAVideo as e:
                 job = await self.store.reject(job.id, str(e) or "not a video")
@@ -285,10 +305,10 @@ def _same_size(a: Path, b: Path | None) -> bool:
         return False
 
 
-async def _move(src: Path, dst: Path, *, min_free: int = 0) -> None:
+async def _move(src: Path, dst: Path, guard: disk.DiskGuard | None = None) -> None:
     """Rename `src` to `dst`; across filesystems, copy, fsync, then unlink.
 
-    A copy must leave `min_free` bytes free (else DiskFull). On any failure `src` is
+    A copy reserves its size with the disk guard (else DiskFull). On any failure `src` is
     left as it was.
     """
     try:
@@ -297,14 +317,15 @@ async def _move(src: Path, dst: Path, *, min_free: int = 0) -> None:
     except OSError as e:
         if e.errno != errno.EXDEV:
             raise
-    disk.check(dst.parent, min_free, os.lstat(src).st_size)
+    size = os.lstat(src).st_size
     tmp = dst.with_name(f".{dst.name}.partial")
     abort = threading.Event()
-    try:
-        await asyncio.to_thread(_copy, src, tmp, abort)
-    except BaseException:
-        abort.set()  # if we were cancelled, the copying thread removes its own file
-        raise
+    with guard.reserve(size) if guard is not None else contextlib.nullcontext():
+        try:
+            await asyncio.to_thread(_copy, src, tmp, abort)
+        except BaseException:
+            abort.set()  # if we were cancelled, the copying thread removes its own file
+            raise
     try:
         os.rename(tmp, dst)
     except BaseException:

@@ -74,8 +74,16 @@ class _Outcome:
 
 
 class Pool:
-    def __init__(self, config: Config, store: Store, encoder: Encoder, layout: Layout) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        encoder: Encoder,
+        layout: Layout,
+        guard: disk.DiskGuard | None = None,
+    ) -> None:
         self.config = config
+        self.guard = guard or disk.DiskGuard(config.storage.data_dir, config.storage.min_free_bytes)
         self.store = store
         self.encoder = encoder
         self.layout = layout
@@ -157,9 +165,8 @@ class Pool:
 
     async def _disk_low(self) -> bool:
         """The disk guard: while space is short, new encodes wait (running ones go on)."""
-        storage = self.config.storage
         try:
-            disk.check(storage.data_dir, storage.min_free_bytes)
+            self.guard.check()
         except disk.DiskFull as e:
             if self.paused is None:
                 log.warning("pool: new encodes paused: %s", e)

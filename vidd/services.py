@@ -44,6 +44,7 @@ class Services:
 
     config: Config
     layout: Layout
+    disk: disk.DiskGuard
     store: Store
     intake: Intake
     encoder: Encoder
@@ -90,9 +91,6 @@ class Services:
         if self.watcher is not None and not self.watcher.watching:
             found.append("the inbox is not being watched")
         return found
-
-    def disk_free(self) -> int:
-        return disk.free_bytes(self.config.storage.data_dir)
 
 
 async def handbrake_version(handbrake: str) -> str:
@@ -161,14 +159,16 @@ async def open_services(
     notifier = notifier or Notifier.from_env()
     with _single_instance(config):
         async with Store(config.storage.db_path) as store:
+            guard = disk.DiskGuard(config.storage.data_dir, config.storage.min_free_bytes)
             encoder = Encoder(config, layout)
-            pool = Pool(config, store, encoder, layout)
-            intake = Intake(config, store, layout)
+            pool = Pool(config, store, encoder, layout, guard)
+            intake = Intake(config, store, layout, guard)
             await _recover(store, intake, layout)
             watcher = Watcher(config, intake) if config.watch.enabled else None
             svc = Services(
                 config=config,
                 layout=layout,
+                disk=guard,
                 store=store,
                 intake=intake,
                 encoder=encoder,

@@ -64,7 +64,7 @@ def create_app(
     app[CONFIG] = config
     app[GUARD] = guard
     app[PAGES] = PageCache()
-    app[HUB] = Hub(config.web.max_ws_clients)
+    app[HUB] = Hub(config.web.max_ws_clients, max_per_address=config.web.max_ws_per_client)
     app[COUNTERS] = Counters()
     app[STATIC_DIR] = static_dir
     app[WEBSOCKETS] = weakref.WeakSet()

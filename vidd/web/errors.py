@@ -22,6 +22,7 @@ STATUS_CODES = {
     405: "method_not_allowed",
     409: "conflict",
     413: "too_large",
+    429: "too_many_requests",
     416: "range_not_satisfiable",
     422: "not_video",
     503: "unavailable",
@@ -32,11 +33,14 @@ STATUS_CODES = {
 class ApiError(Exception):
     """An error answer: raise it from a handler and the middleware renders it."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after: int | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after  # seconds, for 429 and 503
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -52,8 +56,8 @@ def _errors() -> Middleware:
             return await handler(request)
         except ApiError as e:
             resp = error_response(e.status, e.code, e.message)
-            if (retry_after := getattr(e, "retry_after", None)) is not None:
-                resp.headers["Retry-After"] = str(retry_after)
+            if e.retry_after is not None:
+                resp.headers["Retry-After"] = str(e.retry_after)
             if e.status == 413:
                 resp.force_close()  # the rest of the body is not wanted
             return resp

@@ -181,9 +181,11 @@ class Guard:
 class TooManyAttempts(ApiError):
     def __init__(self, wait_s: float) -> None:
         super().__init__(
-            429, "too_many_attempts", f"too many wrong tokens; try again in {math.ceil(wait_s)} s"
+            429,
+            "too_many_attempts",
+            f"too many wrong tokens; try again in {math.ceil(wait_s)} s",
+            retry_after=math.ceil(wait_s),
         )
-        self.retry_after = math.ceil(wait_s)
 
 
 def _is_websocket(request: web.Request) -> bool:

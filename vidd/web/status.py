@@ -33,6 +33,7 @@ async def api_status(request: web.Request) -> web.Response:
             "disk": {
                 "free_bytes": disk.free_bytes(cfg.storage.data_dir),
                 "min_free_bytes": cfg.storage.min_free_bytes,
+                "reserved_bytes": svc.disk.reserved,
             },
             "watching": svc.watching,
             "health": {"ok": not problems, "problems": problems},

@@ -5,7 +5,9 @@ never outlives the request that wrote it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiofiles
@@ -13,7 +15,7 @@ import aiofiles.os
 from aiohttp import BodyPartReader, ClientPayloadError, hdrs, web
 
 from .. import disk
-from ..intake import clean_name
+from ..intake import QueueFull, clean_name
 from ..job import Job, Status
 from .errors import ApiError, error_response
 from .keys import CONFIG, COUNTERS, GUARD, SERVICES
@@ -26,6 +28,7 @@ MAX_PARTS = 8
 MAX_FIELD_BYTES = 256  # the profile field
 MAX_NAME_CHARS = 200
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file itself
+RETRY_S = 30  # Retry-After for a busy or full answer
 
 
 def add_routes(r: web.UrlDispatcher) -> None:
@@ -72,11 +75,34 @@ def display_name(raw: str | None) -> str:
 
 async def create_job(request: web.Request) -> web.Response:
     cfg = request.app[CONFIG]
+    counters = request.app[COUNTERS]
     _check_declared_size(request)
-    _check_disk(cfg.storage.tmp_dir, cfg.storage.min_free_bytes, request.content_length or 0)
+    if counters.uploads_active >= cfg.web.max_uploads:
+        raise ApiError(
+            429, "busy", "too many uploads at once; try again shortly", retry_after=RETRY_S
+        )
+    await _check_room(request)
     if not request.content_type.startswith("multipart/"):
         raise ApiError(400, "bad_request", "send the file as multipart/form-data, field 'file'")
+    counters.uploads_active += 1
+    try:
+        # The declared length is promised up front: parallel uploads can't each count
+        # the same free space.
+        with (
+            _disk_full_answers(),
+            request.app[SERVICES].disk.reserve(request.content_length or 0) as reservation,
+        ):
+            job = await _receive(request, reservation)
+    finally:
+        counters.uploads_active -= 1
+    if job.status is Status.REJECTED:
+        reason = job.error.message if job.error else "HandBrake can't read this file"
+        raise ApiError(422, job.error.code if job.error else "not_video", reason)
+    return web.json_response(job.to_json(), status=201)
 
+
+async def _receive(request: web.Request, reservation: disk.Reservation) -> Job:
+    """Read the form, stream its file into tmp/, and hand it to the intake."""
     reader = await request.multipart()
     profile: str | None = None
     upload: Path | None = None
@@ -94,7 +120,7 @@ async def create_job(request: web.Request) -> web.Response:
             elif part.name == "file" and upload is None:
                 name = display_name(part.filename)
                 upload = request.app[SERVICES].layout.new_upload()
-                await _stream_to(request, part, upload)
+                await _stream_to(request, part, upload, reservation)
             else:
                 await _read_field(part)  # an unknown small field: skip it
         else:
@@ -104,6 +130,7 @@ async def create_job(request: web.Request) -> web.Response:
         _check_profile(request, profile)
         job = await _admit(request, upload, name, profile)
         upload = None  # the intake owns the file now (moved or deleted)
+        return job
     except (ConnectionError, ClientPayloadError) as e:
         # The client went away mid-upload: nobody will read an answer.
         log.info("upload of %r aborted by the client: %s", name, e)
@@ -111,11 +138,6 @@ async def create_job(request: web.Request) -> web.Response:
     finally:
         if upload is not None:
             await _discard(upload)
-
-    if job.status is Status.REJECTED:
-        reason = job.error.message if job.error else "HandBrake can't read this file"
-        raise ApiError(422, job.error.code if job.error else "not_video", reason)
-    return web.json_response(job.to_json(), status=201)
 
 
 def _check_profile(request: web.Request, profile: str | None) -> None:
@@ -125,9 +147,10 @@ def _check_profile(request: web.Request, profile: str | None) -> None:
         raise ApiError(400, "unknown_profile", f"unknown profile; choose one of {choices}")
 
 
-def _check_disk(path: Path, min_free: int, incoming: int) -> None:
+@contextlib.contextmanager
+def _disk_full_answers() -> Iterator[None]:
     try:
-        disk.check(path, min_free, incoming)
+        yield
     except disk.DiskFull as e:
         raise ApiError(507, "disk_full", str(e)) from None
 
@@ -141,45 +164,54 @@ async def _read_field(part: BodyPartReader) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-async def _stream_to(request: web.Request, part: BodyPartReader, path: Path) -> None:
+async def _stream_to(
+    request: web.Request, part: BodyPartReader, path: Path, reservation: disk.Reservation
+) -> None:
     """Write the part to `path` chunk by chunk, enforcing the size limit and the disk guard."""
     cfg = request.app[CONFIG]
     counters = request.app[COUNTERS]
+    guard = request.app[SERVICES].disk
     limit = cfg.web.max_upload_bytes
     written = 0
     next_check = DISK_CHECK_EVERY
-    counters.uploads_active += 1
     # One write in flight while the next chunk is read and parsed: the disk and the
     # network overlap, and at most two chunks are ever held in memory.
     writing: asyncio.Future[int] | None = None
-    try:
-        async with aiofiles.open(path, "xb") as f:
-            try:
-                while chunk := await part.read_chunk(CHUNK):
-                    written += len(chunk)
-                    if written > limit:
-                        raise _too_large(limit)
-                    if writing is not None:
-                        await writing
-                    writing = asyncio.ensure_future(f.write(chunk))
-                    counters.bytes_uploaded += len(chunk)
-                    if written >= next_check:
-                        next_check += DISK_CHECK_EVERY
-                        _check_disk(path.parent, cfg.storage.min_free_bytes, 0)
+    async with aiofiles.open(path, "xb") as f:
+        try:
+            while chunk := await part.read_chunk(CHUNK):
+                written += len(chunk)
+                if written > limit:
+                    raise _too_large(limit)
                 if writing is not None:
                     await writing
-            finally:
-                if writing is not None and not writing.done():
-                    # The file closes only after its last write has finished.
-                    await asyncio.wait([writing])
-    finally:
-        counters.uploads_active -= 1
+                reservation.wrote(len(chunk))  # past a declared length: checked
+                writing = asyncio.ensure_future(f.write(chunk))
+                counters.bytes_uploaded += len(chunk)
+                if written >= next_check:  # others write too (encodes, the inbox)
+                    next_check += DISK_CHECK_EVERY
+                    guard.check()
+            if writing is not None:
+                await writing
+        finally:
+            if writing is not None and not writing.done():
+                # The file closes only after its last write has finished.
+                await asyncio.wait([writing])
+
+
+async def _check_room(request: web.Request) -> None:
+    try:
+        await request.app[SERVICES].intake.check_room()
+    except QueueFull as e:
+        raise ApiError(429, "queue_full", str(e), retry_after=RETRY_S) from None
 
 
 async def _admit(request: web.Request, upload: Path, name: str, profile: str | None) -> Job:
     svc = request.app[SERVICES]
     try:
         return await svc.intake.admit(upload, "upload", name=name, profile=profile)
+    except QueueFull as e:
+        raise ApiError(429, "queue_full", str(e), retry_after=RETRY_S) from None
     except ValueError as e:
         raise ApiError(400, "bad_request", str(e)) from None
     except disk.DiskFull as e:

@@ -11,7 +11,7 @@ from ..hub import snapshot_message
 from ..job import Status
 from ..store import Store
 from .errors import ApiError
-from .keys import HUB, SERVICES, WEBSOCKETS
+from .keys import GUARD, HUB, SERVICES, WEBSOCKETS
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ async def snapshot(store: Store) -> list[dict[str, Any]]:
 async def websocket(request: web.Request) -> web.StreamResponse:
     app = request.app
     hub = app[HUB]
-    if hub.full:
+    address = app[GUARD].address(request)
+    if not hub.has_room(address):
         raise ApiError(503, "too_many_clients", "too many live connections; try again later")
     # compress=False: job messages are small, and deflating each one once per client
     # was most of the fan-out's CPU with a thousand browsers watching.
@@ -45,7 +46,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     await sock.prepare(request)
     app[WEBSOCKETS].add(sock)
     # Registered before the snapshot is read, so nothing that happens meanwhile is missed.
-    client = hub.connect(sock)
+    client = hub.connect(sock, address)
     try:
         jobs = await snapshot(app[SERVICES].store)
         await sock.send_str(snapshot_message(jobs))
