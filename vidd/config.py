@@ -117,6 +117,11 @@ class Web:
     allowed_hosts: tuple[str, ...] = ()
     trust_proxy: bool = False
     allow_anonymous: bool = False
+    idle_timeout_s: float = 15.0
+    body_timeout_s: float = 30.0
+    min_body_rate: int = 1024
+    max_connections: int = 0
+    max_connections_per_client: int = 64
 
 
 @dataclass(frozen=True)

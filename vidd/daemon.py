@@ -18,6 +18,7 @@ from . import __version__, logs, shutdown
 from .config import Config
 from .notify import Notifier
 from .services import AlreadyRunning, Services
+from .web import connections
 from .web.app import create_app
 from .web.keys import SERVICES
 
@@ -56,7 +57,12 @@ async def _serve(config: Config) -> int:
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
 
     app = create_app(config, notifier=notifier, websocket_close_s=plan.websockets.timeout_s)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=plan.http.timeout_s)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=plan.http.timeout_s,
+        **connections.handler_args(config.web),
+    )
     try:
         await runner.setup()  # runs cleanup_ctx: the store opens, the pool and watcher start
     except AlreadyRunning as e:
@@ -79,7 +85,10 @@ async def _serve(config: Config) -> int:
     except OSError as e:
         log.error("cannot start: %s", e)
         return CANNOT_START
-    site = web.TCPSite(runner, config.web.host, config.web.port)
+    limits = connections.Limits(
+        config.web.max_connections_per_client, connections.overall_cap(config.web)
+    )
+    site = connections.GuardedSite(runner, config.web.host, config.web.port, limits)
     try:
         await site.start()
     except OSError as e:

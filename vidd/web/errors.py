@@ -20,6 +20,7 @@ STATUS_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "too_slow",
     409: "conflict",
     413: "too_large",
     429: "too_many_requests",
@@ -58,7 +59,7 @@ def _errors() -> Middleware:
             resp = error_response(e.status, e.code, e.message)
             if e.retry_after is not None:
                 resp.headers["Retry-After"] = str(e.retry_after)
-            if e.status == 413:
+            if e.status in (408, 413):
                 resp.force_close()  # the rest of the body is not wanted
             return resp
         except web.HTTPException as e:

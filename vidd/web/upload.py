@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import aiofiles
@@ -177,9 +178,10 @@ async def _stream_to(
     # One write in flight while the next chunk is read and parsed: the disk and the
     # network overlap, and at most two chunks are ever held in memory.
     writing: asyncio.Future[int] | None = None
+    pace = _Pace(cfg.web.body_timeout_s, cfg.web.min_body_rate)
     async with aiofiles.open(path, "xb") as f:
         try:
-            while chunk := await part.read_chunk(CHUNK):
+            while chunk := await pace.next(part.read_chunk(CHUNK)):
                 written += len(chunk)
                 if written > limit:
                     raise _too_large(limit)
@@ -197,6 +199,37 @@ async def _stream_to(
             if writing is not None and not writing.done():
                 # The file closes only after its last write has finished.
                 await asyncio.wait([writing])
+
+
+class _Pace:
+    """A body must keep coming: no pause longer than `timeout_s`, and after its first
+    minute at least `min_rate` bytes a second on average (else 408, and closed)."""
+
+    GRACE_S = 60.0
+
+    def __init__(self, timeout_s: float, min_rate: int) -> None:
+        self.timeout_s = timeout_s
+        self.min_rate = min_rate
+        self.started = time.monotonic()
+        self.received = 0
+
+    async def next(self, read: Awaitable[bytes]) -> bytes:
+        try:
+            chunk = await asyncio.wait_for(read, self.timeout_s)
+        except TimeoutError:
+            raise ApiError(
+                408, "too_slow", f"the upload stopped for {self.timeout_s:g} s"
+            ) from None
+        self.received += len(chunk)
+        elapsed = time.monotonic() - self.started
+        if elapsed > self.GRACE_S and self.received / elapsed < self.min_rate:
+            raise ApiError(
+                408,
+                "too_slow",
+                f"the upload is too slow ({self.received / elapsed:.0f} bytes/s; "
+                f"at least {self.min_rate} are needed)",
+            )
+        return chunk
 
 
 async def _check_room(request: web.Request) -> None:
