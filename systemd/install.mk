@@ -10,8 +10,10 @@
 # as venvs always do, so a staged venv works in place, not after moving it.
 
 PYTHON ?= python3
-# Extra pip arguments, e.g. VIDD_PIP_ARGS=--no-deps when the dependencies are checked elsewhere.
+# Extra pip arguments for vidd itself.
 VIDD_PIP_ARGS ?=
+# The dependencies, pinned with hashes; empty skips them (the tests check the layout offline).
+VIDD_LOCK ?= $(VIDD_SRC)/systemd/requirements.lock
 # The config to install when /etc/vidd/config.toml does not exist yet.
 VIDD_SRC := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))..)
 VIDD_CONFIG ?= $(VIDD_SRC)/config.toml
@@ -33,20 +35,25 @@ else
 	@echo "DESTDIR is set: not creating the vidd user, not calling systemctl"
 endif
 	$(PYTHON) -m venv $(VIDD_VENV)
+ifneq ($(VIDD_LOCK),)
 	$(VIDD_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		--require-hashes --no-deps -r $(VIDD_LOCK)
+endif
+	$(VIDD_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
 		$(VIDD_PIP_ARGS) $(VIDD_SRC)
 	if [ -f $(VIDD_SRC)/README.md ]; then \
 		install -m 0644 $(VIDD_SRC)/README.md $(VIDD_VENV)/README.md; fi
 	install -d -m 0755 $(VIDD_ETC)
 # Never overwrite an operator's config; a new one gets data_dir = /var/lib/vidd, and is
-# root:vidd 0640 because it may hold web.token.
+# root:vidd 0640 from its first byte (created by install -m, then filled), because it may
+# hold web.token.
 	if [ -e $(VIDD_ETC)/config.toml ]; then \
 		echo "kept the existing $(VIDD_ETC)/config.toml"; \
 	else \
+		install -m 0640 /dev/null $(VIDD_ETC)/config.toml.new && \
 		sed -E 's|^[[:space:]]*data_dir[[:space:]]*=.*|data_dir = "$(VIDD_DATA)"|' \
-			$(VIDD_CONFIG) > $(VIDD_ETC)/config.toml.new && \
+			$(VIDD_CONFIG) >> $(VIDD_ETC)/config.toml.new && \
 		grep -q '^data_dir = "$(VIDD_DATA)"' $(VIDD_ETC)/config.toml.new && \
-		chmod 0640 $(VIDD_ETC)/config.toml.new && \
 		$(if $(DESTDIR),true,chgrp vidd $(VIDD_ETC)/config.toml.new) && \
 		mv $(VIDD_ETC)/config.toml.new $(VIDD_ETC)/config.toml; \
 	fi

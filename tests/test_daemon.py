@@ -112,3 +112,18 @@ def test_a_read_only_data_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2, out
     assert "cannot start" in out and "Traceback" not in out
     assert len([line for line in out.splitlines() if "ERROR" in line]) == 1, out
+
+
+def test_a_token_readable_by_everyone_is_warned_about(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    token = "ab" * 32
+    write_config(tmp_path, web={"token": token})
+    (tmp_path / "config.toml").chmod(0o644)
+    d = daemon_factory()
+    assert "holds web.token and every user can read it (mode 644)" in d.log()
+    assert token not in d.log()
+    d.stop()
+    (tmp_path / "config.toml").chmod(0o640)
+    d = daemon_factory()
+    assert "every user can read it" not in d.log()

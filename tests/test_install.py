@@ -3,6 +3,7 @@ config that is never overwritten, and an uninstall that keeps the config and the
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 import subprocess
@@ -29,9 +30,9 @@ def make(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 def test_install_and_uninstall_into_destdir(tmp_path):
     dest = tmp_path / "root"
-    # --no-deps: tests/ already run with the dependencies; this checks the layout. (pip still
-    # fetches setuptools for the isolated build; the venv's own setuptools lacks bdist_wheel.)
-    args = [f"DESTDIR={dest}", f"PYTHON={sys.executable}", "VIDD_PIP_ARGS=--no-deps"]
+    # VIDD_LOCK empty: tests/ already run with the dependencies; this checks the layout. (pip
+    # still fetches setuptools for the isolated build; the venv's own lacks bdist_wheel.)
+    args = [f"DESTDIR={dest}", f"PYTHON={sys.executable}", "VIDD_LOCK="]
     r = make("install", *args)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "systemctl enable --now vidd" in r.stdout
@@ -112,3 +113,31 @@ def test_top_level_makefile_includes_it():
     )
     assert r.returncode == 0, r.stderr
     assert "-m venv /nonexistent/stage/opt/vidd" in r.stdout
+
+
+def test_the_real_install_takes_pinned_hashed_dependencies_and_a_closed_config():
+    r = make("-n", "install", "DESTDIR=")
+    assert r.returncode == 0, r.stderr
+    text = r.stdout.replace("\\\n", " ")
+    assert "--require-hashes --no-deps -r " + str(ROOT / "systemd" / "requirements.lock") in text
+    lines = text.splitlines()
+    config = next(line for line in lines if "config.toml.new" in line and "install -m" in line)
+    # the file is 0640 before the first byte of config (and so of a token) is written
+    assert config.index("install -m 0640 /dev/null") < config.index("sed -E")
+
+
+def test_the_lock_file_pins_every_runtime_dependency_with_hashes():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {re.split(r"[<>=!~ ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    lock = (ROOT / "systemd" / "requirements.lock").read_text()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\]+)", lock, re.MULTILINE))
+    assert wanted <= {name.lower() for name in pins}, (wanted, pins)
+    for block in re.split(r"\n(?=[A-Za-z])", lock.split("\n", 3)[-1]):
+        if "==" in block:
+            assert "--hash=sha256:" in block, block
+    floor = next(d for d in project["dependencies"] if d.startswith("aiohttp"))
+    assert floor == "aiohttp>=3.12.14"
+    major, minor, patch = (int(x) for x in pins["aiohttp"].split("."))
+    assert (major, minor, patch) >= (3, 12, 14)

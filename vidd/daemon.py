@@ -10,6 +10,7 @@ import os
 import resource
 import signal
 import sqlite3
+import stat
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -136,8 +137,25 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _warn_if_token_readable(config: Config) -> None:
+    """A token in a file every user can read is no secret."""
+    if not config.web.token:
+        return
+    try:
+        mode = config.path.stat().st_mode
+    except OSError:
+        return
+    if mode & stat.S_IROTH:
+        log.warning(
+            "%s holds web.token and every user can read it (mode %o); "
+            "run: chmod o-r %s",
+            config.path, stat.S_IMODE(mode), config.path,
+        )  # fmt: skip
+
+
 def serve(config: Config, *, verbose: bool = False) -> int:
     logs.setup(config.daemon.log_level, verbose=verbose)
+    _warn_if_token_readable(config)
     _raise_fd_limit()
     if not verbose:  # one line per request is noise next to one line per event
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
