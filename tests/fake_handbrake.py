@@ -9,9 +9,11 @@ It speaks the same --json format. FAKE_HB_MODE picks the behaviour:
   exit0_no_workdone  some progress, a partial output, exit 0 and no WorkDone
   workdone_error     some progress, a partial output, WorkDone Error 3, exit 0
   exitcode:N         some progress, a partial output, WorkDone Error N, exit N
-FAKE_HB_ENV_OUT, when set, names a file that gets the environment as JSON;
-FAKE_HB_PIDS_OUT a file that gets the pids of the process and its grandchild.
-`--scan` always goes to the real HandBrakeCLI, so probes still work.
+FAKE_HB_SHOW_ENV=1 prints the environment it got as a line `fake env: {json}` on stderr;
+FAKE_HB_PIDS_OUT names a file (in the job's work folder: vidd's box lets it write only
+there) that gets the pids of the process and its grandchild, also printed on stderr as
+`fake pids: [pid, grandchild]`. vidd passes these on only when its config's
+encode.child_env names them. `--scan` always goes to the real HandBrakeCLI.
 """
 
 from __future__ import annotations
@@ -68,9 +70,8 @@ def some_progress(output: str | None) -> None:
 def main(argv: list[str]) -> int:
     if "--scan" in argv:
         os.execv(REAL, [REAL, *argv])
-    if path := os.environ.get("FAKE_HB_ENV_OUT"):
-        with open(path, "w") as f:
-            json.dump(dict(os.environ), f)
+    if os.environ.get("FAKE_HB_SHOW_ENV"):
+        print("fake env: " + json.dumps(dict(os.environ)), file=sys.stderr, flush=True)
     mode = os.environ.get("FAKE_HB_MODE", "ok")
     if mode == "ok":
         os.execv(REAL, [REAL, *argv])
@@ -79,9 +80,11 @@ def main(argv: list[str]) -> int:
     some_progress(output)
     if mode == "stall":
         grandchild = subprocess.Popen(["sleep", "1000"])  # noqa: S603, S607
+        pids = [os.getpid(), grandchild.pid]
+        print(f"fake pids: {json.dumps(pids)}", file=sys.stderr, flush=True)
         if path := os.environ.get("FAKE_HB_PIDS_OUT"):
             with open(path, "w") as f:
-                json.dump([os.getpid(), grandchild.pid], f)
+                json.dump(pids, f)
         while True:
             working(0.3)
             print("[00:00:01] still thinking", file=sys.stderr, flush=True)

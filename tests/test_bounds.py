@@ -98,12 +98,12 @@ async def test_scans_run_at_most_one_per_core(make_config, clip, monkeypatch):
     running = peak = 0
     real = probe_mod.probe
 
-    async def counted(handbrake, path):
+    async def counted(handbrake, path, box=None):
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
         try:
-            return await real(handbrake, path)
+            return await real(handbrake, path, box)
         finally:
             running -= 1
 

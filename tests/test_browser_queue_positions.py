@@ -34,7 +34,12 @@ def test_queue_places_move_up_live(daemon_factory, clip, tmp_path):
     handbrake.chmod(0o755)
     d = daemon_factory(
         env={**daemon_env(), "FAKE_HB_MODE": "stall"},  # encodes that run until cancelled
-        encode={"handbrake": str(handbrake), "max_parallel": 1, "stall_timeout_s": 120.0},
+        encode={
+            "handbrake": str(handbrake),
+            "max_parallel": 1,
+            "stall_timeout_s": 120.0,
+            "child_env": ["FAKE_HB_MODE"],  # the fake reads its mode from it
+        },
         daemon={"shutdown_timeout_s": 1.0},
     )
     for i in range(3):  # a running job and two waiting behind it

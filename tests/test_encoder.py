@@ -35,6 +35,20 @@ args = ["-e", "x264", "-q", "22", "--start-at", "seconds:100"]
 """
 
 
+# What the fake reads from its environment: vidd passes these on only when told to.
+FAKE_ENV = ["FAKE_HB_MODE", "FAKE_HB_PIDS_OUT", "FAKE_HB_SHOW_ENV"]
+
+
+def fake_pids(log_tail: str) -> list[int]:
+    line = next(x for x in log_tail.splitlines() if x.startswith("fake pids: "))
+    return list(json.loads(line.removeprefix("fake pids: ")))
+
+
+def fake_env(log_tail: str) -> dict[str, str]:
+    line = next(x for x in log_tail.splitlines() if x.startswith("fake env: "))
+    return dict(json.loads(line.removeprefix("fake env: ")))
+
+
 @pytest.fixture(scope="session")
 def fake_handbrake() -> str:
     # git may not keep the executable bit
@@ -150,7 +164,7 @@ async def test_the_command_is_handbrakes_own_arguments_only(make_config):
     args = Encoder(cfg, Layout(cfg.storage)).command(job)
     assert args[:2] == [cfg.encode.handbrake, "--json"]
     assert args[args.index("-i") + 1] == str(cfg.storage.sources_dir / f"{job.id}.mkv")
-    assert args[args.index("-o") + 1] == str(cfg.storage.tmp_dir / f"{job.id}.mp4")
+    assert args[args.index("-o") + 1] == str(Layout(cfg.storage).tmp_video(job.id))
     assert args[args.index("--format") + 1] == "av_mp4"
     assert args[-9:] == list(cfg.encode.profiles["web"].args)
 
@@ -165,11 +179,14 @@ def test_output_rate_is_read_from_the_profile():
 async def test_a_stall_is_stopped_with_its_whole_group(
     clip, make_config, fake_handbrake, monkeypatch, tmp_path
 ):
-    pids_file = tmp_path / "pids.json"
     monkeypatch.setenv("FAKE_HB_MODE", "stall")
-    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
     cfg = make_config(
-        encode={"handbrake": fake_handbrake, "stall_timeout_s": 1.0, "kill_grace_s": 1.0}
+        encode={
+            "handbrake": fake_handbrake,
+            "stall_timeout_s": 1.0,
+            "kill_grace_s": 1.0,
+            "child_env": FAKE_ENV,
+        }
     )
     job = await make_job(cfg, clip)
     seen: list[Progress] = []
@@ -180,7 +197,7 @@ async def test_a_stall_is_stopped_with_its_whole_group(
     assert failed.value.code == "stalled"
     assert "still thinking" in failed.value.log_tail  # it kept talking, but made no progress
     assert seen[-1].progress == pytest.approx(0.3)
-    assert all(gone(pid) for pid in json.loads(pids_file.read_text()))
+    assert all(gone(pid) for pid in fake_pids(failed.value.log_tail))
     assert_clean(cfg, job)
 
 
@@ -199,7 +216,7 @@ async def test_failures_are_reported_and_cleaned_up(
     clip, make_config, fake_handbrake, monkeypatch, mode, code, words
 ):
     monkeypatch.setenv("FAKE_HB_MODE", mode)
-    cfg = make_config(encode={"handbrake": fake_handbrake})
+    cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV})
     job = await make_job(cfg, clip)
     with pytest.raises(EncodeFailed) as failed:
         await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
@@ -243,7 +260,7 @@ async def test_cancelling_a_real_encode_reaps_it_and_cleans_up(long_clip, make_c
 
     task = asyncio.create_task(encoder.run(job, on_progress))
     await asyncio.wait_for(started.wait(), 30)
-    assert (cfg.storage.tmp_dir / f"{job.id}.mp4").exists()  # really mid-encode
+    assert Layout(cfg.storage).tmp_video(job.id).exists()  # really mid-encode
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -256,11 +273,11 @@ async def test_cancelling_a_real_encode_reaps_it_and_cleans_up(long_clip, make_c
 async def test_renice_and_kill_all_reach_a_running_encode(
     clip, make_config, fake_handbrake, monkeypatch, tmp_path
 ):
-    pids_file = tmp_path / "pids.json"
     monkeypatch.setenv("FAKE_HB_MODE", "stall")
-    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
-    cfg = make_config(encode={"handbrake": fake_handbrake})
+    cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV})
     job = await make_job(cfg, clip)
+    pids_file = Layout(cfg.storage).work(job.id) / "pids.json"  # the one folder it may write
+    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
     encoder = Encoder(cfg, Layout(cfg.storage))
     started = asyncio.Event()
     task = asyncio.create_task(encoder.run(job, lambda p: started.set(), nice=3))
@@ -285,20 +302,23 @@ async def test_renice_and_kill_all_reach_a_running_encode(
 async def test_the_child_does_not_inherit_the_notify_socket(
     clip, make_config, fake_handbrake, monkeypatch, tmp_path
 ):
-    env_file = tmp_path / "env.json"
     monkeypatch.setenv("NOTIFY_SOCKET", "/run/systemd/notify")
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    monkeypatch.setenv("VIDD_TOKEN", "a secret the child must not see")
     monkeypatch.setenv("FAKE_HB_MODE", "workdone_error")
-    monkeypatch.setenv("FAKE_HB_ENV_OUT", str(env_file))
-    cfg = make_config(encode={"handbrake": fake_handbrake})
+    monkeypatch.setenv("FAKE_HB_SHOW_ENV", "1")
+    cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV})
     job = await make_job(cfg, clip)
-    with pytest.raises(EncodeFailed):
+    with pytest.raises(EncodeFailed) as failed:
         await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
-    env = json.loads(env_file.read_text())
-    assert env["FAKE_HB_MODE"] == "workdone_error"  # it did see the test's environment
-    assert "NOTIFY_SOCKET" not in env and "WATCHDOG_USEC" not in env
-    # HandBrake's scratch folder goes under tmp/, where vidd cleans up after it.
-    assert env["TMPDIR"] == str(cfg.storage.tmp_dir / f"{job.id}.hb")
+    env = fake_env(failed.value.log_tail)
+    assert env["FAKE_HB_MODE"] == "workdone_error"  # passed on: encode.child_env names it
+    # Only what it needs: PATH, HOME, TMPDIR, LANG (and what child_env names), plus the
+    # two variables stdbuf itself adds to make HandBrake's stdout line-buffered.
+    stdbuf = {"LD_PRELOAD", "_STDBUF_O"}
+    assert set(env) - set(FAKE_ENV) - stdbuf == {"PATH", "HOME", "TMPDIR", "LANG"}, sorted(env)
+    # HandBrake's scratch folder is the job's work folder, where vidd cleans up after it.
+    assert env["TMPDIR"] == env["HOME"] == str(cfg.storage.tmp_dir / f"{job.id}.work")
     assert_clean(cfg, job)
 
 
@@ -335,20 +355,21 @@ async def test_a_poster_failure_does_not_fail_the_job(clip, make_config):
 async def test_a_crashed_progress_callback_does_not_leave_handbrake_running(
     clip, make_config, fake_handbrake, monkeypatch, tmp_path
 ):
-    pids_file = tmp_path / "pids.json"
     monkeypatch.setenv("FAKE_HB_MODE", "stall")
-    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
-    cfg = make_config(encode={"handbrake": fake_handbrake, "kill_grace_s": 1.0})
+    cfg = make_config(
+        encode={"handbrake": fake_handbrake, "kill_grace_s": 1.0, "child_env": FAKE_ENV}
+    )
     job = await make_job(cfg, clip)
-    seen = 0
+    pids_file = Layout(cfg.storage).work(job.id) / "pids.json"
+    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
+    pids: list[int] = []
 
     def broken(p: Progress) -> None:
-        nonlocal seen
-        seen += 1
         if pids_file.exists() and pids_file.read_text():
+            pids.extend(json.loads(pids_file.read_text()))
             raise RuntimeError("a bug in the callback")
 
     with pytest.raises(RuntimeError, match="a bug"):
         await asyncio.wait_for(Encoder(cfg, Layout(cfg.storage)).run(job, broken), 20)
-    assert all(gone(pid) for pid in json.loads(pids_file.read_text()))
+    assert len(pids) == 2 and all(gone(pid) for pid in pids)
     assert_clean(cfg, job)

@@ -61,6 +61,7 @@ async def rig_factory(make_config: Callable[..., Config]) -> AsyncIterator[Calla
     rigs: list[tuple[Pool, Store]] = []
 
     async def make(storage: dict[str, Any] | None = None, **encode: Any) -> Rig:
+        encode = {"child_env": ["FAKE_HB_MODE"], **encode}  # the fake reads its mode from it
         cfg = make_config(watch={"enabled": False}, encode=encode, storage=storage or {})
         layout = Layout(cfg.storage)
         layout.make_dirs()

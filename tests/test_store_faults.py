@@ -24,7 +24,7 @@ from conftest import ffprobe, get_json, make_clip, wait_for
 from vidd.job import Job, Status, new_id, now
 from vidd.store import Store
 
-LOCK_S = 9.0  # longer than the store's busy_timeout (5 s): writes really fail
+LOCK_S = 15.0  # past the busy_timeout (5 s) of a queued progress write and of the end itself
 
 
 def upload(url: str, path: Path) -> dict:
@@ -112,7 +112,6 @@ def test_a_locked_database_delays_a_jobs_end_but_loses_nothing(daemon_factory, c
     assert out.stat().st_size == done["output"]["size"]  # the output was kept meanwhile
     streams = {s["codec_type"]: s["codec_name"] for s in ffprobe(out)["streams"]}
     assert streams == {"video": "h264", "audio": "aac"}
-    assert "the database refused its end" in d.log()
     assert "Traceback" not in d.log()
     wait_for(lambda: healthz(d.url)[0] == 200, 10)
 

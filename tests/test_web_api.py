@@ -132,7 +132,11 @@ async def test_cancel_retry_delete_through_the_states(
     """A stalling encoder keeps one job running and the next one queued."""
     cfg = make_config(
         watch={"enabled": False},
-        encode={"max_parallel": 1, "handbrake": stalling_handbrake(tmp_path)},
+        encode={
+            "max_parallel": 1,
+            "handbrake": stalling_handbrake(tmp_path),
+            "child_env": ["FAKE_HB_MODE"],
+        },
     )
     client = await aiohttp_client(create_app(cfg))
     # After start-up: `--version` must not stall; only the encodes do.

@@ -1,5 +1,7 @@
 """Child processes: started from an argument list (never a shell) in a process group of
-their own, with a clean environment, and always stopped and reaped the same way.
+their own, and always stopped and reaped the same way. The tools that read untrusted
+media run in a box (`Box`, set up by sandbox.py): a minimal environment, no
+capabilities, no network where possible, and only the files they need.
 """
 
 from __future__ import annotations
@@ -9,12 +11,43 @@ import contextlib
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 # Variables a child must never inherit: systemd's notify socket and watchdog belong
 # to vidd alone.
 MAX_OUTPUT = 4 << 20  # bytes kept of each stream of a short command (a scan's JSON is ~10 KB)
 PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+
+
+SANDBOX = Path(__file__).with_name("sandbox.py")
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class Box:
+    """What a boxed child may touch: `home` (its HOME and TMPDIR, writable), `reads`,
+    `writes` (folders), and these variables of vidd's own environment beyond PATH,
+    HOME, TMPDIR and LANG."""
+
+    home: Path
+    reads: tuple[Path, ...] = ()
+    writes: tuple[Path, ...] = ()
+    pass_env: tuple[str, ...] = ()
+
+    def command(self, args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+        """The argument list that runs `args` in this box, and its environment."""
+        argv = [sys.executable, "-I", "-S", str(SANDBOX)]
+        for path in self.reads:
+            argv += ["--read", str(path)]
+        for path in (self.home, *self.writes):
+            argv += ["--write", str(path)]
+        home = str(self.home)
+        env = {"PATH": SAFE_PATH, "HOME": home, "TMPDIR": home, "LANG": "C.UTF-8"}
+        env.update({k: os.environ[k] for k in self.pass_env if k in os.environ})
+        return [*argv, "--", *args], env
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -39,6 +72,7 @@ async def spawn(
     nice: int = 0,
     stdout: int | None = asyncio.subprocess.PIPE,
     env: Mapping[str, str] | None = None,
+    box: Box | None = None,
 ) -> asyncio.subprocess.Process:
     """Start `args` in a process group of its own, at the given niceness.
 
@@ -47,13 +81,16 @@ async def spawn(
     the oldest encode could not be given the CPU first. A group is enough to signal the
     child and all it starts, and keeps it out of the terminal's Ctrl-C.
     """
+    if box is not None:
+        argv, environment = box.command(args)
+    else:
+        argv, environment = [*_PREFIX, *args], child_env(env)
     proc = await asyncio.create_subprocess_exec(
-        *_PREFIX,
-        *args,
+        *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
-        env=child_env(env),
+        env=environment,
         process_group=0,
     )
     if nice:
@@ -104,6 +141,7 @@ async def run(
     grace_s: float = 2.0,
     nice: int = 0,
     max_output: int = MAX_OUTPUT,
+    box: Box | None = None,
 ) -> tuple[int, str, str]:
     """Run a short command to completion; returns (exit code, stdout, stderr).
 
@@ -112,7 +150,7 @@ async def run(
     child print. On timeout or cancellation the process group is stopped and reaped.
     Raises TimeoutError on timeout.
     """
-    proc = await spawn(args, nice=nice)
+    proc = await spawn(args, nice=nice, box=box)
     assert proc.stdout is not None and proc.stderr is not None
     try:
         out, err, _ = await asyncio.wait_for(

@@ -101,6 +101,7 @@ class Encode:
     kill_grace_s: float = 5.0
     log_tail_lines: int = 200
     max_queued: int = 1000
+    child_env: tuple[str, ...] = ()
     profiles: dict[str, Profile] = field(default_factory=lambda: dict(DEFAULT_PROFILES))
 
 

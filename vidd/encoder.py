@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import children, mp4, poster, probe
@@ -190,13 +191,9 @@ class Encoder:
         self.layout.clear_tmp_of(job.id)  # leftovers of an attempt vidd did not see through
         self._nice[job.id] = nice
         try:
-            try:
-                output, log_tail = await self._encode(job, on_progress, nice)
-            except BaseException:
-                self.layout.clear_tmp_of(job.id)
-                raise
-            self.layout.clear_tmp_of(job.id)  # HandBrake's scratch folder
+            output, log_tail = await self._encode(job, on_progress, nice)
             video, image = self.layout.outputs(job.id)
+            work = self.layout.work(job.id)
             try:
                 has_poster = await poster.make(
                     self.config.encode.ffmpeg,
@@ -205,6 +202,9 @@ class Encoder:
                     image,
                     output.duration,
                     nice=self._nice[job.id],
+                    box=children.Box(
+                        home=work, reads=(video,), pass_env=self.config.encode.child_env
+                    ),
                 )
             except BaseException:  # cancelled while making the poster: no output then
                 for path in (video, image):
@@ -212,6 +212,7 @@ class Encoder:
                         path.unlink()
                 raise
         finally:
+            self.layout.clear_tmp_of(job.id)  # the work folder, HandBrake's leftovers in it
             self._nice.pop(job.id, None)
         return EncodeResult(output=output, poster=has_poster, log_tail=log_tail)
 
@@ -232,16 +233,22 @@ class Encoder:
         profile = cfg.profiles.get(job.profile)
         if profile is None:
             raise EncodeFailed("unknown_profile", f"there is no profile named {job.profile!r}")
-        scratch = self.layout.scratch(job.id)
+        work = self.layout.work(job.id)
         self.layout.videos.mkdir(parents=True, exist_ok=True)
-        scratch.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
         args = [*_LINE_BUFFERED, *self.command(job)]
         if shutil.which(cfg.handbrake) is None:
             raise EncodeFailed("spawn_failed", f"HandBrakeCLI ({cfg.handbrake}) is not there")
+        # The box: HandBrake reads its source and writes only in the job's work folder
+        # (its TMPDIR too, so the hb.<pid> a killed HandBrake leaves is cleaned up).
+        # (The tool itself too: stdbuf stands first in the command.)
+        box = children.Box(
+            home=work,
+            reads=(source_path.resolve(), Path(cfg.handbrake)),
+            pass_env=cfg.child_env,
+        )
         try:
-            # TMPDIR: HandBrake's scratch folder (hb.<pid>, left behind when it is killed)
-            # goes under tmp/, where vidd cleans up, instead of /tmp.
-            proc = await children.spawn(args, nice=nice, env={"TMPDIR": str(scratch)})
+            proc = await children.spawn(args, nice=nice, box=box)
         except OSError as e:
             raise EncodeFailed("spawn_failed", f"HandBrakeCLI could not start: {e}") from None
         rate = output_rate(profile)

@@ -21,10 +21,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Literal
 
-from . import disk, probe
+from . import children, disk, probe
 from .config import Config
 from .job import Job, MediaInfo, Status, new_id, now
-from .layout import Layout
+from .layout import Layout, remove
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ class Intake:
                 raise ValueError(f"{job.name!r} is not a regular file")
             try:
                 async with self._probes:
-                    info = await probe.probe(self.config.encode.handbrake, claimed)
+                    info = await self._probe(job, claimed)
                 job = await self.store.admitted(job.id, info)
             except probe.NotAVideo as e:
                 job = await self.store.reject(job.id, str(e) or "not a video")
@@ -188,6 +188,18 @@ class Intake:
                 info.video_codec,
             )  # fmt: skip
         return job
+
+    async def _probe(self, job: Job, claimed: Path) -> MediaInfo:
+        """HandBrake's scan, in a box that may read only this file."""
+        work = self.layout.work(job.id)
+        work.mkdir(parents=True, exist_ok=True)
+        box = children.Box(
+            home=work, reads=(claimed.resolve(),), pass_env=self.config.encode.child_env
+        )
+        try:
+            return await probe.probe(self.config.encode.handbrake, claimed, box)
+        finally:
+            remove(work)
 
     def _put_aside(self, job: Job, claimed: Path) -> None:
         """A rejected inbox file goes to rejected/; a rejected upload is dropped (the

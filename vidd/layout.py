@@ -1,5 +1,5 @@
 """Where vidd keeps its files under `storage.data_dir`: the folders, and the one place
-that knows the path of each of a job's files (its source, video, poster, scratch)."""
+that knows the path of each of a job's files (its source, video, poster, work folder)."""
 
 from __future__ import annotations
 
@@ -52,18 +52,19 @@ class Layout:
 
     # --- tmp/: work in progress, on the same filesystem as videos/ -------------------
 
+    def work(self, job_id: str) -> Path:
+        """One job's own folder in tmp/: the only place its boxed tools may write, and
+        HandBrake's TMPDIR (it leaves hb.<pid> behind when killed)."""
+        return self.tmp / f"{job_id}.work"
+
     def tmp_video(self, job_id: str) -> Path:
-        return self.tmp / f"{job_id}.mp4"
+        return self.work(job_id) / f"{job_id}.mp4"
 
     def tmp_poster(self, job_id: str) -> Path:
-        return self.tmp / f"{job_id}.jpg"
-
-    def scratch(self, job_id: str) -> Path:
-        """HandBrake's TMPDIR for one encode (it leaves hb.<pid> behind when killed)."""
-        return self.tmp / f"{job_id}.hb"
+        return self.work(job_id) / f"{job_id}.jpg"
 
     def tmp_files(self, job_id: str) -> tuple[Path, ...]:
-        return self.tmp_video(job_id), self.tmp_poster(job_id), self.scratch(job_id)
+        return (self.work(job_id),)
 
     def new_upload(self) -> Path:
         """A fresh name in tmp/ for an upload being received: never the client's name."""

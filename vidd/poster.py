@@ -45,7 +45,14 @@ def ffmpeg_args(ffmpeg: str, video: Path, out: Path, duration: float) -> list[st
 
 
 async def make(
-    ffmpeg: str, video: Path, tmp: Path, dest: Path, duration: float, *, nice: int = 0
+    ffmpeg: str,
+    video: Path,
+    tmp: Path,
+    dest: Path,
+    duration: float,
+    *,
+    nice: int = 0,
+    box: children.Box | None = None,
 ) -> bool:
     """Write a poster of `video` to `tmp`, then rename it to `dest`. False if that failed
     (logged): a missing poster never fails a job."""
@@ -53,7 +60,10 @@ async def make(
         return False
     try:
         code, _, err = await children.run(
-            ffmpeg_args(ffmpeg, video, tmp, duration), timeout_s=POSTER_TIMEOUT_S, nice=nice
+            ffmpeg_args(ffmpeg, video, tmp, duration),
+            timeout_s=POSTER_TIMEOUT_S,
+            nice=nice,
+            box=box,
         )
         if code != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
             lines = err.strip().splitlines()

@@ -125,6 +125,9 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        # A second connection for reads: in WAL mode they never wait for the writer, so
+        # the API keeps answering while a write waits out a lock someone else holds.
+        self._reader: aiosqlite.Connection | None = None
         self._listeners: list[Listener] = []
         # Counts per state, kept between changes: /api/status asks far more often than
         # jobs change state. `_generation` keeps a count read across a change from sticking.
@@ -139,12 +142,19 @@ class Store:
             await self._db.execute("PRAGMA synchronous = NORMAL")
             await self._db.execute("PRAGMA busy_timeout = 5000")
             await self._migrate()
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            self._reader.row_factory = aiosqlite.Row
+            await self._reader.execute("PRAGMA busy_timeout = 5000")
+            await self._reader.execute("PRAGMA query_only = 1")
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
+        reader, self._reader = self._reader, None
         db, self._db = self._db, None
+        if reader is not None:
+            await reader.close()
         if db is not None:
             await db.close()
 
@@ -160,6 +170,12 @@ class Store:
         if self._db is None:
             raise StoreClosed("the store is closed")
         return self._db
+
+    @property
+    def _read(self) -> aiosqlite.Connection:
+        if self._reader is None:
+            raise StoreClosed("the store is closed")
+        return self._reader
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Hear about every change from now on; returns the undo."""
@@ -193,13 +209,13 @@ class Store:
         )
 
     async def ping(self) -> bool:
-        async with self._conn.execute("SELECT 1") as cur:
+        async with self._read.execute("SELECT 1") as cur:
             return (await cur.fetchone()) is not None
 
     # --- reads ---------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job | None:
-        async with self._conn.execute(
+        async with self._read.execute(
             f"SELECT {ALL_COLUMNS} FROM jobs WHERE id = ?", (job_id,)
         ) as cur:
             row = await cur.fetchone()
@@ -223,12 +239,12 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ?"
-        async with self._conn.execute(sql, (*args, limit)) as cur:
+        async with self._read.execute(sql, (*args, limit)) as cur:
             jobs = [_job(row) for row in await cur.fetchall()]
         return await self._with_positions(jobs)
 
     async def seq_of(self, job_id: str) -> int | None:
-        async with self._conn.execute("SELECT seq FROM jobs WHERE id = ?", (job_id,)) as cur:
+        async with self._read.execute("SELECT seq FROM jobs WHERE id = ?", (job_id,)) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else None
 
@@ -237,7 +253,7 @@ class Store:
             return dict(self._counts)
         generation = self._generation
         counts = {str(s): 0 for s in Status}
-        async with self._conn.execute("SELECT status, n FROM job_counts") as cur:
+        async with self._read.execute("SELECT status, n FROM job_counts") as cur:
             for row in await cur.fetchall():
                 counts[row[0]] = int(row[1])
         if generation == self._generation:
@@ -250,7 +266,7 @@ class Store:
 
     async def queue_position(self, seq: int) -> int:
         """How many queued jobs are ahead of the queued job with this seq."""
-        async with self._conn.execute(
+        async with self._read.execute(
             "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND seq < ?", (seq,)
         ) as cur:
             row = await cur.fetchone()
@@ -477,7 +493,7 @@ class Store:
 
     async def session_open(self, id_hash: str, token_fp: str) -> bool:
         """Whether this session exists, belongs to the current token and has not expired."""
-        async with self._conn.execute(
+        async with self._read.execute(
             "SELECT 1 FROM sessions WHERE id_hash = ? AND token_fp = ? AND expires_at > ?",
             (id_hash, token_fp, _ts(now())),
         ) as cur:
@@ -495,7 +511,7 @@ class Store:
             return len(list(await cur.fetchall()))
 
     async def session_count(self) -> int:
-        async with self._conn.execute("SELECT COUNT(*) FROM sessions") as cur:
+        async with self._read.execute("SELECT COUNT(*) FROM sessions") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
@@ -503,7 +519,7 @@ class Store:
 
     async def admissions(self) -> list[tuple[Job, Path | None]]:
         """Admissions a crash cut short: each job still admitting, with where its file was."""
-        async with self._conn.execute(
+        async with self._read.execute(
             f"SELECT {ALL_COLUMNS}, intake_path FROM jobs WHERE status = 'admitting' ORDER BY seq"
         ) as cur:
             rows = await cur.fetchall()
@@ -512,7 +528,7 @@ class Store:
     async def source_owners(self) -> dict[str, tuple[str, Status, str]]:
         """Every job id, with its status, origin and source extension: which files in
         sources/ and rejected/ belong to a job."""
-        async with self._conn.execute("SELECT id, status, origin, source_ext FROM jobs") as cur:
+        async with self._read.execute("SELECT id, status, origin, source_ext FROM jobs") as cur:
             rows = await cur.fetchall()
         return {r[0]: (r[3], Status(r[1]), r[2]) for r in rows}
 
