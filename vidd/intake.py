@@ -171,7 +171,14 @@ class Intake:
             except probe.NotAVideo as e:
                 job = await self.store.reject(job.id, str(e) or "not a video")
         except BaseException:
-            if back_to is not None and await _put_back(claimed, back_to):
+            # A cancel (the shutdown's last stage) can land after the store took the new
+            # state but before its answer came back: then the job owns the file, and
+            # putting it back would have the watcher take it a second time.
+            if (
+                back_to is not None
+                and await self._still_admitting(job)
+                and await _put_back(claimed, back_to)
+            ):
                 await self._abandon(job)
             raise
         if job.status is Status.REJECTED:
@@ -200,6 +207,15 @@ class Intake:
                 os.rename(claimed, self.layout.rejected(job))
         except OSError as e:  # the next start finishes this
             log.warning("intake: %s: could not put the rejected file aside: %s", job.id, e)
+
+    async def _still_admitting(self, job: Job) -> bool:
+        """Whether the job's record is still an admission (or gone). When the store can't
+        say, as if it were: the file goes back, and the next start removes the record."""
+        try:
+            current = await asyncio.shield(self.store.get(job.id))
+        except Exception:
+            return True
+        return current is None or current.status is Status.ADMITTING
 
     async def _abandon(self, job: Job) -> None:
         try:
