@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import filecmp
 import logging
 import os
 import re
@@ -235,7 +236,7 @@ class Intake:
             claimed = self.layout.source(job)
             came_back = intake_path is not None and intake_path.is_file()
             if claimed.exists():
-                if came_back and job.origin == "inbox" and _same_size(claimed, intake_path):
+                if came_back and job.origin == "inbox" and await _same_file(claimed, intake_path):
                     # A copy across filesystems that ended before its unlink.
                     assert intake_path is not None
                     intake_path.unlink()
@@ -314,9 +315,13 @@ class Intake:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _same_size(a: Path, b: Path | None) -> bool:
+async def _same_file(a: Path, b: Path | None) -> bool:
+    """Whether `b` holds the same bytes as `a`. Size alone is not enough: a new file
+    dropped under the claimed one's name can have its size, and must not be deleted."""
     try:
-        return b is not None and a.stat().st_size == b.stat().st_size
+        if b is None or a.stat().st_size != b.stat().st_size:
+            return False
+        return await asyncio.to_thread(filecmp.cmp, a, b, shallow=False)
     except OSError:
         return False
 
