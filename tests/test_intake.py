@@ -298,3 +298,32 @@ async def test_admission_completes_when_the_caller_goes_away(env, clip: Path) ->
         await asyncio.sleep(0.05)
     assert [j.status for j in jobs] == [Status.QUEUED]
     assert (cfg.storage.sources_dir / f"{jobs[0].id}.avi").exists()
+
+
+async def test_a_stop_after_the_store_queued_the_job_leaves_the_file_with_it(
+    env, clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shutdown's cancel can reach an admission after the store has queued its job but
+    before the answer is back: the job owns the claimed file then, and it must not go back
+    to the inbox, where it would be taken a second time."""
+    cfg, store, intake = env
+    admitted = store.admitted
+    queued = asyncio.Event()
+
+    async def answer_late(job_id, source):
+        job = await admitted(job_id, source)
+        queued.set()
+        await asyncio.sleep(30)  # the answer is still on its way when the stop comes
+        return job
+
+    monkeypatch.setattr(store, "admitted", answer_late)
+    path = drop(cfg, clip, "clip.avi")
+    task = asyncio.create_task(intake.admit(path, "inbox"))
+    await asyncio.wait_for(queued.wait(), 30)
+    await intake.stop(0)  # the last stage of a shutdown cuts admissions in flight
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [job] = await store.list_jobs()
+    assert job.status is Status.QUEUED
+    assert (cfg.storage.sources_dir / f"{job.id}.avi").read_bytes() == clip.read_bytes()
+    assert not path.exists()

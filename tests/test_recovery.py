@@ -101,6 +101,20 @@ async def test_a_copy_across_filesystems_cut_before_its_unlink_leaves_one_job(
     assert not original.exists()  # no second admission of the same file
 
 
+async def test_a_new_file_of_the_same_name_and_size_is_kept(env, clip: Path) -> None:
+    """Only a copy of the very file is a leftover: a new drop that happens to have the
+    claimed file's name and size is someone else's file."""
+    store, intake, layout = env
+    original = layout.inbox / "clip.avi"
+    job = await store.add(admitting("inbox"), intake_path=original)
+    shutil.copyfile(clip, layout.source(job))  # renamed into sources/, then the crash
+    other = bytes(reversed(clip.read_bytes()))
+    original.write_bytes(other)  # then another file is dropped under that name
+    await recover(intake)
+    assert (await only_job(store)).status is Status.QUEUED
+    assert original.read_bytes() == other  # it waits for the watcher, as any new drop
+
+
 async def test_an_orphan_in_sources_is_adopted_never_deleted(env, clip: Path, caplog) -> None:
     store, intake, layout = env
     orphan = layout.sources / "Xy12ab34cd56.avi"  # an older vidd's crash left it so

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import filecmp
 import logging
 import os
 import re
@@ -171,7 +172,14 @@ class Intake:
             except probe.NotAVideo as e:
                 job = await self.store.reject(job.id, str(e) or "not a video")
         except BaseException:
-            if back_to is not None and await _put_back(claimed, back_to):
+            # A cancel (the shutdown's last stage) can land after the store took the new
+            # state but before its answer came back: then the job owns the file, and
+            # putting it back would have the watcher take it a second time.
+            if (
+                back_to is not None
+                and await self._still_admitting(job)
+                and await _put_back(claimed, back_to)
+            ):
                 await self._abandon(job)
             raise
         if job.status is Status.REJECTED:
@@ -213,6 +221,15 @@ class Intake:
         except OSError as e:  # the next start finishes this
             log.warning("intake: %s: could not put the rejected file aside: %s", job.id, e)
 
+    async def _still_admitting(self, job: Job) -> bool:
+        """Whether the job's record is still an admission (or gone). When the store can't
+        say, as if it were: the file goes back, and the next start removes the record."""
+        try:
+            current = await asyncio.shield(self.store.get(job.id))
+        except Exception:
+            return True
+        return current is None or current.status is Status.ADMITTING
+
     async def _abandon(self, job: Job) -> None:
         try:
             await asyncio.shield(self.store.abandon_admission(job.id))
@@ -231,7 +248,7 @@ class Intake:
             claimed = self.layout.source(job)
             came_back = intake_path is not None and intake_path.is_file()
             if claimed.exists():
-                if came_back and job.origin == "inbox" and _same_size(claimed, intake_path):
+                if came_back and job.origin == "inbox" and await _same_file(claimed, intake_path):
                     # A copy across filesystems that ended before its unlink.
                     assert intake_path is not None
                     intake_path.unlink()
@@ -310,9 +327,13 @@ class Intake:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
-def _same_size(a: Path, b: Path | None) -> bool:
+async def _same_file(a: Path, b: Path | None) -> bool:
+    """Whether `b` holds the same bytes as `a`. Size alone is not enough: a new file
+    dropped under the claimed one's name can have its size, and must not be deleted."""
     try:
-        return b is not None and a.stat().st_size == b.stat().st_size
+        if b is None or a.stat().st_size != b.stat().st_size:
+            return False
+        return await asyncio.to_thread(filecmp.cmp, a, b, shallow=False)
     except OSError:
         return False
 
