@@ -352,7 +352,7 @@ def _paths() -> dict[str, Schema]:
                 secured=False,
                 tags=["pages"],
                 requestBody={
-                    "required": True,
+                    "required": False,  # no token is a wrong token
                     "content": {
                         "application/x-www-form-urlencoded": {
                             "schema": _obj({"token": STR}, optional=("token",))
