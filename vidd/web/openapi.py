@@ -466,7 +466,7 @@ def _paths() -> dict[str, Schema]:
                         "name": "ext",
                         "in": "path",
                         "required": True,
-                        "schema": {"enum": ["mp4", "jpg"]},
+                        "schema": {"type": "string", "enum": ["mp4", "jpg"]},
                     },
                     {
                         "name": "download",
@@ -503,7 +503,9 @@ def build() -> Schema:
             "title": "vidd",
             "version": __version__,
             "description": "Video conversion daemon. Every error is "
-            '`{"error": {"code": "...", "message": "..."}}`.',
+            '`{"error": {"code": "...", "message": "..."}}`, also for a method a path does '
+            "not have (405, with Allow), a request that can't be parsed (400), and a "
+            "connection over the caps (503 `too_many_connections`, before any route is read).",
         },
         "paths": _paths(),
         "components": {
