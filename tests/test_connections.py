@@ -4,6 +4,7 @@ still get answers, and the held sockets are closed on time."""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import socket
@@ -142,3 +143,34 @@ def test_a_stalled_upload_body_gets_408_and_is_closed(daemon):
     with urllib.request.urlopen(daemon.url + "/healthz", timeout=5) as r:
         assert r.status == 200
     assert os.path.exists(daemon.data / "vidd.db")
+
+
+def answer_to(port: int, raw: bytes) -> tuple[bytes, dict]:
+    """Send raw bytes as a request; the status line and the JSON body of the answer."""
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(raw)
+        s.settimeout(5)
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"\r\ncontent-type: application/json" in head.lower(), head
+    return head.split(b"\r\n", 1)[0], json.loads(body)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n",
+    ],
+    ids=["request line", "path", "content length", "long header"],
+)
+def test_a_request_aiohttp_cannot_parse_gets_the_error_shape_too(daemon, raw):
+    """Before: `400 Bad Request` in plain text, from aiohttp, past the app's middlewares."""
+    status, body = answer_to(daemon.config.web.port, raw)
+    assert status.split()[1] == b"400", status
+    assert body["error"]["code"] == "bad_request"
+    assert body["error"]["message"] and "\n" not in body["error"]["message"]

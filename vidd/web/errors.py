@@ -22,6 +22,7 @@ STATUS_CODES = {
     405: "method_not_allowed",
     408: "too_slow",
     409: "conflict",
+    412: "precondition_failed",
     413: "too_large",
     429: "too_many_requests",
     416: "range_not_satisfiable",

@@ -14,6 +14,7 @@ from aiohttp import web
 from ..job import Status
 from .api import find_job
 from .errors import ApiError
+from .files import FileAnswer
 from .keys import SERVICES
 
 CONTENT_TYPES = {"mp4": "video/mp4", "jpg": "image/jpeg"}
@@ -43,4 +44,4 @@ async def video_file(request: web.Request) -> web.StreamResponse:
         headers["Content-Disposition"] = (
             f"attachment; filename=\"{job.id}.{ext}\"; filename*=UTF-8''{quote(filename)}"
         )
-    return web.FileResponse(path, headers=headers)
+    return FileAnswer(path, headers=headers)

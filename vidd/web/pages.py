@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .api import find_job
 from .errors import Handler
+from .files import FileAnswer
 from .keys import GUARD, SERVICES
 from .security import is_https, session_cookie
 from .sessions import COOKIE, MAX_AGE_S, SECURE_COOKIE
@@ -21,6 +22,12 @@ from .sessions import COOKIE, MAX_AGE_S, SECURE_COOKIE
 log = logging.getLogger(__name__)
 
 PAGE_HEADERS = {"Cache-Control": "no-cache"}
+ASSET_TYPES = {
+    ".html": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".svg": "image/svg+xml",
+}
 
 
 def add_routes(r: web.UrlDispatcher, static_dir: Path) -> None:
@@ -29,12 +36,24 @@ def add_routes(r: web.UrlDispatcher, static_dir: Path) -> None:
     r.add_get("/login", _page(static_dir / "login.html"))
     r.add_post("/login", login)
     r.add_post("/logout", logout)
-    r.add_static("/static/", static_dir, append_version=False)
+    # The page's assets: a flat folder, so a name without a slash or a leading dot can
+    # only name a file in it.
+    r.add_get("/static/{filename:[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}}", _asset(static_dir))
 
 
 def _page(path: Path) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(path, headers=PAGE_HEADERS)
+        return FileAnswer(path, headers=PAGE_HEADERS)
+
+    return handler
+
+
+def _asset(folder: Path) -> Handler:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        path = folder / request.match_info["filename"]
+        # Named here rather than guessed from the system's mime.types, which differ.
+        kind = ASSET_TYPES.get(path.suffix, "application/octet-stream")
+        return FileAnswer(path, headers={"Content-Type": kind})
 
     return handler
 
@@ -42,7 +61,7 @@ def _page(path: Path) -> Handler:
 def _watch(path: Path) -> Handler:
     async def handler(request: web.Request) -> web.StreamResponse:
         await find_job(request.app[SERVICES], request.match_info["id"])  # 404 for a bad id
-        return web.FileResponse(path, headers=PAGE_HEADERS)
+        return FileAnswer(path, headers=PAGE_HEADERS)
 
     return handler
 

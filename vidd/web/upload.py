@@ -14,6 +14,7 @@ from pathlib import Path
 import aiofiles
 import aiofiles.os
 from aiohttp import BodyPartReader, ClientPayloadError, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import disk
 from ..intake import QueueFull, clean_name
@@ -104,11 +105,11 @@ async def create_job(request: web.Request) -> web.Response:
 
 async def _receive(request: web.Request, reservation: disk.Reservation) -> Job:
     """Read the form, stream its file into tmp/, and hand it to the intake."""
-    reader = await request.multipart()
     profile: str | None = None
     upload: Path | None = None
     name = ""
     try:
+        reader = await request.multipart()
         for _ in range(MAX_PARTS):
             part = await reader.next()
             if part is None:
@@ -136,6 +137,9 @@ async def _receive(request: web.Request, reservation: disk.Reservation) -> Job:
         # The client went away mid-upload: nobody will read an answer.
         log.info("upload of %r aborted by the client: %s", name, e)
         raise ApiError(400, "aborted", "the upload did not complete") from None
+    except (ValueError, HttpProcessingError) as e:
+        # aiohttp's multipart reader: no boundary, a wrong one, a part cut short.
+        raise ApiError(400, "bad_request", f"the form is malformed: {e}") from None
     finally:
         if upload is not None:
             await _discard(upload)

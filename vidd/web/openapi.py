@@ -1,0 +1,537 @@
+"""The HTTP contract: an OpenAPI 3.1 document for every route the app registers, built as
+plain data and served at GET /api/openapi.json. tests/test_openapi.py keeps it true: it
+compares it with the router and fuzzes a live vidd against it."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from aiohttp import web
+
+from .. import __version__
+from ..job import Status
+
+Schema = dict[str, Any]
+
+ID_PATTERN = "^[A-Za-z0-9_-]{1,32}$"
+TOKEN_NOTE = "Only when `web.token` is set; without one every route is open."
+
+
+def _ref(kind: str, name: str) -> Schema:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    return {"oneOf": [schema, {"type": "null"}]}
+
+
+def _obj(properties: dict[str, Schema], *, optional: tuple[str, ...] = ()) -> Schema:
+    """A closed object whose properties are all present, except the `optional` ones."""
+    return {
+        "type": "object",
+        "required": [name for name in properties if name not in optional],
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+INT: Schema = {"type": "integer", "minimum": 0}
+NUM: Schema = {"type": "number", "minimum": 0}
+STR: Schema = {"type": "string"}
+BOOL: Schema = {"type": "boolean"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+
+MEDIA_INFO: dict[str, Schema] = {
+    "size": {**INT, "description": "bytes"},
+    "duration": {**NUM, "description": "seconds"},
+    "width": INT,
+    "height": INT,
+    "video_codec": STR,
+    "audio_codecs": {"type": "array", "items": STR},
+}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": {
+        **_obj({"error": _obj({"code": STR, "message": STR})}),
+        "description": "Every error answer, whatever the route.",
+    },
+    "Status": {"type": "string", "enum": [s.value for s in Status]},
+    "MediaInfo": _obj(MEDIA_INFO),
+    "Output": _obj(
+        {
+            "url": STR,
+            "poster_url": _nullable(STR),
+            "watch_url": STR,
+            **MEDIA_INFO,
+        }
+    ),
+    "JobError": _obj({"code": STR, "message": STR}),
+    "Job": _obj(
+        {
+            "id": {"type": "string", "pattern": ID_PATTERN},
+            "name": {**STR, "description": "the original file name, for display only"},
+            "status": _ref("schemas", "Status"),
+            "profile": STR,
+            "origin": {"type": "string", "enum": ["inbox", "upload"]},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "fps": _nullable(NUM),
+            "eta_s": _nullable(INT),
+            "queue_position": {**_nullable(INT), "description": "queued jobs ahead of it"},
+            "created_at": TIME,
+            "started_at": _nullable(TIME),
+            "finished_at": _nullable(TIME),
+            "source": _nullable(_ref("schemas", "MediaInfo")),
+            "output": {
+                **_nullable(_ref("schemas", "Output")),
+                "description": "null until the job is done",
+            },
+            "error": _nullable(_ref("schemas", "JobError")),
+            "log_tail": {**STR, "description": "HandBrakeCLI's last lines; GET of one job only"},
+        },
+        optional=("log_tail",),
+    ),
+    "JobPage": _obj(
+        {
+            "jobs": {"type": "array", "items": _ref("schemas", "Job")},
+            "next_before": {
+                **_nullable(STR),
+                "description": "pass as `before` for the next page; null on the last one",
+            },
+        }
+    ),
+    "ServerStatus": _obj(
+        {
+            "version": STR,
+            "handbrake": _obj({"path": STR, "version": STR}),
+            "uptime_s": NUM,
+            "workers": _obj({"max": INT, "busy": INT}),
+            "jobs": _obj({s.value: INT for s in Status}),
+            "disk": _obj({"free_bytes": INT, "min_free_bytes": INT, "reserved_bytes": INT}),
+            "watching": BOOL,
+            "health": _obj({"ok": BOOL, "problems": {"type": "array", "items": STR}}),
+            "paused": {**_nullable(STR), "description": "why new encodes wait, if they do"},
+            "inbox_troubles": {
+                "type": "array",
+                "items": _obj({"name": STR, "reason": STR, "retry_in_s": _nullable(NUM)}),
+            },
+            "profiles": {"type": "array", "items": STR},
+            "default_profile": STR,
+            "max_upload_bytes": INT,
+            "login": {**BOOL, "description": "whether a token is required"},
+            "websocket_clients": INT,
+        }
+    ),
+}
+
+
+def _error(description: str, *, retry_after: bool = False) -> Schema:
+    response: Schema = {
+        "description": description,
+        "content": {"application/json": {"schema": _ref("schemas", "Error")}},
+    }
+    if retry_after:
+        response["headers"] = {
+            "Retry-After": {"required": True, "schema": INT, "description": "seconds"}
+        }
+    return response
+
+
+RESPONSES: dict[str, Schema] = {
+    "BadRequest": _error("The request is malformed (`bad_request` and others)."),
+    "Unauthorized": _error(f"No valid token or session (`unauthorized`). {TOKEN_NOTE}"),
+    "Forbidden": _error(
+        "The Host header does not name this server (`unknown_host`), or a request that "
+        "changes state or opens a WebSocket came from another site (`foreign_origin`)."
+    ),
+    "NotFound": _error("No such job, or it has no such file (`not_found`)."),
+    "Conflict": _error("The job's state does not allow this (`conflict`)."),
+    "TooManyAttempts": _error(
+        "Too many wrong tokens from this address: wait (`too_many_attempts`).",
+        retry_after=True,
+    ),
+    "SeeOther": {
+        "description": "A redirect.",
+        "headers": {"Location": {"required": True, "schema": STR}},
+    },
+}
+
+
+def _json(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _op(
+    summary: str, responses: dict[str, Schema], *, secured: bool = True, **extra: Any
+) -> Schema:
+    """An operation, with the answers the guard gives before any handler runs."""
+    guard: dict[str, Schema] = {"403": _ref("responses", "Forbidden")}
+    if secured:
+        guard |= {
+            "401": _ref("responses", "Unauthorized"),
+            "429": _ref("responses", "TooManyAttempts"),
+        }
+    op: Schema = {"summary": summary, **extra, "responses": guard | responses}
+    if not secured:
+        op["security"] = []
+    return op
+
+
+ID_PARAM = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": ID_PATTERN},
+}
+# Files answered by aiohttp's FileResponse: conditional GET and byte ranges.
+FILE_PARAMS = [
+    {
+        "name": "Range",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "string", "pattern": "^bytes=([0-9]+-[0-9]*|-[0-9]+)$"},
+        "description": "one range of bytes; anything else is answered 416",
+    },
+    *(
+        {"name": name, "in": "header", "required": False, "schema": STR}
+        for name in (
+            "If-Range",
+            "If-Match",
+            "If-None-Match",
+            "If-Modified-Since",
+            "If-Unmodified-Since",
+        )
+    ),
+]
+
+
+def _file(content_types: tuple[str, ...], description: str) -> dict[str, Schema]:
+    body = {t: {"schema": {"type": "string", "contentMediaType": t}} for t in content_types}
+    content_range = {"Content-Range": {"required": True, "schema": STR}}
+    return {
+        "200": {"description": description, "content": body},
+        "206": {
+            "description": "The byte range asked for.",
+            "headers": content_range,
+            "content": body,
+        },
+        "304": {"description": "Not modified since the copy the client holds."},
+        "412": _error("If-Match or If-Unmodified-Since failed (`precondition_failed`)."),
+        "416": {
+            **_error("The range lies outside the file (`range_not_satisfiable`)."),
+            "headers": content_range,
+        },
+    }
+
+
+def _see_other(where: str) -> Schema:
+    return {**RESPONSES["SeeOther"], "description": where}
+
+
+NOT_FOUND = _ref("responses", "NotFound")
+CONFLICT = _ref("responses", "Conflict")
+JOB = _ref("schemas", "Job")
+PAGE = {
+    **_file(("text/html",), "The page (a static file: it carries no user data)."),
+    "303": _see_other("To /login: a token is set and the request has neither it nor a session."),
+}
+# pages.ASSET_TYPES, and what any other file is sent as
+ASSETS = ("text/html", "text/css", "text/javascript", "image/svg+xml", "application/octet-stream")
+
+
+def _upload() -> Schema:
+    form = _obj(
+        {"file": {"type": "string", "format": "binary"}, "profile": STR}, optional=("profile",)
+    )
+    return _op(
+        "Upload a video: streamed to disk, then probed and queued.",
+        {
+            "201": _json(JOB, "Queued."),
+            "400": _ref("responses", "BadRequest"),
+            "408": _error("The body stopped coming, or came too slowly (`too_slow`)."),
+            "413": _error("Over `web.max_upload_bytes` (`too_large`)."),
+            "422": _error("Not a video; the message says why (`not_video` and others)."),
+            "429": _error(
+                "Too many uploads at once (`busy`), the queue is full (`queue_full`), or too "
+                "many wrong tokens (`too_many_attempts`).",
+                retry_after=True,
+            ),
+            "507": _error("The disk guard tripped (`disk_full`)."),
+        },
+        tags=["jobs"],
+        requestBody={
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": form,
+                    "encoding": {"file": {"contentType": "application/octet-stream"}},
+                }
+            },
+        },
+    )
+
+
+def _list_jobs() -> Schema:
+    def query(name: str, schema: Schema, description: str) -> Schema:
+        return {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": schema,
+            "description": description,
+        }
+
+    return _op(
+        "A page of jobs, newest first.",
+        {
+            "200": _json(_ref("schemas", "JobPage"), "The page."),
+            "400": _ref("responses", "BadRequest"),
+        },
+        tags=["jobs"],
+        parameters=[
+            query("status", _ref("schemas", "Status"), "only jobs in this state"),
+            query(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                "jobs per page",
+            ),
+            query(
+                "before",
+                {"type": "string", "pattern": ID_PATTERN},
+                "`next_before` of the previous page",
+            ),
+        ],
+    )
+
+
+def _paths() -> dict[str, Schema]:
+    def change(summary: str) -> Schema:
+        return _op(
+            summary,
+            {"200": _json(JOB, "The job now."), "404": NOT_FOUND, "409": CONFLICT},
+            tags=["jobs"],
+        )
+
+    return {
+        "/": {
+            "get": _op(
+                "The page: uploads, the job list, live progress.",
+                PAGE,
+                tags=["pages"],
+                parameters=FILE_PARAMS,
+            )
+        },
+        "/watch/{id}": {
+            "get": _op(
+                "The player page of a job.",
+                PAGE | {"404": NOT_FOUND},
+                tags=["pages"],
+                parameters=[ID_PARAM, *FILE_PARAMS],
+            )
+        },
+        "/login": {
+            "get": _op(
+                "The login form.",
+                _file(("text/html",), "The form."),
+                secured=False,
+                tags=["pages"],
+                parameters=FILE_PARAMS,
+            ),
+            "post": _op(
+                "Sign in with the token: a session cookie.",
+                {
+                    "303": _see_other(
+                        "To / with a session cookie for the right token (or when no token "
+                        "is set); back to /login?failed=1 for a wrong one, or "
+                        "/login?wait=<s> while this address backs off."
+                    ),
+                    "400": _ref("responses", "BadRequest"),
+                    "413": _error("The form is over 64 KiB (`too_large`)."),
+                },
+                secured=False,
+                tags=["pages"],
+                requestBody={
+                    "required": False,  # no token is a wrong token
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": _obj({"token": STR}, optional=("token",))
+                        }
+                    },
+                },
+            ),
+        },
+        "/logout": {
+            "post": _op(
+                "End this browser's session.",
+                {"303": _see_other("To /login, the cookie cleared.")},
+                secured=False,
+                tags=["pages"],
+            )
+        },
+        "/static/{filename}": {
+            "get": _op(
+                "The page's scripts, styles and icon.",
+                _file(ASSETS, "The file.") | {"404": NOT_FOUND},
+                secured=False,
+                tags=["pages"],
+                parameters=[
+                    {
+                        "name": "filename",
+                        "in": "path",
+                        "required": True,
+                        "schema": {
+                            "type": "string",
+                            "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$",
+                        },
+                        "example": "app.js",
+                    },
+                    *FILE_PARAMS,
+                ],
+            )
+        },
+        "/api/openapi.json": {
+            "get": _op(
+                "This document.",
+                {"200": _json({"type": "object"}, "OpenAPI 3.1.")},
+                tags=["status"],
+            )
+        },
+        "/api/jobs": {"get": _list_jobs(), "post": _upload()},
+        "/api/jobs/{id}": {
+            "parameters": [ID_PARAM],
+            "get": _op(
+                "One job, with the tail of HandBrakeCLI's log.",
+                {"200": _json(JOB, "The job."), "404": NOT_FOUND},
+                tags=["jobs"],
+            ),
+            "delete": _op(
+                "Cancel the job if it runs, then remove it and its files.",
+                {
+                    "200": _json(
+                        _obj({"deleted": {"type": "string", "pattern": ID_PATTERN}}), "Gone."
+                    ),
+                    "404": NOT_FOUND,
+                    "409": CONFLICT,
+                },
+                tags=["jobs"],
+            ),
+        },
+        "/api/jobs/{id}/cancel": {
+            "parameters": [ID_PARAM],
+            "post": change("Cancel a queued or running job."),
+        },
+        "/api/jobs/{id}/retry": {
+            "parameters": [ID_PARAM],
+            "post": change("Queue a failed or cancelled job again."),
+        },
+        "/api/status": {
+            "get": _op(
+                "What vidd says about itself.",
+                {"200": _json(_ref("schemas", "ServerStatus"), "The status.")},
+                tags=["status"],
+            )
+        },
+        "/healthz": {
+            "get": _op(
+                "Whether vidd can do its work.",
+                {
+                    "200": _json(_obj({"status": {"const": "ok"}}), "Healthy."),
+                    "503": _error("What stops it, in words (`unavailable`)."),
+                },
+                secured=False,
+                tags=["status"],
+            )
+        },
+        "/metrics": {
+            "get": _op(
+                "Prometheus text format.",
+                {
+                    "200": {
+                        "description": "The metrics.",
+                        "content": {"text/plain": {"schema": STR}},
+                    }
+                },
+                tags=["status"],
+            )
+        },
+        "/videos/{id}.{ext}": {
+            "get": _op(
+                "A finished job's video or poster, by job id only.",
+                _file(("video/mp4", "image/jpeg"), "The file.") | {"404": NOT_FOUND},
+                tags=["media"],
+                parameters=[
+                    ID_PARAM,
+                    {
+                        "name": "ext",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "enum": ["mp4", "jpg"]},
+                    },
+                    {
+                        "name": "download",
+                        "in": "query",
+                        "required": False,
+                        "schema": STR,
+                        "description": "present: answer as an attachment named after the upload",
+                    },
+                    *FILE_PARAMS,
+                ],
+            )
+        },
+        "/ws": {
+            "get": _op(
+                "Live events: a WebSocket (101 Switching Protocols). Text frames of JSON: "
+                '`{"type": "snapshot", "jobs": [...]}` first, then `{"type": "job", "job": {...}}` '
+                'and `{"type": "deleted", "id": "..."}`.',
+                {
+                    "101": {"description": "The WebSocket handshake succeeded."},
+                    "400": _error("Not a WebSocket handshake (`not_websocket`)."),
+                    "503": _error("Too many live connections (`too_many_clients`)."),
+                },
+                tags=["live"],
+            )
+        },
+    }
+
+
+def build() -> Schema:
+    """The whole document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "vidd",
+            "version": __version__,
+            "description": "Video conversion daemon. Every error is "
+            '`{"error": {"code": "...", "message": "..."}}`, also for a method a path does '
+            "not have (405, with Allow), a request that can't be parsed (400), and a "
+            "connection over the caps (503 `too_many_connections`, before any route is read).",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": RESPONSES,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": TOKEN_NOTE},
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "vidd_session",
+                    "description": "A browser session from POST /login (`__Host-vidd_session` "
+                    f"behind a TLS proxy). {TOKEN_NOTE}",
+                },
+            },
+        },
+        "security": [{"bearer": []}, {"session": []}],
+    }
+
+
+@functools.cache
+def _body() -> bytes:
+    return json.dumps(build(), indent=1).encode()
+
+
+async def document(request: web.Request) -> web.Response:
+    """GET /api/openapi.json. Behind the token like the rest of /api: the contract is no
+    secret, but it names this vidd's version, which a stranger has no need to know."""
+    return web.Response(body=_body(), content_type="application/json")
