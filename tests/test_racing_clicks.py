@@ -160,6 +160,7 @@ async def test_cancel_retry_delete_storms_leave_the_pool_consistent(
             "max_parallel": max_parallel,
             "stall_timeout_s": 120.0,
             "kill_grace_s": 1.0,
+            "child_env": ["FAKE_HB_MODE"],  # the fake reads its mode from it
         },
     )
     client = await aiohttp_client(create_app(cfg))
