@@ -90,6 +90,20 @@ def test_every_setting_is_in_config_toml_with_a_comment() -> None:
         ("[encode.profiles.empty]\n", "encode.profiles.empty: expected args or preset"),
         ("[web]\nport = 70000\n", "web.port: expected 1-65535"),
         ("[web\n", "not valid TOML"),
+        ("[watch]\nstable_seconds = nan\n", "watch.stable_seconds: expected a finite number"),
+        ("[encode]\nstall_timeout_s = inf\n", "encode.stall_timeout_s: expected a finite"),
+        ("[daemon]\nshutdown_timeout_s = -inf\n", "daemon.shutdown_timeout_s: expected a fin"),
+        ("[encode]\nmax_parallel = 100000\n", "encode.max_parallel: expected at most 64, got"),
+        ("[encode]\nstall_timeout_s = 86401\n", "encode.stall_timeout_s: expected at most 86400"),
+        ("[encode]\nkill_grace_s = 1e9\n", "encode.kill_grace_s: expected at most 600"),
+        ("[encode]\nlog_tail_lines = 10001\n", "encode.log_tail_lines: expected at most 10000"),
+        ("[encode]\nnice_step = 20\n", "encode.nice_step: expected at most 19"),
+        ("[watch]\nrescan_seconds = 1e300\n", "watch.rescan_seconds: expected at most 86400"),
+        ("[web]\nmax_ws_clients = 100001\n", "web.max_ws_clients: expected at most 100000"),
+        (
+            "[web]\nmax_upload_bytes = 9223372036854775807\n",
+            "web.max_upload_bytes: expected at most 1152921504606846976",
+        ),
     ],
 )
 def test_bad_config_is_one_line_naming_file_and_key(
