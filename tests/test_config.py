@@ -54,7 +54,7 @@ def _dataclass_keys(cls: type, prefix: str) -> set[str]:
     keys = set()
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name == "path":
+        if f.name in ("path", "warnings"):  # not settings: where it came from, what it lacks
             continue
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
@@ -154,3 +154,26 @@ def test_bad_config_makes_vidd_exit_2_without_a_traceback(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "encode.handbrake" in lines[0] and str(path) in lines[0]
+
+
+def test_the_largest_sane_values_pass(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "[encode]\nmax_parallel = 64\nstall_timeout_s = 86400\nlog_tail_lines = 10000\n"
+        "[web]\nmax_ws_clients = 100000\n[daemon]\nshutdown_timeout_s = 86400.0\n"
+    )
+    cfg = config.load(path)
+    assert cfg.encode.max_parallel == 64 and cfg.web.max_ws_clients == 100000
+
+
+def test_a_missing_ffmpeg_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[encode]\nffmpeg = "no-such-ffmpeg"\n')
+    cfg = config.load(path)
+    assert cfg.encode.ffmpeg == ""  # no posters
+    (warning,) = cfg.warnings
+    assert warning.startswith(str(path)) and "encode.ffmpeg" in warning
+    assert "no-such-ffmpeg" in warning and "poster" in warning and "\n" not in warning
+    path.write_text('[encode]\nffmpeg = ""\n')  # posters turned off on purpose
+    assert config.load(path).warnings == ()
+    assert config.load(ROOT / "config.toml").warnings == ()  # this machine has ffmpeg

@@ -140,6 +140,9 @@ class Config:
     encode: Encode = field(default_factory=Encode)
     web: Web = field(default_factory=Web)
     daemon: Daemon = field(default_factory=Daemon)
+    # Problems that don't stop vidd but leave it doing less (one line each, naming the
+    # key): `check-config` prints them and `serve` logs them.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
 SECTIONS = ("storage", "watch", "encode", "web", "daemon")
@@ -272,7 +275,13 @@ def _resolve(cfg: Config, base: Path, require_tools: bool) -> Config:
                 f"{enc.handbrake!r} was not found (Debian: apt-get install handbrake-cli)"
             )
         handbrake = enc.handbrake
+    warnings: list[str] = []
     ffmpeg = _find_tool(enc.ffmpeg, base) if enc.ffmpeg else None
+    if enc.ffmpeg and ffmpeg is None:
+        warnings.append(
+            f"{path}: encode.ffmpeg: {enc.ffmpeg!r} was not found, so videos get no poster "
+            '(Debian: apt-get install ffmpeg; ffmpeg = "" turns posters off)'
+        )
     enc = dataclasses.replace(enc, handbrake=handbrake, ffmpeg=ffmpeg or "")
 
     if cfg.daemon.log_level not in ("debug", "info", "warning", "error"):
@@ -282,7 +291,7 @@ def _resolve(cfg: Config, base: Path, require_tools: bool) -> Config:
         )
     if not 0 < cfg.web.port < 65536:
         raise ConfigError(f"{path}: web.port: expected 1-65535, got {cfg.web.port}")
-    return dataclasses.replace(cfg, storage=storage, encode=enc)
+    return dataclasses.replace(cfg, storage=storage, encode=enc, warnings=tuple(warnings))
 
 
 def _find_tool(name: str, base: Path) -> str | None:
