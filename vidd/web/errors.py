@@ -4,7 +4,7 @@ including aiohttp's own (unknown route, wrong method) and unexpected exceptions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -32,11 +32,14 @@ STATUS_CODES = {
 class ApiError(Exception):
     """An error answer: raise it from a handler and the middleware renders it."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.headers = dict(headers or {})
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
@@ -52,6 +55,7 @@ def _errors() -> Middleware:
             return await handler(request)
         except ApiError as e:
             resp = error_response(e.status, e.code, e.message)
+            resp.headers.update(e.headers)
             if e.status == 413:
                 resp.force_close()  # the rest of the body is not wanted
             return resp
