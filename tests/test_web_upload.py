@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import secrets
+import shutil
 from pathlib import Path
 
 import aiohttp
@@ -188,3 +189,30 @@ async def test_long_and_odd_names_are_capped_for_display(client, clip):
     job = await resp.json()
     assert job["name"].endswith(".avi") and len(job["name"]) <= 200
     assert "/" not in job["name"] and "\u202e" not in job["name"]
+
+
+async def test_a_missing_handbrake_is_503_and_nothing_stays_behind(daemon_factory, clip, tmp_path):
+    """HandBrakeCLI removed after the start: an upload is refused in words, not lost in tmp/."""
+    handbrake = tmp_path / "tools" / "HandBrakeCLI"
+    handbrake.parent.mkdir()
+    shutil.copy2("/usr/bin/HandBrakeCLI", handbrake)
+    daemon = daemon_factory(encode={"handbrake": str(handbrake)}, watch={"enabled": False})
+    handbrake.unlink()
+    storage = daemon.config.storage
+    async with aiohttp.ClientSession(daemon.url) as session:
+        resp = await session.post("/api/jobs", data=form(clip.read_bytes(), "a.avi"))
+        assert resp.status == 503
+        error = (await resp.json())["error"]
+        assert error["code"] == "handbrake_missing"
+        assert str(handbrake) in error["message"] and "it is not there" in error["message"]
+        assert (await (await session.get("/api/jobs")).json())["jobs"] == []
+        assert list(storage.tmp_dir.iterdir()) == []
+        assert list(storage.sources_dir.iterdir()) == list(storage.rejected_dir.iterdir()) == []
+        log = daemon.log()
+        assert "Traceback" not in log
+        (line,) = [line for line in log.splitlines() if str(handbrake) in line]
+        assert "upload of 'a.avi' refused" in line and "it is not there" in line
+        # Back in place: uploads work again.
+        shutil.copy2("/usr/bin/HandBrakeCLI", handbrake)
+        resp = await session.post("/api/jobs", data=form(clip.read_bytes(), "a.avi"))
+        assert resp.status == 201, await resp.text()

@@ -13,7 +13,7 @@ import aiofiles
 import aiofiles.os
 from aiohttp import BodyPartReader, ClientPayloadError, hdrs, web
 
-from .. import disk
+from .. import disk, probe
 from ..daemon import SERVICES
 from ..intake import clean_name
 from ..job import Job, Status
@@ -186,6 +186,12 @@ async def _admit(request: web.Request, upload: Path, name: str, profile: str | N
         raise ApiError(400, "bad_request", str(e)) from None
     except disk.DiskFull as e:
         raise ApiError(507, "disk_full", str(e)) from None
+    except probe.HandBrakeMissing as e:
+        # vidd's fault, not the file's: the upload is dropped (the client still has it).
+        log.error("upload of %r refused: %s", name, e)
+        raise ApiError(
+            503, "handbrake_missing", f"{e}, so vidd can't take videos until it is back"
+        ) from None
 
 
 async def _discard(path: Path) -> None:
