@@ -9,6 +9,8 @@ It speaks the same --json format. FAKE_HB_MODE picks the behaviour:
   exit0_no_workdone  some progress, a partial output, exit 0 and no WorkDone
   workdone_error     some progress, a partial output, WorkDone Error 3, exit 0
   exitcode:N         some progress, a partial output, WorkDone Error N, exit N
+  nospace            some progress, a partial output, "No space left on device" on
+                     stderr, WorkDone Error 4, exit 4
 FAKE_HB_SHOW_ENV=1 prints the environment it got as a line `fake env: {json}` on stderr;
 FAKE_HB_PIDS_OUT names a file (in the job's work folder: vidd's box lets it write only
 there) that gets the pids of the process and its grandchild, also printed on stderr as
@@ -97,6 +99,14 @@ def main(argv: list[str]) -> int:
     if mode == "workdone_error":
         work_done(3)
         return 0
+    if mode == "nospace":
+        print(
+            "[00:00:01] mux: failed to write the output: No space left on device",
+            file=sys.stderr,
+            flush=True,
+        )
+        work_done(4)
+        return 4
     if mode.startswith("exitcode:"):
         code = int(mode.split(":", 1)[1])
         work_done(code)

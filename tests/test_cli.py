@@ -353,6 +353,21 @@ def test_check_config_ok(tmp_path):
     assert cli.main(["check-config", "--config", str(path)]) == 0
 
 
+def test_check_config_warns_about_a_missing_ffmpeg(make_config):
+    cfg = make_config(encode={"ffmpeg": "no-such-ffmpeg"})
+    r = subprocess.run(
+        [sys.executable, "-m", "vidd", "check-config", "--config", str(cfg.path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0  # the daemon runs without posters
+    (line,) = r.stderr.splitlines()
+    assert line.startswith("vidd: warning: ") and "encode.ffmpeg" in line
+    assert "'no-such-ffmpeg' was not found" in line and "poster" in line
+    assert r.stdout == f"{cfg.path}: ok (with warnings)\n"
+
+
 # -- against a real daemon -----------------------------------------------------------------
 
 

@@ -54,7 +54,7 @@ def _dataclass_keys(cls: type, prefix: str) -> set[str]:
     keys = set()
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name == "path":
+        if f.name in ("path", "warnings"):  # not settings: where it came from, what it lacks
             continue
         hint = hints[f.name]
         if dataclasses.is_dataclass(hint):
@@ -90,6 +90,20 @@ def test_every_setting_is_in_config_toml_with_a_comment() -> None:
         ("[encode.profiles.empty]\n", "encode.profiles.empty: expected args or preset"),
         ("[web]\nport = 70000\n", "web.port: expected 1-65535"),
         ("[web\n", "not valid TOML"),
+        ("[watch]\nstable_seconds = nan\n", "watch.stable_seconds: expected a finite number"),
+        ("[encode]\nstall_timeout_s = inf\n", "encode.stall_timeout_s: expected a finite"),
+        ("[daemon]\nshutdown_timeout_s = -inf\n", "daemon.shutdown_timeout_s: expected a fin"),
+        ("[encode]\nmax_parallel = 100000\n", "encode.max_parallel: expected at most 64, got"),
+        ("[encode]\nstall_timeout_s = 86401\n", "encode.stall_timeout_s: expected at most 86400"),
+        ("[encode]\nkill_grace_s = 1e9\n", "encode.kill_grace_s: expected at most 600"),
+        ("[encode]\nlog_tail_lines = 10001\n", "encode.log_tail_lines: expected at most 10000"),
+        ("[encode]\nnice_step = 20\n", "encode.nice_step: expected at most 19"),
+        ("[watch]\nrescan_seconds = 1e300\n", "watch.rescan_seconds: expected at most 86400"),
+        ("[web]\nmax_ws_clients = 100001\n", "web.max_ws_clients: expected at most 100000"),
+        (
+            "[web]\nmax_upload_bytes = 9223372036854775807\n",
+            "web.max_upload_bytes: expected at most 1152921504606846976",
+        ),
     ],
 )
 def test_bad_config_is_one_line_naming_file_and_key(
@@ -140,3 +154,26 @@ def test_bad_config_makes_vidd_exit_2_without_a_traceback(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "encode.handbrake" in lines[0] and str(path) in lines[0]
+
+
+def test_the_largest_sane_values_pass(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        "[encode]\nmax_parallel = 64\nstall_timeout_s = 86400\nlog_tail_lines = 10000\n"
+        "[web]\nmax_ws_clients = 100000\n[daemon]\nshutdown_timeout_s = 86400.0\n"
+    )
+    cfg = config.load(path)
+    assert cfg.encode.max_parallel == 64 and cfg.web.max_ws_clients == 100000
+
+
+def test_a_missing_ffmpeg_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[encode]\nffmpeg = "no-such-ffmpeg"\n')
+    cfg = config.load(path)
+    assert cfg.encode.ffmpeg == ""  # no posters
+    (warning,) = cfg.warnings
+    assert warning.startswith(str(path)) and "encode.ffmpeg" in warning
+    assert "no-such-ffmpeg" in warning and "poster" in warning and "\n" not in warning
+    path.write_text('[encode]\nffmpeg = ""\n')  # posters turned off on purpose
+    assert config.load(path).warnings == ()
+    assert config.load(ROOT / "config.toml").warnings == ()  # this machine has ffmpeg

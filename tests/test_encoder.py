@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ffprobe, make_clip, mp4_top_boxes
+from tmpfs import tiny_disk
 
 from vidd.config import Profile
 from vidd.encoder import EncodeFailed, Encoder, output_rate
@@ -224,6 +225,44 @@ async def test_failures_are_reported_and_cleaned_up(
     assert words in failed.value.message
     assert "hb_init" in failed.value.log_tail
     assert_clean(cfg, job)
+
+
+async def test_no_space_left_in_the_log_is_disk_full(
+    clip, make_config, fake_handbrake, monkeypatch
+):
+    monkeypatch.setenv("FAKE_HB_MODE", "nospace")
+    cfg = make_config(encode={"handbrake": fake_handbrake})
+    job = await make_job(cfg, clip)
+    with pytest.raises(EncodeFailed) as failed:
+        await Encoder(cfg).run(job, lambda p: None)
+    assert failed.value.code == "disk_full"
+    assert failed.value.message.startswith("the disk filled up")
+    assert "exit code" not in failed.value.message
+    assert "No space left on device" in failed.value.log_tail
+    assert_clean(cfg, job)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "disk", "says_so"),
+    [
+        (30, "256k", True),  # a frame write fails: "No space left on device", exit 4
+        (10, "64k", False),  # the last write fails: exit 0, WorkDone 0, nothing said
+    ],
+    ids=["handbrake-says-so", "handbrake-silent"],
+)
+async def test_real_handbrake_on_a_full_disk_is_disk_full(
+    make_config, tmp_path, seconds, disk, says_so
+):
+    cfg = make_config()
+    clip = make_clip(tmp_path / f"{seconds}s.avi", seconds=seconds, size="640x480")
+    job = await make_job(cfg, clip)
+    with tiny_disk(cfg.storage.tmp_dir, disk):
+        with pytest.raises(EncodeFailed) as failed:
+            await Encoder(cfg).run(job, lambda p: None)
+        assert failed.value.code == "disk_full", failed.value.message
+        assert ("No space left on device" in failed.value.log_tail) is says_so
+        assert "HandBrake has exited" in failed.value.log_tail
+        assert_clean(cfg, job)
 
 
 async def test_an_output_shorter_than_its_source_fails(clip_h264, make_config):

@@ -65,3 +65,14 @@ async def test_a_command_that_prints_too_much_is_capped() -> None:
     assert code == 0
     assert out == "a" * 1000  # the start of stdout is kept
     assert len(err) == 1000 and err.endswith("b") and "START" not in err  # the end of stderr
+
+
+async def test_a_missing_handbrake_is_not_the_files_fault(clip: Path, tmp_path: Path):
+    from vidd.probe import HandBrakeMissing
+
+    with pytest.raises(HandBrakeMissing, match="it is not there"):
+        await probe(str(tmp_path / "HandBrakeCLI"), clip)
+    not_executable = tmp_path / "HandBrakeCLI"
+    not_executable.write_text("#!/bin/sh\n")
+    with pytest.raises(HandBrakeMissing, match="not executable|Permission denied"):
+        await probe(str(not_executable), clip)

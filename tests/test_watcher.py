@@ -234,6 +234,53 @@ async def test_ignored_names_are_never_taken(env, watching, clip: Path, tmp_path
     assert jobs[0].name == "late.avi"
 
 
+async def test_entries_never_taken_are_each_logged_once(env, watching, clip, tmp_path, caplog):
+    """A folder, a symlink and a FIFO stay in the inbox, and the log says so, once each."""
+    cfg, store, _ = env
+    inbox = cfg.storage.inbox_dir
+    inbox.mkdir(parents=True)
+    outside = tmp_path / "outside.avi"
+    shutil.copyfile(clip, outside)
+
+    def make(tag: str) -> dict[str, str]:
+        (inbox / f"{tag}-folder.avi").mkdir()
+        (inbox / f"{tag}-link.avi").symlink_to(outside)
+        os.mkfifo(inbox / f"{tag}-pipe.avi")
+        return {f"{tag}-folder.avi": "folder", f"{tag}-link.avi": "symlink",
+                f"{tag}-pipe.avi": "FIFO"}  # fmt: skip
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "stays in the inbox" in r.getMessage()]
+
+    caplog.set_level("INFO", logger="vidd.watcher")
+    expected = make("early")  # found by the start-up scan
+    (inbox / ".hidden-folder").mkdir()  # hidden: ignored without a word, as before
+    watcher = await watching()
+    expected |= make("late")  # seen as events
+    deadline = time.monotonic() + 20
+    while len(said()) < len(expected):
+        assert time.monotonic() < deadline, said()
+        await asyncio.sleep(0.05)
+    scans = watcher.scans
+    while watcher.scans < scans + 2:  # two more looks at the whole inbox: nothing new said
+        assert time.monotonic() < deadline + 10, watcher
+        await asyncio.sleep(0.05)
+    lines = said()
+    assert len(lines) == len(expected), lines
+    for name, kind in expected.items():
+        (line,) = [x for x in lines if x.startswith(f"watcher: {name} ")]
+        assert kind in line and "\n" not in line
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+    assert await store.list() == []
+    # A new entry in place of an old one is a new entry: said again.
+    (inbox / "early-folder.avi").rmdir()
+    (inbox / "early-folder.avi").symlink_to(outside)
+    while len(said()) < len(expected) + 1:
+        assert time.monotonic() < deadline + 30, said()
+        await asyncio.sleep(0.05)
+    assert "symlink" in said()[-1] and "early-folder.avi" in said()[-1]
+
+
 class FailOnce(Intake):
     """The real Intake, except that the first admission of boom.avi raises `error`."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 
 import aiohttp
 import pytest
@@ -101,6 +102,51 @@ async def test_ranges_and_conditional_get(client, clip):
     ):
         resp = await client.get(bad)
         assert resp.status == 404, bad
+
+
+async def raw_get(client, path: str, *headers: str, method: str = "GET"):
+    """One request over a fresh socket, as bytes on the wire: (status, headers, body)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close", *headers]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    data = await asyncio.wait_for(reader.read(), 10)  # the server closes when done
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    fields = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), fields, body
+
+
+async def test_multi_range_is_the_whole_file_and_an_empty_suffix_is_416(client, clip):
+    job = await done_job(client, clip)
+    url = job["output"]["url"]
+    data = (client.app[SERVICES].config.storage.videos_dir / f"{job['id']}.mp4").read_bytes()
+    size = len(data)
+
+    for ranges in ("bytes=0-1,5-9", "bytes=0-1, 5-9", "bytes=-0,0-1", "bytes=0-1,", "pages=1-2"):
+        status, headers, body = await raw_get(client, url, f"Range: {ranges}")
+        assert status == 200, ranges
+        assert "Content-Range" not in headers and body == data
+        assert headers["Content-Type"] == "video/mp4"
+    status, headers, body = await raw_get(client, url, "Range: bytes=0-1,5-9", method="HEAD")
+    assert status == 200 and int(headers["Content-Length"]) == size and body == b""
+
+    for bad in ("bytes=-0", "bytes=-00", f"bytes={size}-", "bytes=9-5", "bytes=-", "bytes=x-"):
+        status, headers, body = await raw_get(client, url, f"Range: {bad}")
+        assert status == 416, bad
+        assert headers["Content-Range"] == f"bytes */{size}"
+        assert headers["Content-Type"].startswith("application/json")
+        error = json.loads(body)["error"]
+        assert error["code"] == "range_not_satisfiable" and error["message"]
+
+    status, headers, body = await raw_get(client, url, "Range: bytes=5-9")
+    assert status == 206 and body == data[5:10]
+    assert headers["Content-Range"] == f"bytes 5-9/{size}"
+    # If-Range naming an older copy: the Range is ignored, so nothing is unsatisfiable.
+    stale = "If-Range: Mon, 01 Jan 2001 00:00:00 GMT"
+    status, _, body = await raw_get(client, url, "Range: bytes=-0", stale)
+    assert status == 200 and body == data
 
 
 async def test_media_needs_the_token(aiohttp_client, make_config, clip):

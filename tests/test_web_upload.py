@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import secrets
+import shutil
 from pathlib import Path
 
 import aiohttp
 import pytest
+from tmpfs import tiny_disk
 
+from vidd import disk
 from vidd.web.app import create_app
 from vidd.web.keys import COUNTERS, SERVICES
 
@@ -187,3 +191,128 @@ async def test_long_and_odd_names_are_capped_for_display(client, clip):
     job = await resp.json()
     assert job["name"].endswith(".avi") and len(job["name"]) <= 200
     assert "/" not in job["name"] and "\u202e" not in job["name"]
+
+
+async def test_a_missing_handbrake_is_503_and_nothing_stays_behind(daemon_factory, clip, tmp_path):
+    """HandBrakeCLI removed after the start: an upload is refused in words, not lost in tmp/."""
+    handbrake = tmp_path / "tools" / "HandBrakeCLI"
+    handbrake.parent.mkdir()
+    shutil.copy2("/usr/bin/HandBrakeCLI", handbrake)
+    daemon = daemon_factory(encode={"handbrake": str(handbrake)}, watch={"enabled": False})
+    handbrake.unlink()
+    storage = daemon.config.storage
+    async with aiohttp.ClientSession(daemon.url) as session:
+        resp = await session.post("/api/jobs", data=form(clip.read_bytes(), "a.avi"))
+        assert resp.status == 503
+        error = (await resp.json())["error"]
+        assert error["code"] == "handbrake_missing"
+        assert str(handbrake) in error["message"] and "it is not there" in error["message"]
+        assert (await (await session.get("/api/jobs")).json())["jobs"] == []
+        assert list(storage.tmp_dir.iterdir()) == []
+        assert list(storage.sources_dir.iterdir()) == list(storage.rejected_dir.iterdir()) == []
+        log = daemon.log()
+        assert "Traceback" not in log
+        (line,) = [line for line in log.splitlines() if str(handbrake) in line]
+        assert "upload of 'a.avi' refused" in line and "it is not there" in line
+        # Back in place: uploads work again.
+        shutil.copy2("/usr/bin/HandBrakeCLI", handbrake)
+        resp = await session.post("/api/jobs", data=form(clip.read_bytes(), "a.avi"))
+        assert resp.status == 201, await resp.text()
+
+
+def multipart(*parts: tuple[str, str | None, bytes], boundary: str = "b") -> bytes:
+    """A multipart/form-data body from (field, file name or None, content) parts."""
+    out = b""
+    for field, filename, content in parts:
+        disposition = f'form-data; name="{field}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode()
+        out += content + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
+
+
+async def post_raw(client, content_type: str, body: bytes):
+    """POST /api/jobs as bytes on the wire, with a Content-Length of exactly len(body)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        b"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        + f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    await writer.wait_closed()
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(payload)
+
+
+CLIP_BYTES = 300_000  # stands in for a video: these forms never get as far as the probe
+FORM = "multipart/form-data; boundary=b"
+WHOLE = multipart(("file", "a.avi", b"v" * CLIP_BYTES))
+MALFORMED = {
+    "garbage": (FORM, b"garbage, not a form" * 10, "not a valid multipart form"),
+    "no-parts": (FORM, b"", "not a valid multipart form"),
+    "no-boundary": ("multipart/form-data", WHOLE, "boundary"),
+    "cut-in-the-file": (FORM, WHOLE[:1000], "ended before"),
+    "cut-in-part-headers": (FORM, WHOLE[:50], "ended before"),
+    "no-closing-boundary": (FORM, WHOLE[: -len(b"--b--\r\n")], "ended before"),
+    "two-files": (
+        FORM,
+        multipart(("file", "a.avi", b"v" * CLIP_BYTES), ("file", "b.avi", b"w" * CLIP_BYTES)),
+        "one file per upload",
+    ),
+    "two-small-files": (
+        FORM,
+        multipart(("file", "a.avi", b"v" * 10), ("file", "b.avi", b"w" * 10)),
+        "one file per upload",
+    ),
+    "bad-disposition": (
+        FORM,
+        b'--b\r\nContent-Disposition: form-data; name="file"; ;filename\r\n\r\nx\r\n--b--\r\n',
+        "malformed Content-Disposition",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "words"), MALFORMED.values(), ids=MALFORMED.keys()
+)
+async def test_malformed_forms_are_400_with_one_line(client, caplog, content_type, body, words):
+    caplog.set_level("DEBUG")
+    status, answer = await post_raw(client, content_type, body)
+    assert status == 400
+    assert answer["error"]["code"] == "bad_request" and words in answer["error"]["message"]
+    said = [r for r in caplog.records if r.name.startswith("vidd")]
+    assert [r.levelname for r in said] == ["INFO"], [r.getMessage() for r in said]
+    assert "refused (400 bad_request)" in said[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
+    assert leftovers(client) == [] and await job_count(client) == 0
+
+
+async def test_a_disk_that_fills_up_mid_upload_is_507_and_leaves_nothing(client, caplog):
+    """The disk guard passes (no Content-Length to judge by), then the writes meet ENOSPC."""
+    tmp_dir = client.app[SERVICES].config.storage.tmp_dir
+    body = multipart(("file", "big.avi", secrets.token_bytes(900_000)))
+
+    async def chunks():
+        for i in range(0, len(body), 64 << 10):
+            yield body[i : i + (64 << 10)]
+
+    with tiny_disk(tmp_dir, "256k"):
+        resp = await client.post(
+            "/api/jobs", data=chunks(), headers={"Content-Type": "multipart/form-data; boundary=b"}
+        )
+        assert resp.status == 507
+        error = (await resp.json())["error"]
+        assert error["code"] == "disk_full" and "disk filled up" in error["message"]
+        assert leftovers(client) == []  # the partial file is gone
+        assert disk.free_bytes(tmp_dir) > 200_000
+    assert await job_count(client) == 0
+    said = [r for r in caplog.records if r.name.startswith("vidd")]
+    assert [r.levelname for r in said] == ["WARNING"], [r.getMessage() for r in said]
+    assert "507 disk_full" in said[0].getMessage()
+    assert not [r for r in caplog.records if r.exc_info]
+    # With room again, the next upload goes through to the probe.
+    resp = await client.post("/api/jobs", data=form(b"notes\n" * 100, "notes.txt"))
+    assert resp.status == 422

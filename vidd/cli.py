@@ -147,7 +147,9 @@ def _local(args: argparse.Namespace) -> int:
         print(f"vidd: {e}", file=sys.stderr)
         return USAGE
     if args.command == "check-config":
-        print(f"{cfg.path}: ok")
+        for warning in cfg.warnings:
+            print(f"vidd: warning: {warning}", file=sys.stderr)
+        print(f"{cfg.path}: ok" + (" (with warnings)" if cfg.warnings else ""))
         return OK
     from . import daemon
 

@@ -1,12 +1,14 @@
 """The configuration: a frozen, typed dataclass tree built once from config.toml.
 
-Every key is checked: an unknown key, a wrong type or a missing HandBrakeCLI raises
-ConfigError with one line naming the file, the key and what was expected.
+Every key is checked: an unknown key, a wrong type, a value out of bounds or a missing
+HandBrakeCLI raises ConfigError with one line naming the file, the key and what was
+expected. A missing ffmpeg only costs the posters: it is a line in `Config.warnings`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import tomllib
 import types
@@ -32,6 +34,16 @@ RESERVED_ARGS = (
 )
 
 
+# Upper bounds: a value past them is a typo or a unit mix-up, never a real setting.
+DAY_S = 86_400.0
+MAX_BYTES = 1 << 60
+
+
+def _most(limit: float) -> dict[str, float]:
+    """Field metadata: the largest value the key accepts."""
+    return {"max": limit}
+
+
 class ConfigError(Exception):
     """A config problem, worded as one line for the person who wrote the file."""
 
@@ -41,7 +53,7 @@ class Storage:
     data_dir: Path = Path("var")
     inbox: Path | None = None
     keep_sources: bool = True
-    min_free_bytes: int = 1 << 30
+    min_free_bytes: int = field(default=1 << 30, metadata=_most(MAX_BYTES))
 
     @property
     def inbox_dir(self) -> Path:
@@ -71,9 +83,9 @@ class Storage:
 @dataclass(frozen=True)
 class Watch:
     enabled: bool = True
-    stable_seconds: float = 10.0
-    lease_quiet_seconds: float = 0.3
-    rescan_seconds: float = 30.0
+    stable_seconds: float = field(default=10.0, metadata=_most(DAY_S))
+    lease_quiet_seconds: float = field(default=0.3, metadata=_most(DAY_S))
+    rescan_seconds: float = field(default=30.0, metadata=_most(DAY_S))
 
 
 @dataclass(frozen=True)
@@ -94,13 +106,13 @@ DEFAULT_PROFILES = {"web": Profile(args=("-e", "x264", "-q", "22", "-r", "15", "
 class Encode:
     handbrake: str = "HandBrakeCLI"
     ffmpeg: str = "ffmpeg"
-    max_parallel: int = 3
-    nice_step: int = 10
+    max_parallel: int = field(default=3, metadata=_most(64))
+    nice_step: int = field(default=10, metadata=_most(19))  # nice tops out at 19
     default_profile: str = "web"
-    stall_timeout_s: float = 120.0
-    kill_grace_s: float = 5.0
-    log_tail_lines: int = 200
-    max_queued: int = 1000
+    stall_timeout_s: float = field(default=120.0, metadata=_most(DAY_S))
+    kill_grace_s: float = field(default=5.0, metadata=_most(600.0))
+    log_tail_lines: int = field(default=200, metadata=_most(10_000))
+    max_queued: int = field(default=1000, metadata=_most(1_000_000))
     child_env: tuple[str, ...] = ()
     profiles: dict[str, Profile] = field(default_factory=lambda: dict(DEFAULT_PROFILES))
 
@@ -110,24 +122,24 @@ class Web:
     host: str = "127.0.0.1"
     port: int = 8080
     token: str = ""
-    max_upload_bytes: int = 8 << 30
-    max_ws_clients: int = 2000
-    max_ws_per_client: int = 32
-    max_uploads: int = 8
+    max_upload_bytes: int = field(default=8 << 30, metadata=_most(MAX_BYTES))
+    max_ws_clients: int = field(default=2000, metadata=_most(100_000))
+    max_ws_per_client: int = field(default=32, metadata=_most(100_000))
+    max_uploads: int = field(default=8, metadata=_most(10_000))
     allowed_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = ()
     trust_proxy: bool = False
     allow_anonymous: bool = False
-    idle_timeout_s: float = 15.0
-    body_timeout_s: float = 30.0
-    min_body_rate: int = 1024
-    max_connections: int = 0
-    max_connections_per_client: int = 64
+    idle_timeout_s: float = field(default=15.0, metadata=_most(DAY_S))
+    body_timeout_s: float = field(default=30.0, metadata=_most(DAY_S))
+    min_body_rate: int = field(default=1024, metadata=_most(MAX_BYTES))
+    max_connections: int = field(default=0, metadata=_most(1_000_000))
+    max_connections_per_client: int = field(default=64, metadata=_most(1_000_000))
 
 
 @dataclass(frozen=True)
 class Daemon:
-    shutdown_timeout_s: float = 30.0
+    shutdown_timeout_s: float = field(default=30.0, metadata=_most(DAY_S))
     log_level: str = "info"
 
 
@@ -139,6 +151,9 @@ class Config:
     encode: Encode = field(default_factory=Encode)
     web: Web = field(default_factory=Web)
     daemon: Daemon = field(default_factory=Daemon)
+    # Problems that don't stop vidd but leave it doing less (one line each, naming the
+    # key): `check-config` prints them and `serve` logs them.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
 SECTIONS = ("storage", "watch", "encode", "web", "daemon")
@@ -174,13 +189,17 @@ def from_dict(raw: dict[str, Any], path: Path, *, require_tools: bool = True) ->
 
 def _build(cls: type[Any], table: dict[str, Any], prefix: str, path: Path) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for key, value in table.items():
         where = f"{prefix}.{key}"
-        if key not in names:
+        if key not in fields:
             raise ConfigError(f"{path}: {where}: unknown key")
         values[key] = _convert(hints[key], value, where, path)
+        limit = fields[key].metadata.get("max")
+        if limit is not None and values[key] > limit:
+            most = int(limit) if float(limit).is_integer() else limit
+            raise ConfigError(f"{path}: {where}: expected at most {most}, got {value!r}")
     return cls(**values)
 
 
@@ -207,6 +226,8 @@ def _convert(hint: Any, value: Any, where: str, path: Path) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise wrong("a number")
+        if not math.isfinite(value):  # TOML has nan and inf
+            raise wrong("a finite number")
         if value < 0:
             raise wrong("a non-negative number")
         return float(value)
@@ -265,7 +286,13 @@ def _resolve(cfg: Config, base: Path, require_tools: bool) -> Config:
                 f"{enc.handbrake!r} was not found (Debian: apt-get install handbrake-cli)"
             )
         handbrake = enc.handbrake
+    warnings: list[str] = []
     ffmpeg = _find_tool(enc.ffmpeg, base) if enc.ffmpeg else None
+    if enc.ffmpeg and ffmpeg is None:
+        warnings.append(
+            f"{path}: encode.ffmpeg: {enc.ffmpeg!r} was not found, so videos get no poster "
+            '(Debian: apt-get install ffmpeg; ffmpeg = "" turns posters off)'
+        )
     enc = dataclasses.replace(enc, handbrake=handbrake, ffmpeg=ffmpeg or "")
 
     if cfg.daemon.log_level not in ("debug", "info", "warning", "error"):
@@ -276,7 +303,7 @@ def _resolve(cfg: Config, base: Path, require_tools: bool) -> Config:
     if not 0 < cfg.web.port < 65536:
         raise ConfigError(f"{path}: web.port: expected 1-65535, got {cfg.web.port}")
     _check_token(cfg.web, path)
-    return dataclasses.replace(cfg, storage=storage, encode=enc)
+    return dataclasses.replace(cfg, storage=storage, encode=enc, warnings=tuple(warnings))
 
 
 HEX = frozenset("0123456789abcdefABCDEF")

@@ -21,6 +21,7 @@ from .notify import Notifier
 from .services import AlreadyRunning, Services
 from .web import connections
 from .web.app import create_app
+from .web.errors import JsonErrorRunner
 from .web.keys import SERVICES
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ async def _serve(config: Config) -> int:
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
 
     app = create_app(config, notifier=notifier, websocket_close_s=plan.websockets.timeout_s)
-    runner = web.AppRunner(
+    runner = JsonErrorRunner(
         app,
         handle_signals=False,
         shutdown_timeout=plan.http.timeout_s,
@@ -155,6 +156,8 @@ def _warn_if_token_readable(config: Config) -> None:
 
 def serve(config: Config, *, verbose: bool = False) -> int:
     logs.setup(config.daemon.log_level, verbose=verbose)
+    for warning in config.warnings:
+        log.warning("%s", warning)
     _warn_if_token_readable(config)
     _raise_fd_limit()
     if not verbose:  # one line per request is noise next to one line per event

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import children, mp4, poster, probe
+from . import children, disk, mp4, poster, probe
 from .config import Config, Profile
 from .job import Job, MediaInfo
 from .layout import Layout
@@ -45,6 +45,13 @@ HB_ERRORS = {
     4: "HandBrake failed for an unknown reason",
     5: "HandBrake could not read the source",
 }
+
+
+# A failed encode ran out of space when its log says so (strerror(ENOSPC)), or when it
+# leaves the tmp/ disk all but full: HandBrake 1.6.1 says nothing when its muxer's writes
+# fail, exits 0 with WorkDone Error 0, and leaves a cut-off file.
+NO_SPACE = "no space left on device"
+FULL_DISK_FREE_BYTES = 1 << 20
 
 
 class EncodeFailed(Exception):
@@ -333,6 +340,27 @@ class Encoder:
 
     async def _verify(self, job: Job, source: MediaInfo, code: int, run: _Run) -> MediaInfo:
         """Check everything that makes an encode good, then move it into videos/."""
+        try:
+            return await self._verified(job, source, code, run)
+        except EncodeFailed as e:
+            if not self._out_of_space(e.log_tail):
+                raise
+            raise EncodeFailed(
+                "disk_full",
+                "the disk filled up during the conversion; free some space, then retry",
+                e.log_tail,
+            ) from None
+
+    def _out_of_space(self, log_tail: str) -> bool:
+        """Whether a failed encode ran out of disk space (checked before tmp/ is cleaned)."""
+        if NO_SPACE in log_tail.lower():
+            return True
+        try:
+            return disk.free_bytes(self.config.storage.tmp_dir) < FULL_DISK_FREE_BYTES
+        except OSError:
+            return False
+
+    async def _verified(self, job: Job, source: MediaInfo, code: int, run: _Run) -> MediaInfo:
         tmp_out = self.layout.tmp_video(job.id)
         tail = run.log_tail()
         if code < 0:

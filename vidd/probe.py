@@ -20,6 +20,11 @@ class NotAVideo(Exception):
     """The file can't be converted; the message is the reason, in plain words."""
 
 
+class HandBrakeMissing(OSError):
+    """HandBrakeCLI itself could not be run (gone, or not executable): vidd's problem,
+    not the file's. The message says which path, in plain words."""
+
+
 def media_info(title_set: dict[str, Any], size: int) -> MediaInfo:
     """The first title of a `JSON Title Set`, as MediaInfo. Raises NotAVideo."""
     titles = title_set.get("TitleList") or []
@@ -65,8 +70,11 @@ async def probe(handbrake: str, path: Path, box: children.Box | None = None) -> 
         code, out, err = await children.run(args, timeout_s=PROBE_TIMEOUT_S, box=box)
     except TimeoutError:
         raise NotAVideo(f"HandBrake took more than {PROBE_TIMEOUT_S:.0f} s to read it") from None
-    if code in (126, 127):  # the tool itself could not run: vidd's problem, not the file's
-        raise OSError(f"{handbrake} could not be run (exit code {code})")
+    except (FileNotFoundError, PermissionError) as e:  # spawned without setpriv
+        raise HandBrakeMissing(f"HandBrakeCLI ({handbrake}) can't be run: {e.strerror}") from None
+    if code in (126, 127):  # what setpriv exits with when it can't run the tool
+        reason = "it is not there" if code == 127 else "it is not executable"
+        raise HandBrakeMissing(f"HandBrakeCLI ({handbrake}) can't be run: {reason}")
     title_set = parse_blocks(out).get("JSON Title Set")
     if code != 0 or title_set is None:
         raise NotAVideo(_reason(code, err))

@@ -44,6 +44,17 @@ def ignored_name(name: str) -> bool:
     return name.startswith(".") or name.endswith("~") or name.lower().endswith(TEMP_SUFFIXES)
 
 
+def _why_not_taken(mode: int) -> str:
+    """Why an inbox entry that is not a regular file stays where it is."""
+    if stat.S_ISLNK(mode):
+        return "it is a symlink, and vidd only takes regular files (move the file in instead)"
+    if stat.S_ISDIR(mode):
+        return "it is a folder, and vidd does not look into folders in the inbox"
+    if stat.S_ISFIFO(mode):
+        return "it is a FIFO (named pipe), and vidd only takes regular files"
+    return "it is not a regular file (a socket or a device), and vidd only takes regular files"
+
+
 @dataclass
 class _Candidate:
     last_event: float  # monotonic time of the last event (or of being found)
@@ -62,6 +73,8 @@ class Watcher:
         self.intake = intake
         self.inbox = config.storage.inbox_dir
         self._candidates: dict[Path, _Candidate] = {}
+        # Entries that are not regular files, each said once: (device, inode, type) by path.
+        self._not_taken: dict[Path, tuple[int, int, int]] = {}
         self._admitting: set[asyncio.Task[None]] = set()
         self._watch_stop = asyncio.Event()  # one per watchfiles loop: cancelling one sets it
         self._rescan_now = asyncio.Event()
@@ -72,13 +85,14 @@ class Watcher:
         self._armed = False
         self._rearm = False
         self.arms = 0  # watches set up: more than one means the inbox had to be re-watched
+        self.scans = 0  # full looks at the inbox
         self.taken = 0
         self.failures = 0
 
     def __repr__(self) -> str:
         return (
             f"<Watcher {self.inbox} watching={self.watching} candidates={len(self._candidates)} "
-            f"arms={self.arms} taken={self.taken} failures={self.failures}>"
+            f"arms={self.arms} scans={self.scans} taken={self.taken} failures={self.failures}>"
         )
 
     def troubles(self, limit: int = 20) -> list[dict[str, object]]:
@@ -196,16 +210,34 @@ class Watcher:
         self._candidates[path] = _Candidate(last_event=time.monotonic())
 
     def _scan(self) -> None:
+        present: set[Path] = set()
         try:
             with os.scandir(self.inbox) as entries:
                 for entry in entries:
                     if len(self._candidates) >= MAX_CANDIDATES:
                         self._overflowed = True
-                        break
+                        return
                     if entry.is_file(follow_symlinks=False):
                         self._note(Path(entry.path), found=True)
+                    elif not ignored_name(entry.name):
+                        with contextlib.suppress(OSError):  # gone since it was listed
+                            self._say_not_taken(Path(entry.path), entry.stat(follow_symlinks=False))
+                            present.add(Path(entry.path))
         except OSError as e:
             log.warning("watcher: can't list %s: %s", self.inbox, e)
+            return
+        self.scans += 1
+        # Forget what is gone, so that a new entry of the same name is said again.
+        for path in self._not_taken.keys() - present:
+            del self._not_taken[path]
+
+    def _say_not_taken(self, path: Path, st: os.stat_result) -> None:
+        """One log line per entry that is never taken, however often it is seen."""
+        ident = (st.st_dev, st.st_ino, stat.S_IFMT(st.st_mode))  # inodes get reused
+        if self._not_taken.get(path) == ident or len(self._not_taken) >= MAX_CANDIDATES:
+            return
+        self._not_taken[path] = ident
+        log.warning("watcher: %s stays in the inbox: %s", path.name, _why_not_taken(st.st_mode))
 
     async def _rescan_loop(self) -> None:
         """Catch missed events, and re-arm if the inbox was replaced or the watch died."""
@@ -270,6 +302,7 @@ class Watcher:
                 continue
             if not stat.S_ISREG(st.st_mode):  # folders, symlinks, fifos: never taken
                 del self._candidates[path]
+                self._say_not_taken(path, st)
                 continue
             sig = (st.st_size, st.st_mtime_ns)
             prev, cand.sig = cand.sig, sig

@@ -13,14 +13,11 @@ import asyncio
 import json
 import logging
 import resource
-from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_request import BaseRequest
 
 from ..config import Web
-from .errors import STATUS_CODES, error_response
 
 log = logging.getLogger(__name__)
 
@@ -132,32 +129,6 @@ class _Counted(asyncio.Protocol):
         self.inner.resume_writing()
 
 
-class _Protocol(web.RequestHandler):
-    """aiohttp's HTTP protocol, except that its own answers are in vidd's error shape too:
-    a request it can't parse (a bad request line, a broken header) never reaches the app
-    and its middlewares, and aiohttp would answer it in plain text."""
-
-    __slots__ = ()
-
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        super().handle_error(request, status, exc, message)  # it logs, or raises if too late
-        if status == HTTPStatus.INTERNAL_SERVER_ERROR:
-            code, text = "internal", "vidd hit an internal error; see its log"
-        else:
-            # aiohttp's words, without the picture of the bad bytes it draws below them
-            code = STATUS_CODES.get(status, "error")
-            text = (message or HTTPStatus(status).phrase).split("\n", 1)[0].rstrip(": ")[:200]
-        resp = error_response(status, code, text)
-        resp.force_close()
-        return resp
-
-
 class GuardedSite(web.BaseSite):
     """A TCP site whose every connection goes through `Limits` first."""
 
@@ -178,7 +149,8 @@ class GuardedSite(web.BaseSite):
         loop = asyncio.get_running_loop()
 
         def factory() -> asyncio.Protocol:
-            # What `server()` does, with the protocol above in place of aiohttp's own.
-            return _Counted(_Protocol(server, loop=loop, **server._kwargs), self.limits)
+            # `server()` makes the protocol (JsonErrorRunner's, whose own answers are in
+            # the usual error shape), counted here first.
+            return _Counted(server(), self.limits)
 
         self._server = await loop.create_server(factory, self._host, self._port)

@@ -6,17 +6,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
+import warnings
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import aiofiles
 import aiofiles.os
-from aiohttp import BodyPartReader, ClientPayloadError, hdrs, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import (
+    BadContentDispositionHeader,
+    BadContentDispositionParam,
+    BodyPartReader,
+    ClientPayloadError,
+    MultipartReader,
+    hdrs,
+    web,
+)
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError
 
-from .. import disk
+from .. import disk, probe
 from ..intake import QueueFull, clean_name
 from ..job import Job, Status
 from .errors import ApiError, error_response
@@ -94,7 +104,13 @@ async def create_job(request: web.Request) -> web.Response:
             _disk_full_answers(),
             request.app[SERVICES].disk.reserve(request.content_length or 0) as reservation,
         ):
-            job = await _receive(request, reservation)
+            upload, name, profile = await _receive(request, reservation)
+            try:
+                job = await _admit(request, upload, name, profile)
+            except BaseException:
+                # The intake put the file back where it was; the client still has it.
+                await _discard(upload)
+                raise
     finally:
         counters.uploads_active -= 1
     if job.status is Status.REJECTED:
@@ -103,46 +119,122 @@ async def create_job(request: web.Request) -> web.Response:
     return web.json_response(job.to_json(), status=201)
 
 
-async def _receive(request: web.Request, reservation: disk.Reservation) -> Job:
-    """Read the form, stream its file into tmp/, and hand it to the intake."""
+async def _receive(
+    request: web.Request, reservation: disk.Reservation
+) -> tuple[Path, str, str | None]:
+    """Read the form: the file streamed into tmp/, its display name, the profile.
+
+    A form vidd can't take is an ApiError and one log line; on every way out but
+    success, nothing is left in tmp/."""
     profile: str | None = None
     upload: Path | None = None
     name = ""
+    received = False
     try:
-        reader = await request.multipart()
+        reader = await _multipart(request)
         for _ in range(MAX_PARTS):
-            part = await reader.next()
+            part = await _next_part(request, reader)
             if part is None:
                 break
-            if not isinstance(part, BodyPartReader):
-                raise ApiError(400, "bad_request", "nested multipart is not accepted")
-            if part.name == "profile":
-                profile = (await _read_field(part)).strip() or None
+            field, filename = _disposition(request, part)
+            if field == "profile":
+                profile = (await _read_field(request, part)).strip() or None
                 _check_profile(request, profile)
-            elif part.name == "file" and upload is None:
-                name = display_name(part.filename)
+            elif field == "file":
+                if upload is not None:
+                    raise ApiError(400, "bad_request", "send one file per upload, not several")
+                name = display_name(filename)
                 upload = request.app[SERVICES].layout.new_upload()
                 await _stream_to(request, part, upload, reservation)
             else:
-                await _read_field(part)  # an unknown small field: skip it
+                await _read_field(request, part)  # an unknown small field: skip it
         else:
             raise ApiError(400, "bad_request", f"at most {MAX_PARTS} form fields")
         if upload is None:
             raise ApiError(400, "bad_request", "no file: send it in the multipart field 'file'")
         _check_profile(request, profile)
-        job = await _admit(request, upload, name, profile)
-        upload = None  # the intake owns the file now (moved or deleted)
-        return job
-    except (ConnectionError, ClientPayloadError) as e:
-        # The client went away mid-upload: nobody will read an answer.
-        log.info("upload of %r aborted by the client: %s", name, e)
+        received = True
+        return upload, name, profile
+    except ApiError as e:
+        (log.warning if e.status >= 500 else log.info)(
+            "upload of %r refused (%d %s): %s", name, e.status, e.code, e.message
+        )
+        raise
+    except (ConnectionError, ClientPayloadError, web.RequestPayloadError) as e:
+        # The client went away mid-upload, or broke the framing of the body.
+        log.info("upload of %r aborted: %s", name, _first_line(e))
         raise ApiError(400, "aborted", "the upload did not complete") from None
     except (ValueError, HttpProcessingError) as e:
         # aiohttp's multipart reader: no boundary, a wrong one, a part cut short.
         raise ApiError(400, "bad_request", f"the form is malformed: {e}") from None
     finally:
-        if upload is not None:
+        if upload is not None and not received:
             await _discard(upload)
+
+
+async def _multipart(request: web.Request) -> MultipartReader:
+    try:
+        return await request.multipart()
+    except ValueError as e:  # no boundary, or a bad one
+        raise _malformed(request, e) from None
+
+
+async def _next_part(request: web.Request, reader: MultipartReader) -> BodyPartReader | None:
+    try:
+        part = await reader.next()
+    except (BadContentDispositionHeader, BadContentDispositionParam):
+        # aiohttp warns while it looks for a `_charset_` part; where warnings are
+        # errors (the tests), the warning is raised here.
+        raise _bad_disposition(request) from None
+    except (ValueError, RuntimeError, BadHttpMessage) as e:
+        raise _malformed(request, e) from None
+    if part is not None and not isinstance(part, BodyPartReader):
+        raise ApiError(400, "bad_request", "nested multipart is not accepted")
+    return part
+
+
+async def _read_chunk(request: web.Request, part: BodyPartReader, size: int) -> bytes:
+    try:
+        return await part.read_chunk(size)
+    except (ValueError, BadHttpMessage) as e:
+        raise _malformed(request, e) from None
+
+
+def _disposition(request: web.Request, part: BodyPartReader) -> tuple[str | None, str | None]:
+    """The part's field name and file name. aiohttp only warns about a malformed
+    Content-Disposition (and then has neither): here it is the client's error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        field, filename = part.name, part.filename
+    if caught:
+        raise _bad_disposition(request)
+    return field, filename
+
+
+def _bad_disposition(request: web.Request) -> ApiError:
+    if request.content.at_eof():  # the body was cut in the middle of the part's headers
+        return _ended_early()
+    return ApiError(400, "bad_request", "a form part has a malformed Content-Disposition")
+
+
+def _malformed(request: web.Request, e: Exception) -> ApiError:
+    if request.content.at_eof() and "EOF" in str(e):
+        return _ended_early()
+    return ApiError(400, "bad_request", f"not a valid multipart form: {_first_line(e)}")
+
+
+def _ended_early() -> ApiError:
+    return ApiError(
+        400,
+        "bad_request",
+        "the body ended before the multipart form did (a Content-Length that is too short?)",
+    )
+
+
+def _first_line(e: Exception) -> str:
+    text = e.message if isinstance(e, HttpProcessingError) else str(e)
+    lines = str(text).strip().splitlines()
+    return lines[0][:200] if lines else type(e).__name__
 
 
 def _check_profile(request: web.Request, profile: str | None) -> None:
@@ -160,9 +252,9 @@ def _disk_full_answers() -> Iterator[None]:
         raise ApiError(507, "disk_full", str(e)) from None
 
 
-async def _read_field(part: BodyPartReader) -> str:
+async def _read_field(request: web.Request, part: BodyPartReader) -> str:
     data = bytearray()
-    while chunk := await part.read_chunk(MAX_FIELD_BYTES + 1):
+    while chunk := await _read_chunk(request, part, MAX_FIELD_BYTES + 1):
         data += chunk
         if len(data) > MAX_FIELD_BYTES:
             raise ApiError(400, "bad_request", f"form field {part.name!r} is too long")
@@ -183,26 +275,33 @@ async def _stream_to(
     # network overlap, and at most two chunks are ever held in memory.
     writing: asyncio.Future[int] | None = None
     pace = _Pace(cfg.web.body_timeout_s, cfg.web.min_body_rate)
-    async with aiofiles.open(path, "xb") as f:
-        try:
-            while chunk := await pace.next(part.read_chunk(CHUNK)):
-                written += len(chunk)
-                if written > limit:
-                    raise _too_large(limit)
+    try:
+        async with aiofiles.open(path, "xb") as f:
+            try:
+                while chunk := await pace.next(_read_chunk(request, part, CHUNK)):
+                    written += len(chunk)
+                    if written > limit:
+                        raise _too_large(limit)
+                    if writing is not None:
+                        await writing
+                    reservation.wrote(len(chunk))  # past a declared length: checked
+                    writing = asyncio.ensure_future(f.write(chunk))
+                    counters.bytes_uploaded += len(chunk)
+                    if written >= next_check:  # others write too (encodes, the inbox)
+                        next_check += DISK_CHECK_EVERY
+                        guard.check()
                 if writing is not None:
                     await writing
-                reservation.wrote(len(chunk))  # past a declared length: checked
-                writing = asyncio.ensure_future(f.write(chunk))
-                counters.bytes_uploaded += len(chunk)
-                if written >= next_check:  # others write too (encodes, the inbox)
-                    next_check += DISK_CHECK_EVERY
-                    guard.check()
-            if writing is not None:
-                await writing
-        finally:
-            if writing is not None and not writing.done():
-                # The file closes only after its last write has finished.
-                await asyncio.wait([writing])
+            finally:
+                if writing is not None and not writing.done():
+                    # The file closes only after its last write has finished.
+                    await asyncio.wait([writing])
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise ApiError(
+            507, "disk_full", "the disk filled up while the upload was being written"
+        ) from None
 
 
 class _Pace:
@@ -253,6 +352,12 @@ async def _admit(request: web.Request, upload: Path, name: str, profile: str | N
         raise ApiError(400, "bad_request", str(e)) from None
     except disk.DiskFull as e:
         raise ApiError(507, "disk_full", str(e)) from None
+    except probe.HandBrakeMissing as e:
+        # vidd's fault, not the file's: the upload is dropped (the client still has it).
+        log.error("upload of %r refused: %s", name, e)
+        raise ApiError(
+            503, "handbrake_missing", f"{e}, so vidd can't take videos until it is back"
+        ) from None
 
 
 async def _discard(path: Path) -> None:
