@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 
-from conftest import Daemon, free_port, write_config
+from testkit.daemon import Daemon, free_port, run_vidd, write_config
 
 
 def test_a_second_vidd_on_the_same_data_is_refused(
@@ -16,12 +14,7 @@ def test_a_second_vidd_on_the_same_data_is_refused(
     other = tmp_path / "other"
     other.mkdir()
     config = write_config(other, storage={"data_dir": str(first.data)}, web={"port": free_port()})
-    result = subprocess.run(
-        [sys.executable, "-m", "vidd", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_vidd("serve", "--config", str(config))
     assert result.returncode == 1
     assert "another vidd is already using" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr

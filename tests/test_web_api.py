@@ -11,8 +11,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from testkit.jobs import add_rejected
 from vidd.daemon import SERVICES
-from vidd.job import Job, JobError, Status, new_id, now
+from vidd.job import new_id
 from vidd.web.app import create_app
 from vidd.web.keys import HUB
 from vidd.web.security import CSP
@@ -32,21 +33,6 @@ def stalling_handbrake(folder: Path) -> str:
 async def client(aiohttp_client, make_config):
     cfg = make_config(watch={"enabled": False})
     return await aiohttp_client(create_app(cfg))
-
-
-async def add_rejected(client, name: str = "notes.txt") -> Job:
-    job = Job(
-        id=new_id(),
-        name=name,
-        status=Status.REJECTED,
-        profile="web",
-        origin="upload",
-        source_ext=".txt",
-        created_at=now(),
-        finished_at=now(),
-        error=JobError("not_video", "no video stream"),
-    )
-    return await client.app[SERVICES].store.add(job)
 
 
 async def upload(client, path: Path, name: str | None = None, **fields: str):
