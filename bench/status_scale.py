@@ -12,7 +12,8 @@ from typing import Any
 
 import aiohttp
 
-from vidd.job import Job, Status, new_id, now
+from testkit.jobs import make_job
+from vidd.job import Status, now
 from vidd.store import Store
 
 from .harness import Context, Result, Vidd, cpu_seconds, ms, percentile
@@ -36,11 +37,9 @@ async def fill_store(db: Path, count: int) -> None:
     statuses = [s for s, share in MIX for _ in range(share)]
     start = now() - timedelta(days=365)
     jobs = [
-        Job(
-            id=new_id(),
+        make_job(
             name=f"holiday {i:06d}.mp4",
             status=statuses[i % len(statuses)],
-            profile="web",
             origin="inbox",
             source_ext=".mp4",
             created_at=start + timedelta(seconds=i * 60),
