@@ -47,4 +47,5 @@ async def add_rejected(client: TestClient[Any, Any], name: str = "notes.txt") ->
         finished_at=now(),
         error=JobError("not_video", "no video stream"),
     )
-    return await client.app[SERVICES].store.add(job)
+    added: Job = await client.app[SERVICES].store.add(job)
+    return added
