@@ -19,7 +19,7 @@ test: deps-test $(VENV)/.test
 	$(PY) -m pytest
 
 lint: $(VENV)/.test
-	$(VENV)/bin/ruff check vidd tests bench
+	$(VENV)/bin/ruff check vidd tests bench testkit
 	$(VENV)/bin/mypy
 
 bench: deps-test $(VENV)/.test

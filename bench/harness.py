@@ -1,8 +1,9 @@
-"""The bench's own harness: a real `python -m vidd serve` on loopback in a temporary data
-folder, samplers for its memory and CPU, media made with ffmpeg, a live view of its jobs
-over the WebSocket, and the Result rows the table is made of.
+"""The bench's own harness: vidd as the bench runs it (built on testkit's Daemon), samplers
+for its memory and CPU, the bench's larger media, a live view of its jobs over the
+WebSocket, and the Result rows the table is made of.
 
-Nothing here is imported from tests/: the bench must run on its own.
+The daemon, its config and the clips come from testkit/, which the tests use too; nothing
+is imported from tests/.
 """
 
 from __future__ import annotations
@@ -12,28 +13,31 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
-FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
+from testkit.daemon import Daemon, write_config
+from testkit.media import FFMPEG, make_clip
+
 HANDBRAKE = shutil.which("HandBrakeCLI") or "/usr/bin/HandBrakeCLI"
 # The default `web` profile, as the issue states it: the reference runs use exactly these.
 WEB_ARGS = ["-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MiB = 1 << 20
 GiB = 1 << 30
+# The bench runs vidd's defaults but for these: the data folder beside the config, a small
+# disk guard, and a short wait for encodes at a stop (the bench stops daemons between cases).
+BENCH_CONFIG: Mapping[str, Mapping[str, Any]] = {
+    "storage": {"data_dir": "var", "min_free_bytes": 64 * MiB},
+    "daemon": {"shutdown_timeout_s": 5.0},
+}
 
 
 # --- results ----------------------------------------------------------------------------
@@ -79,12 +83,6 @@ def ms(seconds: float) -> str:
 
 
 # --- processes ----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def rss_bytes(pid: int) -> int:
@@ -134,125 +132,19 @@ class RssSampler:
             self.peak = max(self.peak, value)
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))  # a JSON string is a valid TOML basic string
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(value)
-
-
-def write_config(folder: Path, **sections: dict[str, Any]) -> Path:
-    """A config.toml with vidd's defaults, except a data folder in `folder`, a free loopback
-    port, a small disk guard and a short shutdown; `sections` override keys."""
-    base: dict[str, dict[str, Any]] = {
-        "storage": {"data_dir": str(folder / "var"), "min_free_bytes": 64 * MiB},
-        "web": {"host": "127.0.0.1", "port": free_port()},
-        # Only how long a stop waits for encodes: the bench stops daemons between cases.
-        "daemon": {"shutdown_timeout_s": 5.0},
-    }
-    for name, keys in sections.items():
-        base.setdefault(name, {}).update(keys)
-    lines: list[str] = []
-    for name, keys in base.items():
-        lines.append(f"[{name}]")
-        lines += [f"{key} = {toml_value(value)}" for key, value in keys.items()]
-        lines.append("")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "config.toml"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
-class Vidd:
-    """A vidd started as `python -m vidd serve --config ...`, the way a user runs it."""
+class Vidd(Daemon):
+    """A vidd started as `python -m vidd serve --config ...`, the way a user runs it: with
+    vidd's defaults but for BENCH_CONFIG, a free port and `sections`, no --verbose, and in a
+    session of its own, as systemd gives a service (on a kernel with autogroup scheduling it
+    then gets its own share of the CPU, not a share of ours). `with` starts and stops it."""
 
     def __init__(self, folder: Path, env: dict[str, str] | None = None, **sections: Any) -> None:
-        from vidd import config as config_mod  # the bench measures this checkout's vidd
+        path = write_config(folder, defaults=BENCH_CONFIG, **sections)
+        super().__init__(path, env, verbose=False, own_session=True)
 
-        self.folder = folder
-        self.config_path = write_config(folder, **sections)
-        self.config = config_mod.load(self.config_path)
-        self.env = env or {}
-        self.log_path = folder / "vidd.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.config.web.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.config.web.port}/ws"
-
-    @property
-    def data(self) -> Path:
-        return self.config.storage.data_dir
-
-    @property
-    def inbox(self) -> Path:
-        return self.config.storage.inbox_dir
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float = 30.0) -> Vidd:
+    def start(self, timeout: float = 30.0) -> Self:
         self.data.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "vidd", "serve", "--config", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, **self.env},
-                cwd=self.folder,
-                # Its own session, as systemd gives a service: on a kernel with autogroup
-                # scheduling it then gets its own share of the CPU, not a share of ours.
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vidd exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"vidd did not answer within {timeout} s:\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 20.0) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def __enter__(self) -> Vidd:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return super().start(timeout)
 
     def nofile_limit(self) -> int:
         with open(f"/proc/{self.pid}/limits", encoding="ascii") as f:
@@ -267,20 +159,6 @@ class Vidd:
 
 def run(args: list[str], timeout: float = 120.0) -> None:
     subprocess.run(args, check=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def make_clip(path: Path, seconds: float = 10.0, size: str = "1280x720") -> Path:
-    """A test pattern with a tone: MPEG-4 video and MP3 audio in AVI, 25 fps, like the
-    project's test clips but 720p, so it needs a real conversion."""
-    run(
-        [
-            FFMPEG, "-v", "error", "-y",
-            "-f", "lavfi", "-i", f"testsrc=size={size}:rate=25",
-            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
-            "-t", str(seconds), "-c:v", "mpeg4", "-q:v", "5", "-c:a", "libmp3lame", str(path),
-        ]
-    )  # fmt: skip
-    return path
 
 
 def concat_clip(parts: list[Path], path: Path) -> Path:
@@ -317,16 +195,6 @@ def make_big_mp4(path: Path, size_bytes: int = 300_000_000) -> Path:
     return path
 
 
-def media_duration(path: Path) -> float:
-    out = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "json", str(path)],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    ).stdout
-    return float(json.loads(out)["format"]["duration"])
-
-
 # --- watching vidd's jobs -----------------------------------------------------------------
 
 
@@ -334,7 +202,7 @@ class JobWatch:
     """One WebSocket client that notes when each job (by name) first reaches each state,
     in time.monotonic() of this process."""
 
-    def __init__(self, vidd: Vidd) -> None:
+    def __init__(self, vidd: Daemon) -> None:
         self.vidd = vidd
         self.seen: dict[tuple[str, str], float] = {}  # (name, status) -> first seen
         self.ids: dict[str, str] = {}  # name -> job id
@@ -414,7 +282,8 @@ class Context:
         path = self.workdir / "media" / "clip10.avi"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            make_clip(path, seconds=10)
+            # Like the tests' clip (MPEG-4/MP3 AVI, 25 fps) but 720p: a real conversion.
+            make_clip(path, seconds=10, size="1280x720", timeout=120.0)
         return path
 
     def clip60(self) -> Path:

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import aiohttp
 
-from vidd.job import Job, MediaInfo, Status, new_id, now
+from testkit.daemon import free_port
+from testkit.jobs import make_job
+from testkit.media import duration
+from vidd.job import MediaInfo, Status, new_id, now
 from vidd.store import Store
 
-from .harness import Context, Result, Vidd, free_port, make_big_mp4, media_duration, ms, percentile
+from .harness import Context, Result, Vidd, make_big_mp4, ms, percentile
 
 SIZE = 300_000_000
 RANGES = 500
@@ -59,17 +62,14 @@ async def insert_done_job(db: Path, video: Path) -> str:
     """A finished job, recorded through the Store as the pool would, for a file already
     in place: the bench serves a 300 MB file without converting one."""
     size = video.stat().st_size
-    info = MediaInfo(size, media_duration(video), 1280, 720, "h264", ("aac",))
+    info = MediaInfo(size, duration(video), 1280, 720, "h264", ("aac",))
     job_id = new_id()
     store = Store(db)
     await store.open()
     try:
-        job = Job(
+        job = make_job(
             id=job_id,
             name="big.mp4",
-            status=Status.QUEUED,
-            profile="web",
-            origin="upload",
             source_ext=".mp4",
             created_at=now() - timedelta(minutes=5),
             source=info,

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_browser_upload_and_watch import CHROMIUM, CHROMIUM_ARGS, daemon_env
+
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, daemon_env
 
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
-from test_browser_upload_and_watch import CHROMIUM, CHROMIUM_ARGS, daemon_env
+
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, daemon_env
+from testkit.daemon import free_port
 
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402

@@ -8,8 +8,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import get_json, wait_for
-from test_browser_upload_and_watch import CHROMIUM, CHROMIUM_ARGS, daemon_env
+
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, daemon_env
+from testkit.daemon import get_json, wait_for
 
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402

@@ -3,27 +3,19 @@ page, watch it convert, open the watch page, play it and seek."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ffprobe
+
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, daemon_env
+from testkit.daemon import wait_for
+from testkit.media import duration
 
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
 
 pytestmark = [
     pytest.mark.browser,
@@ -31,26 +23,9 @@ pytestmark = [
 ]
 
 
-def daemon_env() -> dict[str, str]:
-    """`python -m vidd` runs from the test's folder: make sure it finds this checkout."""
-    path = os.environ.get("PYTHONPATH", "")
-    return {"PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
-
-
-def poll(fn, timeout: float = 30.0, interval: float = 0.05):
-    """Call fn until it returns something truthy; collect nothing, just wait."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {fn}"
-        time.sleep(interval)
-
-
 def test_upload_convert_and_watch(daemon_factory, clip):
     d = daemon_factory(env=daemon_env(), watch={"enabled": False})
-    source_duration = float(ffprobe(clip)["format"]["duration"])
+    source_duration = duration(clip)
     ARTIFACTS.mkdir(exist_ok=True)
     problems: list[str] = []
     with sync_playwright() as p:
@@ -108,14 +83,16 @@ def test_upload_convert_and_watch(daemon_factory, clip):
             seen.append(tuple(state))
             return state[0] == "done" and state[1] == 1
 
-        poll(conversion_state, timeout=60, interval=0.02)
+        wait_for(conversion_state, timeout=60, interval=0.02)
         assert ("done", 1) in seen
         poster = card.locator(".thumb img")
         poster.wait_for()
-        poll(
+        wait_for(
             lambda: page.evaluate(
                 "img => img.complete && img.naturalWidth > 0", poster.element_handle()
-            )
+            ),
+            timeout=30,
+            interval=0.05,
         )
         assert card.locator(".name").text_content() == clip.name
         page.wait_for_timeout(2200)  # the finished bar fades

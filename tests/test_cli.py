@@ -8,14 +8,13 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from conftest import free_port
 
+from testkit.daemon import free_port, run_vidd, write_config
 from vidd import cli
 from vidd.client import Client
 
@@ -336,29 +335,22 @@ def test_help_documents_exit_codes(capsys):
 def test_check_config_error_is_one_line(tmp_path):
     bad = tmp_path / "config.toml"
     bad.write_text("[web]\nport = 99999\n")
-    r = subprocess.run(
-        [sys.executable, "-m", "vidd", "check-config", "--config", str(bad)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = run_vidd("check-config", "--config", str(bad))
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "web.port" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_check_config_ok(tmp_path):
-    from conftest import write_config
-
     path = write_config(tmp_path)
     assert cli.main(["check-config", "--config", str(path)]) == 0
 
 
 def test_check_config_warns_about_a_missing_ffmpeg(make_config):
     cfg = make_config(encode={"ffmpeg": "no-such-ffmpeg"})
-    r = subprocess.run(
-        [sys.executable, "-m", "vidd", "check-config", "--config", str(cfg.path)],
-        capture_output=True,
-        text=True,
+    r = run_vidd(
+        "check-config",
+        "--config",
+        str(cfg.path),
         timeout=30,
     )
     assert r.returncode == 0  # the daemon runs without posters
@@ -372,13 +364,8 @@ def test_check_config_warns_about_a_missing_ffmpeg(make_config):
 
 
 def vidd_cmd(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vidd", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={k: v for k, v in os.environ.items() if k not in ("VIDD_URL", "VIDD_TOKEN")},
-    )
+    env = {k: v for k, v in os.environ.items() if k not in ("VIDD_URL", "VIDD_TOKEN")}
+    return run_vidd(*args, timeout=timeout, env=env)
 
 
 def test_submit_real_clip_to_running_daemon(daemon_factory, clip):

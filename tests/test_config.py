@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import subprocess
-import sys
 import typing
 from pathlib import Path
 
 import pytest
 
+from testkit.daemon import run_vidd
 from vidd import config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -144,12 +143,7 @@ def test_config_is_frozen() -> None:
 def test_bad_config_makes_vidd_exit_2_without_a_traceback(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[encode]\nhandbrake = '/nonexistent/HandBrakeCLI'\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "vidd", "serve", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_vidd("serve", "--config", str(path))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()

@@ -15,8 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, get_json, wait_for, write_config
 
+from testkit.daemon import Daemon, get_json, wait_for, write_config
 from vidd import config as config_mod
 
 FD_LIMIT = 256

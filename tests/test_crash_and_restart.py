@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, get_json, make_clip, start_daemon, wait_for
+
+from testkit.daemon import Daemon, get_json, start_daemon, wait_for
+from testkit.media import make_clip
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, free_port, get_json, wait_for, write_config
+
+from testkit.daemon import Daemon, free_port, get_json, run_vidd, wait_for, write_config
 
 
 def test_a_second_vidd_on_the_same_data_is_refused(
@@ -22,12 +23,7 @@ def test_a_second_vidd_on_the_same_data_is_refused(
     other = tmp_path / "other"
     other.mkdir()
     config = write_config(other, storage={"data_dir": str(first.data)}, web={"port": free_port()})
-    result = subprocess.run(
-        [sys.executable, "-m", "vidd", "serve", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_vidd("serve", "--config", str(config))
     assert result.returncode == 2  # the operator's to fix, like a config error
     assert "another vidd is already using" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr

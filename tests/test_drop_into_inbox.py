@@ -8,7 +8,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from conftest import Daemon, ffprobe, get_json, make_clip, mp4_top_boxes, wait_for
+from testkit.daemon import Daemon, get_json, wait_for
+from testkit.media import ffprobe, make_clip, mp4_top_boxes
 
 HOSTILE_NAMES = ["my clip.avi", "a;touch X;.avi", "$(id).mkv", "-o.avi", "zażółć.mov", "it's.mp4"]
 

@@ -12,12 +12,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ffprobe, make_clip, mp4_top_boxes
-from tmpfs import tiny_disk
 
+from testkit.jobs import make_job
+from testkit.media import ffprobe, make_clip, mp4_top_boxes
+from testkit.tmpfs import tiny_disk
 from vidd.config import Profile
 from vidd.encoder import EncodeFailed, Encoder, output_rate
-from vidd.job import Job, Status, new_id, now
+from vidd.job import Job, Status, new_id
 from vidd.layout import Layout
 from vidd.probe import probe
 from vidd.progress import Progress
@@ -63,21 +64,19 @@ def long_clip(clip_dir: Path) -> Path:
     return make_clip(clip_dir / "long.avi", seconds=30, size="640x480")
 
 
-async def make_job(cfg, clip: Path, profile: str = "web") -> Job:
+async def intake_job(cfg, clip: Path, profile: str = "web") -> Job:
     """A job as the intake leaves it: the source in sources/<id><ext>, probed."""
     for d in (cfg.storage.sources_dir, cfg.storage.videos_dir, cfg.storage.tmp_dir):
         d.mkdir(parents=True, exist_ok=True)
     job_id = new_id()
     source = cfg.storage.sources_dir / f"{job_id}{clip.suffix}"
     shutil.copyfile(clip, source)
-    return Job(
+    return make_job(
         id=job_id,
         name=clip.name,
         status=Status.RUNNING,
         profile=profile,
-        origin="upload",
         source_ext=clip.suffix,
-        created_at=now(),
         source=await probe(HANDBRAKE, source),
     )
 
@@ -122,7 +121,7 @@ def gone(pid: int) -> bool:
 
 async def test_a_real_encode_is_verified_and_published(clip, make_config):
     cfg = make_config(PROFILES)
-    job = await make_job(cfg, clip)
+    job = await intake_job(cfg, clip)
     seen: list[Progress] = []
     encoder = Encoder(cfg, Layout(cfg.storage))
 
@@ -161,7 +160,7 @@ async def test_a_real_encode_is_verified_and_published(clip, make_config):
 
 async def test_the_command_is_handbrakes_own_arguments_only(make_config):
     cfg = make_config(PROFILES)
-    job = Job(new_id(), "x.mkv", Status.RUNNING, "web", "upload", ".mkv", now())
+    job = make_job(name="x.mkv", status=Status.RUNNING, source_ext=".mkv")
     args = Encoder(cfg, Layout(cfg.storage)).command(job)
     assert args[:2] == [cfg.encode.handbrake, "--json"]
     assert args[args.index("-i") + 1] == str(cfg.storage.sources_dir / f"{job.id}.mkv")
@@ -189,7 +188,7 @@ async def test_a_stall_is_stopped_with_its_whole_group(
             "child_env": FAKE_ENV,
         }
     )
-    job = await make_job(cfg, clip)
+    job = await intake_job(cfg, clip)
     seen: list[Progress] = []
 
     with pytest.raises(EncodeFailed) as failed:
@@ -218,7 +217,7 @@ async def test_failures_are_reported_and_cleaned_up(
 ):
     monkeypatch.setenv("FAKE_HB_MODE", mode)
     cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV})
-    job = await make_job(cfg, clip)
+    job = await intake_job(cfg, clip)
     with pytest.raises(EncodeFailed) as failed:
         await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
     assert failed.value.code == code
@@ -267,7 +266,7 @@ async def test_real_handbrake_on_a_full_disk_is_disk_full(
 
 async def test_an_output_shorter_than_its_source_fails(clip_h264, make_config):
     cfg = make_config(PROFILES)
-    job = await make_job(cfg, clip_h264, profile="cut")  # --stop-at seconds:1 on 3 s
+    job = await intake_job(cfg, clip_h264, profile="cut")  # --stop-at seconds:1 on 3 s
     with pytest.raises(EncodeFailed) as failed:
         await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
     assert failed.value.code == "duration_mismatch"
@@ -278,7 +277,7 @@ async def test_exit_0_and_workdone_0_with_a_broken_output_fails(clip, make_confi
     # A real HandBrakeCLI lie: starting past the end exits 0, says WorkDone Error 0, and
     # writes a few hundred bytes of MP4 with nothing in it.
     cfg = make_config(PROFILES)
-    job = await make_job(cfg, clip, profile="late")
+    job = await intake_job(cfg, clip, profile="late")
     with pytest.raises(EncodeFailed) as failed:
         await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
     assert failed.value.code in ("bad_output", "no_output")
@@ -287,7 +286,7 @@ async def test_exit_0_and_workdone_0_with_a_broken_output_fails(clip, make_confi
 
 async def test_cancelling_a_real_encode_reaps_it_and_cleans_up(long_clip, make_config):
     cfg = make_config(PROFILES)
-    job = await make_job(cfg, long_clip)
+    job = await intake_job(cfg, long_clip)
     encoder = Encoder(cfg, Layout(cfg.storage))
     started = asyncio.Event()
     procs = []
@@ -314,7 +313,7 @@ async def test_renice_and_kill_all_reach_a_running_encode(
 ):
     monkeypatch.setenv("FAKE_HB_MODE", "stall")
     cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV})
-    job = await make_job(cfg, clip)
+    job = await intake_job(cfg, clip)
     pids_file = Layout(cfg.storage).work(job.id) / "pids.json"  # the one folder it may write
     monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
     encoder = Encoder(cfg, Layout(cfg.storage))
@@ -347,7 +346,7 @@ async def test_the_child_does_not_inherit_the_notify_socket(
     monkeypatch.setenv("FAKE_HB_MODE", "workdone_error")
     monkeypatch.setenv("FAKE_HB_SHOW_ENV", "1")
     cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV})
-    job = await make_job(cfg, clip)
+    job = await intake_job(cfg, clip)
     with pytest.raises(EncodeFailed) as failed:
         await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
     env = fake_env(failed.value.log_tail)
@@ -367,7 +366,7 @@ async def test_a_missing_handbrake_or_source_fails_cleanly(
     copy = tmp_path / "HandBrakeCLI"
     shutil.copy(fake_handbrake, copy)
     cfg = make_config(encode={"handbrake": str(copy)})
-    job = await make_job(cfg, clip)
+    job = await intake_job(cfg, clip)
     copy.unlink()
     with pytest.raises(EncodeFailed) as failed:
         await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
@@ -383,7 +382,7 @@ async def test_a_missing_handbrake_or_source_fails_cleanly(
 
 async def test_a_poster_failure_does_not_fail_the_job(clip, make_config):
     cfg = make_config(PROFILES, encode={"ffmpeg": "/bin/false"})
-    job = await make_job(cfg, clip)
+    job = await intake_job(cfg, clip)
     result = await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
     assert result.poster is False
     assert (cfg.storage.videos_dir / f"{job.id}.mp4").stat().st_size == result.output.size
@@ -398,7 +397,7 @@ async def test_a_crashed_progress_callback_does_not_leave_handbrake_running(
     cfg = make_config(
         encode={"handbrake": fake_handbrake, "kill_grace_s": 1.0, "child_env": FAKE_ENV}
     )
-    job = await make_job(cfg, clip)
+    job = await intake_job(cfg, clip)
     pids_file = Layout(cfg.storage).work(job.id) / "pids.json"
     monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
     pids: list[int] = []

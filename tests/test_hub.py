@@ -10,9 +10,10 @@ from collections import Counter
 
 import pytest
 
+from testkit.jobs import make_job
 from vidd import hub as hub_mod
 from vidd.hub import GOING_AWAY, TRY_AGAIN_LATER, Hub
-from vidd.job import Job, Status, new_id, now
+from vidd.job import Status, new_id
 
 
 class FakeSocket:
@@ -40,16 +41,7 @@ class FakeSocket:
 
 
 def job(job_id: str, status: Status = Status.RUNNING, progress: float = 0.0, name="a.avi"):
-    return Job(
-        id=job_id,
-        name=name,
-        status=status,
-        profile="web",
-        origin="upload",
-        source_ext=".avi",
-        created_at=now(),
-        progress=progress,
-    )
+    return make_job(id=job_id, name=name, status=status, progress=progress)
 
 
 def connect(hub: Hub, sock: FakeSocket):

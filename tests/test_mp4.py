@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import FFMPEG, ffprobe
 
+from testkit.media import FFMPEG, ffprobe
 from vidd import mp4
 
 

@@ -29,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Daemon, ffprobe, get_json, make_clip, wait_for
+
+from testkit.browser import ROOT
+from testkit.daemon import Daemon, get_json, wait_for
+from testkit.media import ffprobe, make_clip
 
 CYCLES = int(os.environ.get("VIDD_STRESS_CYCLES") or 12)
 TERMINAL = {"done", "failed", "cancelled", "rejected"}

@@ -13,7 +13,6 @@ import pytest
 import requests
 import schemathesis
 from aiohttp import web
-from conftest import Daemon, start_daemon, wait_for, write_config
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
@@ -26,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
+from testkit.daemon import Daemon, start_daemon, wait_for, write_config
 from vidd.web import openapi
 from vidd.web.app import create_app
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from test_web_api import add_rejected
-
+from testkit.jobs import add_rejected
 from vidd.web.app import create_app
 from vidd.web.keys import PAGES
 from vidd.web.page_cache import PageCache

@@ -10,19 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from vidd.job import TRANSITIONS, IllegalTransition, Job, JobError, MediaInfo, Status, new_id, now
+from testkit.jobs import make_job
+from vidd.job import TRANSITIONS, IllegalTransition, Job, JobError, MediaInfo, Status, now
 from vidd.store import SCHEMA_VERSION, Store
 
 
 def a_job(status: Status = Status.QUEUED, name: str = "clip.avi") -> Job:
-    return Job(
-        id=new_id(),
+    return make_job(
         name=name,
         status=status,
-        profile="web",
         origin="inbox",
-        source_ext=".avi",
-        created_at=now(),
         source=MediaInfo(size=10, duration=2.0, width=320, height=240, video_codec="mpeg4"),
         error=JobError("not_video", "text") if status is Status.REJECTED else None,
     )

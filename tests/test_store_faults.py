@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ffprobe, get_json, make_clip, wait_for
 
+from testkit.daemon import get_json, wait_for
+from testkit.media import ffprobe, make_clip
 from vidd.job import Job, Status, new_id, now
 from vidd.store import Store
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from vidd.job import Job, JobError, Status, new_id, now
+from testkit.jobs import add_rejected
+from vidd.job import new_id
 from vidd.web.app import create_app
 from vidd.web.keys import GUARD, HUB, SERVICES
 from vidd.web.security import CSP
@@ -35,21 +36,6 @@ async def client(aiohttp_client, make_config):
 
 # 256 bits, as `openssl rand -hex 32` makes
 TOKEN = "5f0c1a7e9b2d4c6e8a1f3b5d7c9e0a2b4d6f8a1c3e5b7d9f0a2c4e6b8d1f3a5c"
-
-
-async def add_rejected(client, name: str = "notes.txt") -> Job:
-    job = Job(
-        id=new_id(),
-        name=name,
-        status=Status.REJECTED,
-        profile="web",
-        origin="upload",
-        source_ext=".txt",
-        created_at=now(),
-        finished_at=now(),
-        error=JobError("not_video", "no video stream"),
-    )
-    return await client.app[SERVICES].store.add(job)
 
 
 async def upload(client, path: Path, name: str | None = None, **fields: str):

@@ -10,7 +10,8 @@ import json
 import aiohttp
 import pytest
 
-from vidd.job import new_id
+from testkit.jobs import make_job
+from vidd.job import JobError, Status, new_id
 from vidd.web.app import create_app
 from vidd.web.keys import SERVICES
 
@@ -162,16 +163,10 @@ async def test_media_needs_the_token(aiohttp_client, make_config, clip):
 
 
 async def test_a_job_that_is_not_done_has_no_files(client):
-    from vidd.job import Job, JobError, Status, now
-
-    job = Job(
-        id=new_id(),
+    job = make_job(
         name="n.txt",
         status=Status.REJECTED,
-        profile="web",
-        origin="upload",
         source_ext=".txt",
-        created_at=now(),
         error=JobError("not_video", "no"),
     )
     await client.app[SERVICES].store.add(job)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from tmpfs import tiny_disk
 
+from testkit.tmpfs import tiny_disk
 from vidd import disk
 from vidd.web.app import create_app
 from vidd.web.keys import COUNTERS, SERVICES

@@ -11,9 +11,9 @@ import time
 
 import aiohttp
 import pytest
-from test_web_api import add_rejected
 
-from vidd.job import Job, Status, new_id, now
+from testkit.jobs import add_rejected, make_job
+from vidd.job import Status, new_id
 from vidd.web.app import create_app
 from vidd.web.keys import HUB, SERVICES
 
@@ -44,15 +44,7 @@ async def test_snapshot_then_job_and_deleted_events(client):
 async def test_snapshot_holds_the_newest_200(client):
     store = client.app[SERVICES].store
     jobs = [
-        Job(
-            id=new_id(),
-            name=f"n{i}",
-            status=Status.REJECTED,
-            profile="web",
-            origin="inbox",
-            source_ext="",
-            created_at=now(),
-        )
+        make_job(name=f"n{i}", status=Status.REJECTED, origin="inbox", source_ext="")
         for i in range(230)
     ]
     await store.add_many(jobs)
@@ -135,15 +127,7 @@ async def test_a_client_that_never_reads_does_not_delay_the_others(client):
     reading = asyncio.create_task(read_all())
     for i, job_id in enumerate(ids):
         sent_at[job_id] = time.monotonic()
-        job = Job(
-            id=job_id,
-            name="x" * 8000,
-            status=Status.QUEUED,
-            profile="web",
-            origin="upload",
-            source_ext="",
-            created_at=now(),
-        )
+        job = make_job(id=job_id, name="x" * 8000, source_ext="")
         hub.job_changed(job, progress_only=False)
         if i % 10 == 9:  # bursts a reading client keeps up with, but 8 MB/s in all
             await asyncio.sleep(0.01)
