@@ -8,13 +8,14 @@ import asyncio
 import io
 import os
 import shutil
-import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from testkit.tmpfs import tiny_disk
 from vidd import probe as probe_mod
 from vidd.job import Job, Status, new_id, now
 from vidd.web.app import create_app
@@ -124,15 +125,10 @@ async def test_scans_run_at_most_one_per_core(make_config, clip, monkeypatch):
 
 
 @pytest.fixture
-def small_disk(tmp_path: Path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=320m", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("this machine does not let us mount a tmpfs")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 320 MiB tmpfs for the data folder (root only)."""
+    with tiny_disk(tmp_path / "disk", "320m") as disk:
+        yield disk
 
 
 @pytest.mark.timeout(120)

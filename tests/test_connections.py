@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from testkit.daemon import Daemon, get_json, wait_for, write_config
-from vidd import config as config_mod
 
 FD_LIMIT = 256
 
@@ -25,20 +24,19 @@ FD_LIMIT = 256
 def start_limited(tmp_path: Path, **web) -> Daemon:
     """`vidd serve` with RLIMIT_NOFILE at 256, as a small box or a strict unit has it."""
     path = write_config(tmp_path, web={"body_timeout_s": 2.0, **web})
-    log_path = tmp_path / "vidd.log"
+    d = Daemon(path)  # started here rather than by start(): with a lower limit
 
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
 
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
+    with open(d.log_path, "wb") as log:
+        d._proc = subprocess.Popen(
             [sys.executable, "-m", "vidd", "serve", "--config", str(path), "--verbose"],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,
             preexec_fn=limit,  # noqa: PLW1509 - only sets a limit, before exec
         )
-    d = Daemon(path, config_mod.load(path), proc, log_path)
     d.wait_ready()
     return d
 
@@ -159,18 +157,21 @@ def answer_to(port: int, raw: bytes) -> tuple[bytes, dict]:
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "code"),
     [
-        b"GARBAGE\r\n\r\n",
-        b"GET /\x01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n",
+        (b"GARBAGE\r\n\r\n", "bad_request"),
+        (b"GET /\x01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "bad_request"),
+        (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n", "bad_request"),
+        (
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n",
+            "headers_too_large",
+        ),
     ],
     ids=["request line", "path", "content length", "long header"],
 )
-def test_a_request_aiohttp_cannot_parse_gets_the_error_shape_too(daemon, raw):
+def test_a_request_aiohttp_cannot_parse_gets_the_error_shape_too(daemon, raw, code):
     """Before: `400 Bad Request` in plain text, from aiohttp, past the app's middlewares."""
     status, body = answer_to(daemon.config.web.port, raw)
-    assert status.split()[1] == b"400", status
-    assert body["error"]["code"] == "bad_request"
+    assert status.split()[1] == (b"431" if code == "headers_too_large" else b"400"), status
+    assert body["error"]["code"] == code
     assert body["error"]["message"] and "\n" not in body["error"]["message"]

@@ -230,10 +230,10 @@ async def test_no_space_left_in_the_log_is_disk_full(
     clip, make_config, fake_handbrake, monkeypatch
 ):
     monkeypatch.setenv("FAKE_HB_MODE", "nospace")
-    cfg = make_config(encode={"handbrake": fake_handbrake})
-    job = await make_job(cfg, clip)
+    cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV})
+    job = await intake_job(cfg, clip)
     with pytest.raises(EncodeFailed) as failed:
-        await Encoder(cfg).run(job, lambda p: None)
+        await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
     assert failed.value.code == "disk_full"
     assert failed.value.message.startswith("the disk filled up")
     assert "exit code" not in failed.value.message
@@ -254,10 +254,10 @@ async def test_real_handbrake_on_a_full_disk_is_disk_full(
 ):
     cfg = make_config()
     clip = make_clip(tmp_path / f"{seconds}s.avi", seconds=seconds, size="640x480")
-    job = await make_job(cfg, clip)
+    job = await intake_job(cfg, clip)
     with tiny_disk(cfg.storage.tmp_dir, disk):
         with pytest.raises(EncodeFailed) as failed:
-            await Encoder(cfg).run(job, lambda p: None)
+            await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
         assert failed.value.code == "disk_full", failed.value.message
         assert ("No space left on device" in failed.value.log_tail) is says_so
         assert "HandBrake has exited" in failed.value.log_tail

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import sqlite3
-import subprocess
 import threading
 import time
 import urllib.error
@@ -22,6 +21,7 @@ import pytest
 
 from testkit.daemon import get_json, wait_for
 from testkit.media import ffprobe, make_clip
+from testkit.tmpfs import tiny_disk
 from vidd.job import Job, Status, new_id, now
 from vidd.store import Store
 
@@ -135,17 +135,8 @@ def test_healthz_and_status_name_a_missing_handbrake(daemon_factory, tmp_path):
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 MiB tmpfs for the data folder (root only)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], check=False)
-    if r.returncode != 0:
-        pytest.skip("this machine does not let us mount a tmpfs")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with tiny_disk(tmp_path / "disk", "64m") as disk:
+        yield disk
 
 
 def fill(disk: Path, leave: int) -> Path:

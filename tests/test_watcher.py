@@ -271,7 +271,7 @@ async def test_entries_never_taken_are_each_logged_once(env, watching, clip, tmp
         (line,) = [x for x in lines if x.startswith(f"watcher: {name} ")]
         assert kind in line and "\n" not in line
     assert not [r for r in caplog.records if r.exc_info or r.levelname == "ERROR"]
-    assert await store.list() == []
+    assert await store.list_jobs() == []
     # A new entry in place of an old one is a new entry: said again.
     (inbox / "early-folder.avi").rmdir()
     (inbox / "early-folder.avi").symlink_to(outside)

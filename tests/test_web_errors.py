@@ -50,7 +50,7 @@ async def wait_status(session: aiohttp.ClientSession, job_id: str, status: str) 
 async def test_a_locked_database_is_503_then_works_again(daemon_factory, clip, tmp_path):
     daemon = daemon_factory(
         env={"FAKE_HB_MODE": "exitcode:4"},  # every encode fails: a job to retry
-        encode={"handbrake": fake_handbrake(tmp_path)},
+        encode={"handbrake": fake_handbrake(tmp_path), "child_env": ["FAKE_HB_MODE"]},
         watch={"enabled": False},
     )
     async with aiohttp.ClientSession(daemon.url) as session:
