@@ -15,9 +15,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from testkit.jobs import make_job
 from testkit.tmpfs import tiny_disk
 from vidd import probe as probe_mod
-from vidd.job import Job, Status, new_id, now
+from vidd.job import Status
 from vidd.web.app import create_app
 from vidd.web.keys import COUNTERS, SERVICES
 
@@ -69,15 +70,7 @@ async def test_a_full_queue_answers_429_and_keeps_nothing(aiohttp_client, make_c
     cfg = make_config(watch={"enabled": False}, encode={"max_queued": 1})
     client = await aiohttp_client(create_app(cfg))
     svc = client.app[SERVICES]
-    waiting = Job(
-        id=new_id(),
-        name="waiting.avi",
-        status=Status.ADMITTING,
-        profile="web",
-        origin="upload",
-        source_ext=".avi",
-        created_at=now(),
-    )
+    waiting = make_job(name="waiting.avi", status=Status.ADMITTING)
     await svc.store.add(waiting)  # one job in line (the pool never takes an admitting one)
     form = aiohttp.FormData()
     form.add_field("file", clip.read_bytes(), filename="clip.avi")

@@ -232,24 +232,23 @@ def real_ids(context) -> list[str]:
     return CURRENT[0].ids.get(context.operation.label, []) if CURRENT else []
 
 
+def with_real_ids(context, values, key: str):
+    """`values` as generated, or with `key` set to one of the daemon's real job ids."""
+    if not values or key not in values or not (ids := real_ids(context)):
+        return st.just(values)
+    return st.sampled_from([*ids, None]).map(lambda i: values if i is None else {**values, key: i})
+
+
 @SCHEMA.hook
 def flatmap_path_parameters(context, path_parameters):
     """Most ids name real jobs: else every job route would only ever answer 404."""
-    if not path_parameters or "id" not in path_parameters or not (ids := real_ids(context)):
-        return st.just(path_parameters)
-    return st.sampled_from([*ids, None]).map(
-        lambda i: path_parameters if i is None else {**path_parameters, "id": i}
-    )
+    return with_real_ids(context, path_parameters, "id")
 
 
 @SCHEMA.hook
 def flatmap_query(context, query):
     """Most pages start `before` a real job."""
-    if not query or "before" not in query or not (ids := real_ids(context)):
-        return st.just(query)
-    return st.sampled_from([*ids, None]).map(
-        lambda i: query if i is None else {**query, "before": i}
-    )
+    return with_real_ids(context, query, "before")
 
 
 @SCHEMA.parametrize()

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from testkit.jobs import make_job
 from vidd.intake import Intake
-from vidd.job import Job, JobError, Status, new_id, now
+from vidd.job import Job, JobError, Status, now
 from vidd.layout import Layout
 from vidd.store import Store
 
@@ -25,15 +26,7 @@ async def env(make_config):
 
 
 def admitting(origin: str, name: str = "clip.avi") -> Job:
-    return Job(
-        id=new_id(),
-        name=name,
-        status=Status.ADMITTING,
-        profile="web",
-        origin=origin,
-        source_ext=".avi",
-        created_at=now(),
-    )
+    return make_job(name=name, status=Status.ADMITTING, origin=origin)
 
 
 async def recover(intake: Intake) -> int:
@@ -129,14 +122,11 @@ async def test_an_orphan_in_sources_is_adopted_never_deleted(env, clip: Path, ca
 
 async def test_a_rejected_inbox_file_left_in_sources_goes_to_rejected(env, clip: Path) -> None:
     store, intake, layout = env
-    job = Job(
-        id=new_id(),
+    job = make_job(
         name="notes.txt",
         status=Status.REJECTED,
-        profile="web",
         origin="inbox",
         source_ext=".txt",
-        created_at=now(),
         finished_at=now(),
         error=JobError("not_video", "not a video"),
     )

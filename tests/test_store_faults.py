@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from testkit.daemon import get_json, wait_for
+from testkit.jobs import make_job
 from testkit.media import ffprobe, make_clip
 from testkit.tmpfs import tiny_disk
-from vidd.job import Job, Status, new_id, now
 from vidd.store import Store
 
 LOCK_S = 15.0  # past the busy_timeout (5 s) of a queued progress write and of the end itself
@@ -175,15 +175,7 @@ def test_the_disk_guard_pauses_intake_and_encodes_then_resumes(daemon_factory, s
 
 def queue_a_job(data: Path, clip: Path) -> str:
     """A queued job already in the store when vidd starts (as after a restart)."""
-    job = Job(
-        id=new_id(),
-        name="queued.avi",
-        status=Status.QUEUED,
-        profile="web",
-        origin="upload",
-        source_ext=".avi",
-        created_at=now(),
-    )
+    job = make_job(name="queued.avi")
     (data / "sources").mkdir(parents=True)
     shutil.copyfile(clip, data / "sources" / f"{job.id}.avi")
 

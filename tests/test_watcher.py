@@ -296,17 +296,23 @@ class FailOnce(Intake):
         return await super().admit(path, origin, **kwargs)
 
 
-async def test_a_failed_admission_is_retried_only_after_a_change(env, watching, clip: Path) -> None:
-    """A file wrong in itself (not a regular file, say) is tried again once it changes."""
-    cfg, store, _ = env
-    intake = FailOnce(cfg, store, ValueError("not a regular file"))
-    watcher = await watching(intake)
+async def drop_and_wait_for_a_try(cfg, intake: FailOnce, clip: Path) -> Path:
+    """Drop boom.avi into the inbox and wait until the watcher has tried to admit it."""
     boom = cfg.storage.inbox_dir / "boom.avi"
     shutil.copyfile(clip, boom)
     for _ in range(100):
         if intake.calls:
             break
         await asyncio.sleep(0.05)
+    return boom
+
+
+async def test_a_failed_admission_is_retried_only_after_a_change(env, watching, clip: Path) -> None:
+    """A file wrong in itself (not a regular file, say) is tried again once it changes."""
+    cfg, store, _ = env
+    intake = FailOnce(cfg, store, ValueError("not a regular file"))
+    watcher = await watching(intake)
+    boom = await drop_and_wait_for_a_try(cfg, intake, clip)
     assert intake.calls == ["boom.avi"]
     await asyncio.sleep(STABLE_S)  # past a rescan: still not retried
     assert intake.calls == ["boom.avi"]
@@ -330,12 +336,7 @@ async def test_a_passing_failure_is_retried_with_backoff_and_shown(
     monkeypatch.setattr(watcher_mod, "RETRY_FIRST_S", 1.0)
     intake = FailOnce(cfg, store, sqlite3.OperationalError("database is locked"))
     watcher = await watching(intake)
-    boom = cfg.storage.inbox_dir / "boom.avi"
-    shutil.copyfile(clip, boom)
-    for _ in range(100):
-        if intake.calls:
-            break
-        await asyncio.sleep(0.05)
+    await drop_and_wait_for_a_try(cfg, intake, clip)
     await asyncio.sleep(0.1)
     (trouble,) = watcher.troubles()
     assert trouble["name"] == "boom.avi" and "locked" in str(trouble["reason"])

@@ -107,7 +107,7 @@ async def _serve(config: Config) -> int:
         plan.drain,
         asyncio.gather(svc.stop_intake(plan.drain.timeout_s), svc.pool.drain(plan.drain.timeout_s)),
     )
-    await shutdown.run(plan.interrupt, svc.pool.interrupt(plan.interrupt.timeout_s - 1.0))
+    await shutdown.run(plan.interrupt, svc.pool.interrupt(plan.interrupt.timeout_s))
     watchdog.cancel()
     # Then the websockets (1001), the HTTP server and the store, each within its stage.
     await runner.cleanup()

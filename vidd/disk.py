@@ -12,6 +12,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from .config import Storage
+
 
 class DiskFull(Exception):
     """Free space is below `storage.min_free_bytes`."""
@@ -20,13 +22,6 @@ class DiskFull(Exception):
 def free_bytes(path: Path) -> int:
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize
-
-
-def check(path: Path, min_free_bytes: int, incoming: int = 0) -> None:
-    """Raise DiskFull if writing `incoming` more bytes would leave less than the floor."""
-    free = free_bytes(path)
-    if free - incoming < min_free_bytes:
-        raise DiskFull(_words(free, min_free_bytes))
 
 
 def _words(free: int, floor: int) -> str:
@@ -59,6 +54,11 @@ class DiskGuard:
         self.path = path
         self.min_free_bytes = min_free_bytes
         self.reserved = 0  # bytes promised to writes in flight
+
+    @classmethod
+    def of(cls, storage: Storage) -> DiskGuard:
+        """The guard for a config's data disk and floor."""
+        return cls(storage.data_dir, storage.min_free_bytes)
 
     def __repr__(self) -> str:
         return f"<DiskGuard {self.path} floor={self.min_free_bytes} reserved={self.reserved}>"

@@ -73,7 +73,7 @@ class Intake:
         self.config = config
         self.store = store
         self.layout = layout
-        self.guard = guard or disk.DiskGuard(config.storage.data_dir, config.storage.min_free_bytes)
+        self.guard = guard or disk.DiskGuard.of(config.storage)
         # HandBrake scans at once, whatever arrives: about one per core.
         self._probes = asyncio.Semaphore(max(1, os.cpu_count() or 1))
         self._tasks: set[asyncio.Task[Job | None]] = set()
@@ -274,7 +274,7 @@ class Intake:
 
     async def _sort_sources(self) -> int:
         """Every file in sources/ belongs to a job that still needs it."""
-        owners = await self.store.source_owners()
+        statuses = await self.store.statuses()
         touched = 0
         for entry in sorted(self.layout.sources.iterdir()):
             if entry.name.startswith("."):  # a copy cut short; its original is intact
@@ -282,13 +282,12 @@ class Intake:
                 touched += 1
                 continue
             job_id = entry.name.split(".", 1)[0]
-            owner = owners.get(job_id)
-            if owner is None:
+            status = statuses.get(job_id)
+            if status is None:
                 touched += 1
                 log.warning("intake: %s in sources/ has no job: adopting it", entry.name)
                 self._track(asyncio.ensure_future(self._adopt(entry)))
                 continue
-            _, status, origin = owner
             if status is Status.REJECTED:
                 touched += 1
                 job = await self.store.get(job_id)

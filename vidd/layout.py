@@ -63,16 +63,12 @@ class Layout:
     def tmp_poster(self, job_id: str) -> Path:
         return self.work(job_id) / f"{job_id}.jpg"
 
-    def tmp_files(self, job_id: str) -> tuple[Path, ...]:
-        return (self.work(job_id),)
-
     def new_upload(self) -> Path:
         """A fresh name in tmp/ for an upload being received: never the client's name."""
         return self.tmp / f"upload-{secrets.token_hex(12)}"
 
     def clear_tmp_of(self, job_id: str) -> None:
-        for path in self.tmp_files(job_id):
-            remove(path)
+        remove(self.work(job_id))
 
     def clear_tmp(self) -> int:
         """Leftovers in tmp/ belong to encodes and uploads that died with the last run."""

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import disk
+from . import disk, shutdown
 from .config import Config
 from .encoder import EncodeFailed, Encoder, EncodeResult
 from .job import IllegalTransition, Job, JobError, Status
@@ -42,6 +42,7 @@ ENCODE_NICE = 5
 RECORD_RETRY_S = 0.5
 RECORD_RETRY_MAX_S = 15.0
 CLAIM_RETRY_S = 5.0
+ABANDON_S = 1.0  # at the end of a stop: how long records the store refuses still get
 DISK_RECHECK_S = 5.0
 
 
@@ -83,7 +84,7 @@ class Pool:
         guard: disk.DiskGuard | None = None,
     ) -> None:
         self.config = config
-        self.guard = guard or disk.DiskGuard(config.storage.data_dir, config.storage.min_free_bytes)
+        self.guard = guard or disk.DiskGuard.of(config.storage)
         self.store = store
         self.encoder = encoder
         self.layout = layout
@@ -112,10 +113,6 @@ class Pool:
     @property
     def busy(self) -> int:
         return len(self._running)
-
-    @property
-    def running_ids(self) -> list[str]:
-        return list(self._running)
 
     # The store calls these for every change: a newly queued job wakes the pool.
     def job_changed(self, job: Job, *, progress_only: bool) -> None:
@@ -375,22 +372,23 @@ class Pool:
             await asyncio.wait(tasks, timeout=timeout_s)
 
     async def interrupt(self, timeout_s: float) -> None:
-        """Stop the encodes still running and put their jobs back in the queue."""
+        """Stop the encodes still running and put their jobs back in the queue, all within
+        `timeout_s` (its last second for records the store still refuses)."""
         self._stopping = True
         runs = list(self._running.values())
         for run in runs:
             self._stop(run, Stop.SHUTDOWN)
         tasks = [r.task for r in runs if r.task is not None]
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            _, pending = await asyncio.wait(tasks, timeout=max(0.0, timeout_s - ABANDON_S))
             if pending:  # only records the store refuses are left: the next start requeues
                 self._abandon = True
-                await asyncio.wait(pending, timeout=1.0)
+                await asyncio.wait(pending, timeout=ABANDON_S)
 
     async def stop(self, timeout_s: float) -> None:
-        """Drain, then interrupt (idempotent)."""
+        """Drain, then interrupt (idempotent), the interrupt within its shutdown stage."""
         await self.drain(timeout_s)
-        await self.interrupt(self.config.encode.kill_grace_s + 2.0)
+        await self.interrupt(shutdown.plan(self.config).interrupt.timeout_s)
 
     def kill_now(self) -> None:
         """A forced exit: kill every encode at once (their jobs are requeued at next start)."""

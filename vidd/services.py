@@ -159,7 +159,7 @@ async def open_services(
     notifier = notifier or Notifier.from_env()
     with _single_instance(config):
         async with Store(config.storage.db_path) as store:
-            guard = disk.DiskGuard(config.storage.data_dir, config.storage.min_free_bytes)
+            guard = disk.DiskGuard.of(config.storage)
             encoder = Encoder(config, layout)
             pool = Pool(config, store, encoder, layout, guard)
             intake = Intake(config, store, layout, guard)

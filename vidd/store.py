@@ -208,10 +208,6 @@ class Store:
             (_ts(now()),),
         )
 
-    async def ping(self) -> bool:
-        async with self._read.execute("SELECT 1") as cur:
-            return (await cur.fetchone()) is not None
-
     # --- reads ---------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job | None:
@@ -525,12 +521,11 @@ class Store:
             rows = await cur.fetchall()
         return [(_job(r), _path(r["intake_path"])) for r in rows]
 
-    async def source_owners(self) -> dict[str, tuple[str, Status, str]]:
-        """Every job id, with its status, origin and source extension: which files in
-        sources/ and rejected/ belong to a job."""
-        async with self._read.execute("SELECT id, status, origin, source_ext FROM jobs") as cur:
+    async def statuses(self) -> dict[str, Status]:
+        """Every job id with its status: which files in sources/ belong to a job."""
+        async with self._read.execute("SELECT id, status FROM jobs") as cur:
             rows = await cur.fetchall()
-        return {r[0]: (r[3], Status(r[1]), r[2]) for r in rows}
+        return {r[0]: Status(r[1]) for r in rows}
 
     async def _changed(self, job: Job) -> Job:
         self._state_changed()
