@@ -101,7 +101,9 @@ def test_upload_convert_and_watch(daemon_factory, clip):
         # The watch page: the player plays, from the start and after a seek.
         card.locator("a.button", has_text="Watch").click()
         page.wait_for_url(f"**/watch/{job_id}")
-        assert page.locator("#title").text_content() == clip.name
+        page.wait_for_function(
+            "name => document.getElementById('title').textContent === name", arg=clip.name
+        )
         video = page.locator("#player")
         assert video.get_attribute("preload") == "metadata"
         assert video.get_attribute("controls") is not None

@@ -223,7 +223,10 @@ class Pool:
             log.log(level, "job %s: %s after %.1f s", run.job.id, outcome.log_line, elapsed)
             await self._record(run, outcome)
         finally:
-            del self._running[run.job.id]
+            # Only this run's entry: a job requeued by its own outcome may already have
+            # been claimed again by a newer run.
+            if self._running.get(run.job.id) is run:
+                del self._running[run.job.id]
             self._reprioritise()
             self._slots.release()
 
