@@ -331,12 +331,6 @@ function startUpload(file) {
   uploadsList.prepend(li);
   refreshSummary();
 
-  const xhr = new XMLHttpRequest();
-  const form = new FormData();
-  const profile = $("profile").value;
-  if (profile) form.append("profile", profile);
-  form.append("file", file, file.name);
-
   const finish = () => {
     li.remove();
     if (!uploadsList.children.length) $("uploads-section").hidden = true;
@@ -351,35 +345,30 @@ function startUpload(file) {
     actions.replaceChildren(button("Dismiss", "", finish, `Dismiss ${file.name}`));
   };
 
-  xhr.upload.addEventListener("progress", (ev) => {
-    const total = ev.lengthComputable ? ev.total : file.size;
-    bar.max = total || 1;
-    bar.value = ev.loaded;
-    meta.textContent = `${bytes(ev.loaded)} of ${bytes(total)} · ${Math.floor((ev.loaded / (total || 1)) * 100)}%`;
+  const sending = viddSend(file, $("profile").value, {
+    progress(sent, total) {
+      bar.max = total || 1;
+      bar.value = sent;
+      meta.textContent = sent >= total
+        ? `${bytes(total)} sent · checking the file…`
+        : `${bytes(sent)} of ${bytes(total)} · ${Math.floor((sent / (total || 1)) * 100)}%`;
+    },
+    paused(on) {
+      li.querySelector(".pill").textContent = on ? "Paused — resuming" : "Uploading";
+    },
+    done(status, body) {
+      if (status === 201 && body) {
+        finish();
+        upsert(body);
+        refreshSummary();
+      } else if (status === 401) {
+        location.href = "/login";
+      } else {
+        fail(body && body.error ? body.error.message : `The server answered ${status}.`);
+      }
+    },
   });
-  xhr.upload.addEventListener("load", () => {
-    bar.value = bar.max;
-    meta.textContent = `${bytes(file.size)} sent · checking the file…`;
-  });
-  xhr.addEventListener("load", () => {
-    let body = null;
-    try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
-    if (xhr.status === 201 && body) {
-      finish();
-      upsert(body);
-      refreshSummary();
-    } else if (xhr.status === 401) {
-      location.href = "/login";
-    } else {
-      fail(body && body.error ? body.error.message : `The server answered ${xhr.status}.`);
-    }
-  });
-  xhr.addEventListener("error", () => fail("The connection was lost during the upload."));
-  xhr.addEventListener("abort", finish);
-  actions.append(button("Cancel", "", () => xhr.abort(), `Cancel the upload of ${file.name}`));
-  xhr.open("POST", "/api/jobs");
-  xhr.setRequestHeader("Accept", "application/json");
-  xhr.send(form);
+  actions.append(button("Cancel", "", () => { sending.cancel(); finish(); }, `Cancel the upload of ${file.name}`));
 }
 
 function startUploads(files) {
