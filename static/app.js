@@ -364,7 +364,6 @@ function leftQueue(old) {
       j.queue_position -= 1;
     }
   }
-  refreshQueued();
 }
 
 function refreshQueued() {
@@ -385,7 +384,7 @@ function upsert(job, li) {
     placeCard(card, job);
   }
   updateCard(card, job);
-  if (job.status === "queued") refreshQueued();
+  if (job.status === "queued" || (old && old.status === "queued")) refreshQueued();
   $("empty").hidden = true;
 }
 
@@ -400,11 +399,13 @@ function placeCard(li, job) {
 }
 
 function remove(id) {
-  leftQueue(jobs.get(id));
+  const old = jobs.get(id);
+  leftQueue(old);
   jobs.delete(id);
   const li = cards.get(id);
   if (li) li.remove();
   cards.delete(id);
+  if (old && old.status === "queued") refreshQueued();
 }
 
 function clearJobs() {
