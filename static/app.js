@@ -473,6 +473,7 @@ function renderFooter(problem) {
   else if (view.loading && view.loaded) text = "Loading more…";
   else if (view.loaded && view.total != null && shown) text = `Showing ${count(shown)} of ${count(Math.max(view.total, shown))}`;
   else if (view.loaded && shown && !view.next) text = `All ${count(shown)} shown`;
+  else if (view.loaded && shown) text = `Showing the newest ${count(shown)}`;
   status.textContent = text;
   more.hidden = !view.next || view.loading;
   const empty = $("empty");
