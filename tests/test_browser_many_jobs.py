@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from testkit.browser import CHROMIUM, CHROMIUM_ARGS, daemon_env
-from testkit.daemon import write_config
-from testkit.jobs import ended_job, fill_store, mixed_jobs
-from vidd import config as config_mod
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, start_with_jobs
+from testkit.jobs import ended_job, mixed_jobs
 from vidd.job import Status
 
 pytest.importorskip("playwright")
@@ -28,12 +26,9 @@ NEEDLE = "grandmas-birthday-unique.mov"
 
 
 def test_a_thousand_jobs(daemon_factory, tmp_path):
-    config = config_mod.load(write_config(tmp_path, watch={"enabled": False}))
-    config.storage.data_dir.mkdir(parents=True, exist_ok=True)
     jobs = mixed_jobs(JOBS)  # done, failed, rejected, cancelled in turn: 250 each
     jobs[500] = ended_job(500, Status.DONE, name=NEEDLE)
-    fill_store(config.storage.db_path, jobs)
-    d = daemon_factory(env=daemon_env())
+    d = start_with_jobs(daemon_factory, tmp_path, jobs, watch={"enabled": False})
     problems: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
