@@ -45,7 +45,7 @@ function bytes(n) {
   const units = ["B", "KB", "MB", "GB", "TB"];
   let i = 0;
   while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
-  return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
+  return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1).replace(/\.0$/, "")} ${units[i]}`;
 }
 
 function count(n) {
@@ -640,6 +640,14 @@ function pendingUploadFor(job) {
   return true;
 }
 
+// The rejected job a 422 without its job JSON was about, as the server pushed it.
+function heldRejection(name) {
+  const held = heldJobs.get(name);
+  if (!held) return null;
+  const rejected = [...held.values()].filter((j) => j.status === "rejected");
+  return rejected.length ? rejected[rejected.length - 1] : null;
+}
+
 function releaseHeld(name, exceptId) {
   const held = heldJobs.get(name);
   if (!held) return;
@@ -726,8 +734,8 @@ function startUpload(file) {
     done(status, body) {
       if (status === 201 && body && body.id) {
         become(body);
-      } else if (status === 422 && body && body.job) {
-        become(body.job); // uploaded, then turned down: the card says why
+      } else if (status === 422 && body && (body.job || heldRejection(file.name))) {
+        become(body.job || heldRejection(file.name)); // uploaded, then turned down: the card says why
       } else if (status === 401) {
         location.href = "/login";
       } else {
