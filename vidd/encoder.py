@@ -69,6 +69,7 @@ class EncodeResult:
     output: MediaInfo
     poster: bool
     log_tail: str
+    repackaged: bool = False  # a stream copy by ffmpeg (repackage.py), not an encode
 
 
 def output_rate(profile: Profile) -> float | None:

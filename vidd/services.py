@@ -26,6 +26,7 @@ from .lifecycle import Lifecycle
 from .notify import Notifier
 from .pool import Pool
 from .progress import parse_blocks
+from .publish import Publisher
 from .store import Listener, Store
 from .watcher import Watcher
 
@@ -53,6 +54,7 @@ class Services:
     watcher: Watcher | None
     handbrake_version: str
     notifier: Notifier
+    publisher: Publisher | None = None
     started_at: float = field(default_factory=time.monotonic)
     _health: tuple[float, list[str]] = field(default=(-1e9, []), init=False, repr=False)
 
@@ -161,9 +163,11 @@ async def open_services(
         async with Store(config.storage.db_path) as store:
             guard = disk.DiskGuard.of(config.storage)
             encoder = Encoder(config, layout)
-            pool = Pool(config, store, encoder, layout, guard)
+            publisher = Publisher(config, store, layout)
+            pool = Pool(config, store, encoder, layout, guard, publisher)
             intake = Intake(config, store, layout, guard)
             await _recover(store, intake, layout)
+            await publisher.recover()  # results a crash left unpublished
             watcher = Watcher(config, intake) if config.watch.enabled else None
             svc = Services(
                 config=config,
@@ -177,6 +181,7 @@ async def open_services(
                 watcher=watcher,
                 handbrake_version=await handbrake_version(config.encode.handbrake),
                 notifier=notifier,
+                publisher=publisher,
             )
             status_line = StatusLine(store, pool, notifier)
             everyone: list[Listener] = [pool, status_line, *listeners]
@@ -189,6 +194,7 @@ async def open_services(
             finally:
                 await svc.stop_intake(0)
                 await pool.stop(config.daemon.shutdown_timeout_s)
+                await publisher.stop()
                 for undo in reversed(unsubscribe):
                     undo()
                 await status_line.close()

@@ -32,7 +32,7 @@ from .job import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry upgrades the schema from version i to i + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -92,18 +92,32 @@ MIGRATIONS: tuple[str, ...] = (
         address TEXT NOT NULL DEFAULT ''
     ) WITHOUT ROWID;
     """,
+    # 4 (inbox): where a job's file came from and where its result went. `publish_pending`
+    # is set with `done` in one UPDATE, so a crash before publishing is finished at start.
+    """
+    ALTER TABLE jobs ADD COLUMN folder TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN rejected_as TEXT;
+    ALTER TABLE jobs ADD COLUMN repackaged INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN publish_pending INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN published_as TEXT;
+    ALTER TABLE jobs ADD COLUMN publish_note TEXT;
+    CREATE INDEX jobs_publish_pending ON jobs (publish_pending) WHERE publish_pending = 1;
+    """,
 )
 
 # Everything but the log tail, which only the single-job view needs.
 LIST_COLUMNS = (
     "seq, id, name, status, profile, origin, source_ext, created_at, started_at, "
     "finished_at, progress, fps, eta_s, source, output, poster, error_code, error_message"
+    ", folder, rejected_as, repackaged, published_as, publish_note"
 )
 ALL_COLUMNS = LIST_COLUMNS + ", log_tail"
 INSERT_SQL = """INSERT INTO jobs (id, name, status, profile, origin, source_ext, created_at,
         started_at, finished_at, progress, source, output, poster, error_code, error_message,
-        log_tail, intake_path)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+        log_tail, intake_path, folder)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+# Columns a transition may set besides its own (`more`): what the inbox records.
+MORE_COLUMNS = frozenset({"rejected_as", "repackaged", "publish_pending"})
 # How a job can be born: through the intake (admitting, then queued or rejected), or
 # already queued or rejected.
 NEW_STATES = frozenset({Status.ADMITTING, Status.QUEUED, Status.REJECTED})
@@ -324,10 +338,15 @@ class Store:
         """The intake probed the claimed file: it is a video, so queue it."""
         return await self.transition(job_id, Status.QUEUED, source=source, expect=Status.ADMITTING)
 
-    async def reject(self, job_id: str, reason: str) -> Job:
-        """The intake probed the claimed file: not a video."""
+    async def reject(self, job_id: str, reason: str, *, rejected_as: str | None = None) -> Job:
+        """The intake probed the claimed file: not a video. `rejected_as`: its name in
+        rejected/ (an inbox file), recorded with the state so a crash can't lose it."""
         return await self.transition(
-            job_id, Status.REJECTED, error=JobError("not_video", reason), expect=Status.ADMITTING
+            job_id,
+            Status.REJECTED,
+            error=JobError("not_video", reason),
+            expect=Status.ADMITTING,
+            more={"rejected_as": rejected_as},
         )
 
     async def abandon_admission(self, job_id: str) -> bool:
@@ -355,10 +374,25 @@ class Store:
             return None
         return await self._changed(_job(row))
 
-    async def finish(self, job_id: str, output: MediaInfo, *, poster: bool, log_tail: str) -> Job:
-        """A running job's output is verified and in videos/."""
+    async def finish(
+        self,
+        job_id: str,
+        output: MediaInfo,
+        *,
+        poster: bool,
+        log_tail: str,
+        repackaged: bool = False,
+        publish: bool = False,
+    ) -> Job:
+        """A running job's output is verified and in videos/. With `publish`, the job is
+        marked as still to be published to storage.output_dir in the same write."""
         return await self.transition(
-            job_id, Status.DONE, output=output, poster=poster, log_tail=log_tail
+            job_id,
+            Status.DONE,
+            output=output,
+            poster=poster,
+            log_tail=log_tail,
+            more={"repackaged": int(repackaged), "publish_pending": int(publish)},
         )
 
     async def fail(self, job_id: str, error: JobError, *, log_tail: str = "") -> Job:
@@ -429,6 +463,7 @@ class Store:
         poster: bool = False,
         log_tail: str | None = None,
         expect: Status | None = None,
+        more: dict[str, Any] | None = None,
     ) -> Job:
         """Move a job to `target`, or raise IllegalTransition (KeyError if it is gone).
 
@@ -461,6 +496,11 @@ class Store:
         if log_tail is not None:
             sets.append("log_tail = ?")
             args.append(log_tail)
+        for column, value in (more or {}).items():
+            if column not in MORE_COLUMNS:
+                raise ValueError(f"transition can't set {column!r}")
+            sets.append(f"{column} = ?")
+            args.append(value)
         allowed = sorted(str(s) for s in sources_of(target) if expect in (None, s))
         marks = ", ".join("?" for _ in allowed)
         sql = (
@@ -521,6 +561,29 @@ class Store:
             rows = await cur.fetchall()
         return [(_job(r), _path(r["intake_path"])) for r in rows]
 
+    # --- publishing to storage.output_dir ---------------------------------------------
+
+    async def publish_pending(self) -> list[Job]:
+        """Done jobs whose result still waits to be published (a crash came between)."""
+        async with self._read.execute(
+            f"SELECT {ALL_COLUMNS} FROM jobs WHERE publish_pending = 1 AND status = 'done' "
+            "ORDER BY seq"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_job(r) for r in rows]
+
+    async def published(self, job_id: str, published_as: str | None, note: str | None) -> Job:
+        """Publishing ended: where the result went (None when it could not), and a note."""
+        async with self._conn.execute(
+            f"""UPDATE jobs SET publish_pending = 0, published_as = ?, publish_note = ?
+                WHERE id = ? AND status = 'done' RETURNING {ALL_COLUMNS}""",
+            (published_as, note, job_id),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        return await self._changed(_job(row))
+
     async def statuses(self) -> dict[str, Status]:
         """Every job id with its status: which files in sources/ belong to a job."""
         async with self._read.execute("SELECT id, status FROM jobs") as cur:
@@ -568,6 +631,7 @@ def _insert_values(job: Job, intake_path: Path | None) -> tuple[Any, ...]:
         job.error.message if job.error else None,
         job.log_tail,
         os.fsencode(intake_path) if intake_path is not None else None,  # bytes: any name
+        job.folder,
     )
 
 
@@ -619,6 +683,11 @@ def _job(row: aiosqlite.Row) -> Job:
         poster=bool(row["poster"]),
         error=JobError(row["error_code"], row["error_message"]) if row["error_code"] else None,
         log_tail=row["log_tail"] if "log_tail" in keys else "",
+        folder=row["folder"],
+        rejected_as=row["rejected_as"],
+        repackaged=bool(row["repackaged"]),
+        published_as=row["published_as"],
+        publish_note=row["publish_note"],
     )
 
 

@@ -89,6 +89,18 @@ SCHEMAS: dict[str, Schema] = {
             },
             "error": _nullable(_ref("schemas", "JobError")),
             "log_tail": {**STR, "description": "HandBrakeCLI's last lines; GET of one job only"},
+            # The inbox helper's fields (see vidd/publish.py).
+            "folder": {**STR, "description": "the inbox subfolder it came from; '' for the top"},
+            "rejected_as": {**_nullable(STR), "description": "its file name in rejected/"},
+            "repackaged": {**BOOL, "description": "the result is a stream copy, not an encode"},
+            "published_as": {
+                **_nullable(STR),
+                "description": "where the result was published, under storage.output_dir",
+            },
+            "publish_note": {
+                **_nullable(STR),
+                "description": "a plain sentence when publishing failed or renamed the result",
+            },
         },
         optional=("log_tail",),
     ),
