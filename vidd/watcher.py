@@ -264,8 +264,10 @@ class Watcher:
                         self._note(Path(entry.path), found=True)
                     elif ignored_name(entry.name):
                         continue
-                    elif watch.recursive and depth < watch.max_depth and entry.is_dir(
-                        follow_symlinks=False
+                    elif (
+                        watch.recursive
+                        and depth < watch.max_depth
+                        and entry.is_dir(follow_symlinks=False)
                     ):
                         subfolders.append(Path(entry.path))
                     else:
