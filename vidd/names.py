@@ -26,7 +26,11 @@ def _cut(text: str, max_bytes: int) -> str:
 def file_name(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
     """`name` as one safe path component: never empty, ".", ".." or hidden, no separators
     or control characters, at most `max_bytes` of UTF-8 (the extension kept when cut)."""
-    name = name[: max_bytes * 4]  # bound the work on hostile input
+    if len(name) > max_bytes * 4:  # bound the work on hostile input, keeping the extension
+        base, dot, ext = name.rpartition(".")
+        name = (
+            base[: max_bytes * 4] + "." + ext if dot and len(ext) <= 10 else name[: max_bytes * 4]
+        )
     name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     name = unicodedata.normalize("NFC", name)
     name = "".join(

@@ -193,6 +193,8 @@ class Publisher:
         self.layout = layout
         self._tasks: set[asyncio.Task[None]] = set()
         self._abort = threading.Event()
+        # One at a time, in the order jobs finished: the first done gets the plain name.
+        self._one_at_a_time = asyncio.Lock()
         self.published = 0
         self.failed = 0
 
@@ -235,16 +237,17 @@ class Publisher:
         name = names.result_name(job.name)
         folder = names.folder_parts(job.folder)
         try:
-            placed = await asyncio.to_thread(
-                place,
-                self.layout.video(job.id),
-                self.output_dir,
-                folder,
-                name,
-                temp_name=f".vidd-{job.id}.partial",
-                recovering=recovering,
-                abort=self._abort,
-            )
+            async with self._one_at_a_time:
+                placed = await asyncio.to_thread(
+                    place,
+                    self.layout.video(job.id),
+                    self.output_dir,
+                    folder,
+                    name,
+                    temp_name=f".vidd-{job.id}.partial",
+                    recovering=recovering,
+                    abort=self._abort,
+                )
         except (OSError, Taken) as e:
             self.failed += 1
             why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
