@@ -98,9 +98,7 @@ def test_without_recursive_a_subfolder_is_left_alone_and_said_once(
     assert jobs(d) == []
 
 
-def test_too_deep_a_folder_is_left_alone(
-    daemon_factory: Callable[..., Daemon], clip: Path
-) -> None:
+def test_too_deep_a_folder_is_left_alone(daemon_factory: Callable[..., Daemon], clip: Path) -> None:
     d = daemon_factory(watch={"recursive": True, "max_depth": 1, "rescan_seconds": 0.5})
     drop(d, clip, "a/b/deep.avi")
     drop(d, clip, "a/shallow.avi")
@@ -125,9 +123,7 @@ def test_a_crash_between_done_and_published_is_finished_at_start(
     # name; the other got it, but the record of that was lost.
     (out / "lost.mp4").unlink()
     with sqlite3.connect(d.data / "vidd.db") as db:
-        db.execute(
-            "UPDATE jobs SET publish_pending = 1, published_as = NULL, publish_note = NULL"
-        )
+        db.execute("UPDATE jobs SET publish_pending = 1, published_as = NULL, publish_note = NULL")
     d2 = daemon_factory()
     again = {j["name"]: j for j in wait_for(lambda: settled(d2, 2), timeout=30)}
     assert again["lost.avi"]["published_as"] == "lost.mp4"
