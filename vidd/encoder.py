@@ -236,7 +236,7 @@ class Encoder:
         log says which way it went and why."""
         cfg = self.config.encode
         profile = cfg.profiles.get(job.profile)
-        if profile is None or not getattr(profile, "repackage", False):
+        if profile is None or not profile.repackage:
             return None
         why = repackage.why_not(job.source, job.source_ext)
         if why is None and not cfg.ffmpeg:
