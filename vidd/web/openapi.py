@@ -99,6 +99,7 @@ SCHEMAS: dict[str, Schema] = {
                 **_nullable(STR),
                 "description": "pass as `before` for the next page; null on the last one",
             },
+            "total": {**INT, "description": "how many jobs match `status` and `q`, all pages"},
         }
     ),
     "ServerStatus": _obj(
@@ -272,6 +273,9 @@ def _upload() -> Schema:
     )
 
 
+STATES = "|".join(s.value for s in Status)
+
+
 def _list_jobs() -> Schema:
     def query(name: str, schema: Schema, description: str) -> Schema:
         return {
@@ -290,7 +294,22 @@ def _list_jobs() -> Schema:
         },
         tags=["jobs"],
         parameters=[
-            query("status", _ref("schemas", "Status"), "only jobs in this state"),
+            query(
+                "status",
+                {
+                    "type": "string",
+                    "pattern": "^(" + STATES + ")(,(" + STATES + "))*$",
+                    "example": "failed,rejected",
+                },
+                "only jobs in these states: one, or several separated by commas",
+            ),
+            query(
+                "q",
+                {"type": "string", "maxLength": 100, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"},
+                "only jobs whose name holds this text, in any case, taken literally: 2 to "
+                "100 characters, no control characters, spaces around it ignored (empty or "
+                "only spaces: no search)",
+            ),
             query(
                 "limit",
                 {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
