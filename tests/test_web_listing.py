@@ -15,6 +15,7 @@ from vidd.job import Job, JobError, Status, now
 from vidd.store import MIGRATIONS, Store
 from vidd.web.app import create_app
 from vidd.web.keys import SERVICES
+from vidd.web.page_cache import PageCache
 
 # Names a search must take literally: FTS5 syntax, LIKE wildcards, quotes, other scripts.
 ODD_NAMES = (
@@ -245,3 +246,38 @@ async def test_a_database_from_before_the_index_is_searchable(tmp_path):
         assert await store.count_jobs(name="HOLIDAY") == 1
         await store.delete("oldjob")  # the triggers keep the index in step from now on
         assert await store.count_jobs(name="HOLIDAY") == 0
+
+
+async def test_status_counts_every_state(listing):
+    """/api/status names every state, failures and rejections included, and agrees with
+    the list's totals."""
+    client, jobs = listing
+    counts = (await (await client.get("/api/status")).json())["jobs"]
+    assert set(counts) == {str(s) for s in Status}
+    for status in Status:
+        assert counts[str(status)] == len(matching(jobs, statuses=(status,))), status
+    assert counts["failed"] > 0 and counts["rejected"] > 0 and counts["cancelled"] > 0
+    assert sum(counts.values()) == (await get(client, limit=1))["total"] == len(jobs)
+    store = client.app[SERVICES].store
+    failed = next(j for j in jobs if j.status is Status.FAILED)
+    await store.retry(failed.id)
+    after = (await (await client.get("/api/status")).json())["jobs"]
+    assert after["failed"] == counts["failed"] - 1 and after["queued"] == counts["queued"] + 1
+
+
+def test_progress_keeps_totals_but_not_pages():
+    """Progress changes a page's JSON but never how many jobs match; anything else may."""
+    cache = PageCache()
+    cache.put("page", b"{}", cache.generation)
+    cache.put_total("filter", 7, cache.counted)
+    job = make_job()
+    cache.job_changed(job, progress_only=True)
+    assert cache.get("page") is None and cache.total("filter") == 7
+    counted = cache.counted
+    cache.job_changed(job, progress_only=False)
+    assert cache.total("filter") is None
+    cache.put_total("filter", 8, counted)  # counted across the change: not kept
+    assert cache.total("filter") is None
+    cache.put_total("filter", 8, cache.counted)
+    cache.job_deleted(job.id)
+    assert cache.total("filter") is None
