@@ -67,7 +67,13 @@ SCHEMAS: dict[str, Schema] = {
             **MEDIA_INFO,
         }
     ),
-    "JobError": _obj({"code": STR, "message": STR}),
+    "JobError": _obj(
+        {
+            "code": STR,
+            "message": {**STR, "description": "what went wrong, in plain words"},
+            "detail": {**STR, "description": "the technical text vidd recorded"},
+        }
+    ),
     "Job": _obj(
         {
             "id": {"type": "string", "pattern": ID_PATTERN},
