@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
+from .. import log_lines
 from ..job import Job, Status, is_valid_id
 from ..lifecycle import NotFound, Refused
 from ..services import Services
@@ -28,6 +29,7 @@ MIN_SEARCH_CHARS, MAX_SEARCH_CHARS = 2, 100
 def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/api/jobs", list_jobs)
     r.add_get("/api/jobs/{id}", get_job)
+    r.add_get("/api/jobs/{id}/log", get_log)
     r.add_post("/api/jobs/{id}/cancel", cancel_job)
     r.add_post("/api/jobs/{id}/retry", retry_job)
     r.add_delete("/api/jobs/{id}", delete_job)
@@ -121,6 +123,13 @@ def _search(values: list[str]) -> str:
 async def get_job(request: web.Request) -> web.Response:
     job = await find_job(request.app[SERVICES], request.match_info["id"])
     return web.json_response(job.to_json(with_log=True))
+
+
+async def get_log(request: web.Request) -> web.Response:
+    """HandBrake's lines that matter (and vidd's verdict), then the whole log tail."""
+    job = await find_job(request.app[SERVICES], request.match_info["id"])
+    verdict = job.error.message if job.error and job.status is not Status.CANCELLED else None
+    return web.json_response(log_lines.view(job.log_tail, verdict).to_json())
 
 
 async def cancel_job(request: web.Request) -> web.Response:

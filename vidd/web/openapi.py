@@ -108,6 +108,17 @@ SCHEMAS: dict[str, Schema] = {
             "total": {**INT, "description": "how many jobs match `status` and `q`, all pages"},
         }
     ),
+    "JobLog": _obj(
+        {
+            "highlights": {
+                "type": "array",
+                "items": STR,
+                "description": "errors and why it stopped first, then how the encode went "
+                "(no disc-library noise); last, `vidd: ...` when vidd did not keep the result",
+            },
+            "lines": {"type": "array", "items": STR, "description": "the log's tail, in order"},
+        }
+    ),
     "ServerStatus": _obj(
         {
             "version": STR,
@@ -439,6 +450,14 @@ def _paths() -> dict[str, Schema]:
                     "404": NOT_FOUND,
                     "409": CONFLICT,
                 },
+                tags=["jobs"],
+            ),
+        },
+        "/api/jobs/{id}/log": {
+            "parameters": [ID_PARAM],
+            "get": _op(
+                "HandBrake's log of the job: the lines that matter, then all of its tail.",
+                {"200": _json(_ref("schemas", "JobLog"), "The log."), "404": NOT_FOUND},
                 tags=["jobs"],
             ),
         },
