@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +32,6 @@ from .job import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
 
 # Each entry upgrades the schema from version i to i + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -103,7 +102,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN publish_note TEXT;
     CREATE INDEX jobs_publish_pending ON jobs (publish_pending) WHERE publish_pending = 1;
     """,
+    # 5: name search. A trigram index of job names (any 3+ characters of a name find it,
+    # in any case), its text kept in jobs (external content) and in step by triggers.
+    """
+    CREATE VIRTUAL TABLE job_names USING fts5(
+        name, content = 'jobs', content_rowid = 'seq', tokenize = 'trigram'
+    );
+    INSERT INTO job_names (job_names) VALUES ('rebuild');
+    CREATE TRIGGER jobs_name_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO job_names (rowid, name) VALUES (new.seq, new.name);
+    END;
+    CREATE TRIGGER jobs_name_delete AFTER DELETE ON jobs BEGIN
+        INSERT INTO job_names (job_names, rowid, name) VALUES ('delete', old.seq, old.name);
+    END;
+    CREATE TRIGGER jobs_name_update AFTER UPDATE OF name ON jobs BEGIN
+        INSERT INTO job_names (job_names, rowid, name) VALUES ('delete', old.seq, old.name);
+        INSERT INTO job_names (rowid, name) VALUES (new.seq, new.name);
+    END;
+    """,
 )
+SCHEMA_VERSION = len(MIGRATIONS)
 
 # Everything but the log tail, which only the single-job view needs.
 LIST_COLUMNS = (
@@ -296,6 +314,48 @@ class Store:
         base = await self.queue_position(queued[0].seq)
         rank = {j.id: base + i for i, j in enumerate(queued)}
         return [_replace(j, queue_position=rank[j.id]) if j.id in rank else j for j in jobs]
+
+    # --- the job list: several states, a name search, how many match ----------------
+
+    async def find_jobs(
+        self,
+        *,
+        statuses: Collection[Status] = (),
+        name: str = "",
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[Job]:
+        """Newest first: jobs in any of `statuses` (every state when empty) whose name
+        holds `name` in any case (every name when empty). `before` is a `seq`."""
+        source, where, args, order = _job_filter(statuses, name)
+        if before is not None:
+            where.append(f"{order} < ?")
+            args.append(before)
+        columns = ", ".join(f"j.{c.strip()}" for c in LIST_COLUMNS.split(","))
+        sql = f"SELECT {columns} {source}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {order} DESC LIMIT ?"
+        async with self._read.execute(sql, (*args, limit)) as cur:
+            jobs = [_job(row) for row in await cur.fetchall()]
+        if not name:
+            return await self._with_positions(jobs)
+        # A search skips queued jobs, so each one's place is counted on its own.
+        return [await self._with_position(j) for j in jobs]
+
+    async def count_jobs(self, *, statuses: Collection[Status] = (), name: str = "") -> int:
+        """How many jobs find_jobs would page through. Without a name, from the counts
+        the triggers keep (no scan); with one, from the name index."""
+        if not name:
+            counts = await self.counts()
+            return sum(counts[str(s)] for s in statuses) if statuses else sum(counts.values())
+        source, where, args, _ = _job_filter(statuses, name)
+        if not statuses and source.startswith("FROM job_names"):
+            source, where = "FROM job_names", ["job_names MATCH ?"]  # no join needed
+        sql = f"SELECT COUNT(*) {source}" + (" WHERE " + " AND ".join(where) if where else "")
+        async with self._read.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     # --- writes: new jobs ------------------------------------------------------
 
@@ -702,3 +762,38 @@ def _job(row: aiosqlite.Row) -> Job:
 
 def _replace(job: Job, **changes: Any) -> Job:
     return dataclasses.replace(job, **changes)
+
+
+# --- the job list's filter (find_jobs, count_jobs) ------------------------------------
+
+# The trigram index finds 3 characters and more; shorter searches scan the names.
+MIN_INDEXED_CHARS = 3
+
+
+def _job_filter(statuses: Collection[Status], name: str) -> tuple[str, list[str], list[Any], str]:
+    """(FROM clause, WHERE terms, their arguments, the column to order and page by) for
+    jobs in `statuses` whose name holds `name`. The search is always literal: the name
+    goes in as one quoted FTS5 string, or as LIKE patterns with their wildcards escaped."""
+    where: list[str] = []
+    args: list[Any] = []
+    if len(name) >= MIN_INDEXED_CHARS:
+        # The index drives (newest first, stopping at the page's end); each hit looks
+        # up its job by primary key. CROSS JOIN keeps SQLite from turning that around.
+        source, order = "FROM job_names f CROSS JOIN jobs j ON j.seq = f.rowid", "f.rowid"
+        where.append("job_names MATCH ?")
+        args.append('"' + name.replace('"', '""') + '"')
+    else:
+        source, order = "FROM jobs j", "j.seq"
+        if name:
+            # LIKE ignores case for ASCII only: other letters are tried in both cases.
+            escaped = [c if c not in "\\%_" else "\\" + c for c in name]
+            variants = {""}
+            for c, e in zip(name, escaped, strict=True):
+                cases = {e, e.lower(), e.upper()} if not c.isascii() else {e}
+                variants = {v + x for v in variants for x in cases}
+            where.append("(" + " OR ".join("j.name LIKE ? ESCAPE '\\'" for _ in variants) + ")")
+            args += [f"%{v}%" for v in sorted(variants)]
+    if statuses:
+        where.append(f"j.status IN ({', '.join('?' for _ in statuses)})")
+        args += [str(s) for s in statuses]
+    return source, where, args, order

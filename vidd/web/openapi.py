@@ -67,7 +67,13 @@ SCHEMAS: dict[str, Schema] = {
             **MEDIA_INFO,
         }
     ),
-    "JobError": _obj({"code": STR, "message": STR}),
+    "JobError": _obj(
+        {
+            "code": STR,
+            "message": {**STR, "description": "what went wrong, in plain words"},
+            "detail": {**STR, "description": "the technical text vidd recorded"},
+        }
+    ),
     "Job": _obj(
         {
             "id": {"type": "string", "pattern": ID_PATTERN},
@@ -111,6 +117,18 @@ SCHEMAS: dict[str, Schema] = {
                 **_nullable(STR),
                 "description": "pass as `before` for the next page; null on the last one",
             },
+            "total": {**INT, "description": "how many jobs match `status` and `q`, all pages"},
+        }
+    ),
+    "JobLog": _obj(
+        {
+            "highlights": {
+                "type": "array",
+                "items": STR,
+                "description": "errors and why it stopped first, then how the encode went "
+                "(no disc-library noise); last, `vidd: ...` when vidd did not keep the result",
+            },
+            "lines": {"type": "array", "items": STR, "description": "the log's tail, in order"},
         }
     ),
     "ServerStatus": _obj(
@@ -284,6 +302,9 @@ def _upload() -> Schema:
     )
 
 
+STATES = "|".join(s.value for s in Status)
+
+
 def _list_jobs() -> Schema:
     def query(name: str, schema: Schema, description: str) -> Schema:
         return {
@@ -302,7 +323,22 @@ def _list_jobs() -> Schema:
         },
         tags=["jobs"],
         parameters=[
-            query("status", _ref("schemas", "Status"), "only jobs in this state"),
+            query(
+                "status",
+                {
+                    "type": "string",
+                    "pattern": "^(" + STATES + ")(,(" + STATES + "))*$",
+                    "example": "failed,rejected",
+                },
+                "only jobs in these states: one, or several separated by commas",
+            ),
+            query(
+                "q",
+                {"type": "string", "maxLength": 100, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"},
+                "only jobs whose name holds this text, in any case, taken literally: 2 to "
+                "100 characters, no control characters, spaces around it ignored (empty or "
+                "only spaces: no search)",
+            ),
             query(
                 "limit",
                 {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
@@ -426,6 +462,14 @@ def _paths() -> dict[str, Schema]:
                     "404": NOT_FOUND,
                     "409": CONFLICT,
                 },
+                tags=["jobs"],
+            ),
+        },
+        "/api/jobs/{id}/log": {
+            "parameters": [ID_PARAM],
+            "get": _op(
+                "HandBrake's log of the job: the lines that matter, then all of its tail.",
+                {"200": _json(_ref("schemas", "JobLog"), "The log."), "404": NOT_FOUND},
                 tags=["jobs"],
             ),
         },

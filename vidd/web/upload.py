@@ -114,7 +114,9 @@ async def create_job(request: web.Request) -> web.Response:
     finally:
         counters.uploads_active -= 1
     if job.status is Status.REJECTED:
-        reason = job.error.message if job.error else "HandBrake can't read this file"
+        reason = (
+            job.error.to_json()["message"] if job.error else "This isn't a video vidd can read."
+        )
         raise ApiError(422, job.error.code if job.error else "not_video", reason)
     return web.json_response(job.to_json(), status=201)
 
