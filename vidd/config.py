@@ -92,6 +92,10 @@ class Watch:
 class Profile:
     args: tuple[str, ...] = ()
     preset: str = ""
+    description: str = ""  # one line for people: the picker, the card, the watch page
+    # A source already in H.264 video and AAC audio is copied into an MP4 (index first)
+    # with ffmpeg instead of being encoded again.
+    repackage: bool = False
 
     def handbrake_args(self) -> list[str]:
         if self.preset:
@@ -99,7 +103,19 @@ class Profile:
         return list(self.args)
 
 
-DEFAULT_PROFILES = {"web": Profile(args=("-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"))}
+DEFAULT_PROFILES = {
+    # The arguments the project started from.
+    "web": Profile(
+        args=("-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"),
+        description="Small MP4 for every browser: H.264 at 15 fps, 96 kbps AAC audio",
+    ),
+    "web-full-rate": Profile(
+        args=("-e", "x264", "-q", "22", "-B", "96", "-O"),
+        description="MP4 for every browser at the source's frame rate; "
+        "H.264/AAC sources are copied, not re-encoded",
+        repackage=True,
+    ),
+}
 
 
 @dataclass(frozen=True)

@@ -374,12 +374,17 @@ class Store:
             expect=was,
         )
 
-    async def retry(self, job_id: str) -> Job:
-        """Back to the queue after a failure or a cancel (not from running: that is requeue)."""
+    async def retry(self, job_id: str, profile: str | None = None) -> Job:
+        """Back to the queue after a failure or a cancel (not from running: that is
+        requeue), with another profile when one is given."""
         try:
-            return await self.transition(job_id, Status.QUEUED, expect=Status.FAILED)
+            return await self.transition(
+                job_id, Status.QUEUED, expect=Status.FAILED, profile=profile
+            )
         except IllegalTransition:
-            return await self.transition(job_id, Status.QUEUED, expect=Status.CANCELLED)
+            return await self.transition(
+                job_id, Status.QUEUED, expect=Status.CANCELLED, profile=profile
+            )
 
     async def requeue(self, job_id: str) -> Job:
         """A running job interrupted by a stop goes back to the queue."""
@@ -429,6 +434,7 @@ class Store:
         poster: bool = False,
         log_tail: str | None = None,
         expect: Status | None = None,
+        profile: str | None = None,
     ) -> Job:
         """Move a job to `target`, or raise IllegalTransition (KeyError if it is gone).
 
@@ -461,6 +467,9 @@ class Store:
         if log_tail is not None:
             sets.append("log_tail = ?")
             args.append(log_tail)
+        if profile is not None:
+            sets.append("profile = ?")
+            args.append(profile)
         allowed = sorted(str(s) for s in sources_of(target) if expect in (None, s))
         marks = ", ".join("?" for _ in allowed)
         sql = (

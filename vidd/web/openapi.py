@@ -423,7 +423,55 @@ def _paths() -> dict[str, Schema]:
         },
         "/api/jobs/{id}/retry": {
             "parameters": [ID_PARAM],
-            "post": change("Queue a failed or cancelled job again."),
+            "post": _op(
+                "Queue a failed or cancelled job again, with another profile if one is named.",
+                {
+                    "200": _json(JOB, "The job now."),
+                    "400": _error("Not JSON, or no such profile (`unknown_profile`)."),
+                    "404": NOT_FOUND,
+                    "409": CONFLICT,
+                    "413": _error("The body is over 1024 bytes (`too_large`)."),
+                },
+                tags=["jobs"],
+                requestBody={
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"profile": STR},
+                                "additionalProperties": False,
+                            }
+                        }
+                    },
+                },
+            ),
+        },
+        "/api/profiles": {
+            "get": _op(
+                "The profiles to choose between, in the config's order.",
+                {
+                    "200": _json(
+                        _obj(
+                            {
+                                "profiles": {
+                                    "type": "array",
+                                    "items": _obj(
+                                        {
+                                            "name": STR,
+                                            "description": STR,
+                                            "repackage": {"type": "boolean"},
+                                            "default": {"type": "boolean"},
+                                        }
+                                    ),
+                                }
+                            }
+                        ),
+                        "The profiles.",
+                    )
+                },
+                tags=["status"],
+            )
         },
         "/api/status": {
             "get": _op(
