@@ -131,9 +131,7 @@ def test_new_profiles_and_log_level_apply(daemon_factory, clip, tmp_path):
 
 def test_changed_keys_and_merge(make_config):
     old = make_config()
-    new = make_config(
-        web={"token": TOKEN, "port": old.web.port + 1}, encode={"max_parallel": 5}
-    )
+    new = make_config(web={"token": TOKEN, "port": old.web.port + 1}, encode={"max_parallel": 5})
     keys = changed_keys(old, new)
     assert keys == ["encode.max_parallel", "web.port", "web.token"]
     live = merged(old, new)
