@@ -29,7 +29,11 @@ class Imitation:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.polls: dict[str, int] = {}
         self.uploads: list[dict[str, Any]] = []
+        self.retries: list[Any] = []
         self.seq = 0
+        self.sending = 0  # uploads being received right now
+        self.most_sending = 0
+        self.upload_pause_s = 0.0
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.auth])
@@ -39,6 +43,8 @@ class Imitation:
         app.router.add_get("/api/jobs/{id}", self.get)
         app.router.add_post("/api/jobs/{id}/cancel", self.cancel)
         app.router.add_post("/api/jobs/{id}/retry", self.retry)
+        app.router.add_delete("/api/jobs/{id}", self.delete)
+        app.router.add_get("/api/jobs/{id}/log", self.log)
         app.router.add_get("/broken", self.broken)
         return app
 
@@ -72,10 +78,27 @@ class Imitation:
         jobs = sorted(self.jobs.values(), key=lambda j: j["seq"], reverse=True)
         if "status" in request.query:
             jobs = [j for j in jobs if j["status"] == request.query["status"]]
-        jobs = jobs[: int(request.query.get("limit", "50"))]
-        return web.json_response({"jobs": jobs, "next_before": None})
+        if "before" in request.query:
+            seq = self.jobs[request.query["before"]]["seq"]
+            jobs = [j for j in jobs if j["seq"] < seq]
+        total = len(jobs)
+        limit = int(request.query.get("limit", "50"))
+        if not 1 <= limit <= 500:  # the real API's cap
+            return self.error(400, "bad_request", "limit must be between 1 and 500")
+        page = jobs[:limit]
+        more = page[-1]["id"] if len(page) == limit and total > limit else None
+        return web.json_response({"jobs": page, "next_before": more, "total": total})
 
     async def upload(self, request: web.Request) -> web.Response:
+        self.sending += 1
+        self.most_sending = max(self.most_sending, self.sending)
+        try:
+            await asyncio.sleep(self.upload_pause_s)
+            return await self._upload(request)
+        finally:
+            self.sending -= 1
+
+    async def _upload(self, request: web.Request) -> web.Response:
         reader = await request.multipart()
         profile, name, digest, size, parts = None, None, hashlib.sha256(), 0, 0
         while (part := await reader.next()) is not None:
@@ -94,15 +117,13 @@ class Imitation:
             return self.error(400, "no_file", "field 'file' is missing")
         if profile not in (None, "web", "small"):
             return self.error(400, "unknown_profile", f"no profile {profile!r}")
-        if name.endswith(".txt"):
-            return self.error(422, "not_video", "no video stream (ansi)")
         self.seq += 1
         job_id = f"job{self.seq:03d}"
         self.jobs[job_id] = {
             "id": job_id,
             "seq": self.seq,
             "name": name,
-            "status": "queued",
+            "status": "rejected" if name.endswith(".txt") else "queued",
             "profile": profile or "web",
             "progress": 0.0,
             "fps": None,
@@ -111,8 +132,14 @@ class Imitation:
             "created_at": "2024-05-01T12:00:00.000Z",
             "output": None,
             "error": None,
+            "log_tail": "scan: no title found",
         }
-        return web.json_response(self.jobs[job_id], status=201)
+        headers = {"Vidd-Job-Id": job_id}
+        if name.endswith(".txt"):
+            response = self.error(422, "not_video", "no video stream (ansi)")
+            response.headers.update(headers)
+            return response
+        return web.json_response(self.jobs[job_id], status=201, headers=headers)
 
     async def get(self, request: web.Request) -> web.Response:
         job = self.jobs.get(request.match_info["id"])
@@ -144,8 +171,22 @@ class Imitation:
             return self.error(404, "not_found", "no such job")
         if job["status"] not in ("failed", "cancelled"):
             return self.error(409, "conflict", f"a {job['status']} job can't be retried")
+        if request.body_exists:
+            self.retries.append(await request.json())
         job["status"] = "queued"
         return web.json_response(job)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        if self.jobs.pop(request.match_info["id"], None) is None:
+            return self.error(404, "not_found", "no such job")
+        return web.json_response({"deleted": request.match_info["id"]})
+
+    async def log(self, request: web.Request) -> web.Response:
+        if request.match_info["id"] not in self.jobs:
+            return self.error(404, "not_found", "no such job")
+        return web.json_response(
+            {"highlights": ["ERROR: \x1b[31mno title"], "lines": ["line 1", "line 2"]}
+        )
 
     async def broken(self, request: web.Request) -> web.Response:
         return web.Response(status=500, text="<html>oops</html>")
@@ -228,7 +269,8 @@ async def test_submit_failed_job_exits_1(imitation, tmp_path, capsys, fast_poll)
 async def test_submit_not_a_video_exits_1(imitation, tmp_path, capsys):
     code = await run("submit", str(video(tmp_path, "notes.txt")), url=imitation.url)
     assert code == cli.JOB_FAILED
-    assert "rejected" in capsys.readouterr().out
+    # the rejected file is a job: its id, not "-", so that `vidd logs ID` can say why
+    assert capsys.readouterr().out == "job001\trejected\tnotes.txt: no video stream (ansi)\n"
 
 
 async def test_submit_several_files_exits_with_the_highest_code(
@@ -297,7 +339,8 @@ async def test_jobs_cancel_retry(imitation, tmp_path, capsys):
     assert await run("retry", "nosuchjob", url=imitation.url) == cli.REFUSED
     assert "HTTP 404" in capsys.readouterr().err
     assert await run("jobs", "--json", "--limit", "5", url=imitation.url) == cli.OK
-    assert [j["id"] for j in json.loads(capsys.readouterr().out)] == ["job001"]
+    page = json.loads(capsys.readouterr().out)
+    assert [j["id"] for j in page["jobs"]] == ["job001"] and page["next_before"] is None
 
 
 async def test_usage_errors_exit_2(imitation, capsys):
@@ -330,34 +373,6 @@ def test_help_documents_exit_codes(capsys):
     out = capsys.readouterr().out
     for line in ("0  ok", "1  a job failed", "2  usage", "3  the daemon cannot", "4  the daemon"):
         assert line in out
-
-
-def test_check_config_error_is_one_line(tmp_path):
-    bad = tmp_path / "config.toml"
-    bad.write_text("[web]\nport = 99999\n")
-    r = run_vidd("check-config", "--config", str(bad))
-    assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and "web.port" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_check_config_ok(tmp_path):
-    path = write_config(tmp_path)
-    assert cli.main(["check-config", "--config", str(path)]) == 0
-
-
-def test_check_config_warns_about_a_missing_ffmpeg(make_config):
-    cfg = make_config(encode={"ffmpeg": "no-such-ffmpeg"})
-    r = run_vidd(
-        "check-config",
-        "--config",
-        str(cfg.path),
-        timeout=30,
-    )
-    assert r.returncode == 0  # the daemon runs without posters
-    (line,) = r.stderr.splitlines()
-    assert line.startswith("vidd: warning: ") and "encode.ffmpeg" in line
-    assert "'no-such-ffmpeg' was not found" in line and "poster" in line
-    assert r.stdout == f"{cfg.path}: ok (with warnings)\n"
 
 
 # -- against a real daemon -----------------------------------------------------------------

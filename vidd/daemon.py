@@ -165,8 +165,10 @@ def _warn_if_token_readable(config: Config) -> None:
         )  # fmt: skip
 
 
-def serve(config: Config, *, verbose: bool = False) -> int:
+def serve(config: Config, *, verbose: bool = False, source: str = "") -> int:
+    """Run vidd until a signal stops it; `source` says where the config came from."""
     logs.setup(config.daemon.log_level, verbose=verbose)
+    log.info("config: %s", source or config.path)
     for warning in config.warnings:
         log.warning("%s", warning)
     _warn_if_token_readable(config)
