@@ -8,13 +8,14 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from testkit.daemon import free_port, run_vidd, write_config
+from testkit.daemon import free_port, run_vidd, wait_for, write_config
 from vidd import cli
 from vidd.client import Client
 
@@ -404,10 +405,167 @@ def test_submit_real_clip_to_running_daemon(daemon_factory, clip):
     assert r.returncode == 4 and "401" in r.stderr
 
 
-def test_submit_text_file_to_running_daemon_is_rejected(daemon_factory, tmp_path):
+def test_submit_several_files_to_running_daemon(daemon_factory, clip, tmp_path):
     d = daemon_factory()
     notes = tmp_path / "notes.txt"
     notes.write_text("hello\n" * 200)
-    r = vidd_cmd("submit", str(notes), "--url", d.url)
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "rejected" in r.stdout
+    second = tmp_path / "second.avi"
+    second.write_bytes(clip.read_bytes())
+    r = vidd_cmd("submit", str(clip), str(notes), str(second), "--url", d.url)
+    assert r.returncode == 1, r.stdout + r.stderr  # the text file was rejected
+    lines = [line.split("\t") for line in r.stdout.splitlines()]
+    assert [x[1] for x in lines] == ["done", "rejected", "done"]
+    rejected_id = lines[1][0]
+    assert lines[1][2].startswith("notes.txt: ")
+    # the printed id is the rejected job's: its log and its record are there
+    r = vidd_cmd("show", rejected_id, "--url", d.url, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["status"] == "rejected"
+    r = vidd_cmd("logs", rejected_id, "--url", d.url)
+    assert r.returncode == 0, r.stderr
+    r = vidd_cmd("wait", lines[0][0], lines[2][0], "--url", d.url)
+    assert r.returncode == 0 and r.stdout.count("\tdone\t") == 2
+    r = vidd_cmd("delete", rejected_id, "--url", d.url)
+    assert r.returncode == 0 and r.stdout == f"{rejected_id}\tdeleted\n"
+    r = vidd_cmd("jobs", "--url", d.url, "--limit", "1")
+    assert r.returncode == 0 and "more with --before" in r.stderr
+
+
+# -- several files at once, paging, the other commands ------------------------------------------
+
+
+async def test_submit_sends_several_files_at_once(imitation, tmp_path, capsys, fast_poll):
+    imitation.upload_pause_s = 0.3  # each upload takes a while: they overlap, or not
+    files = [video(tmp_path, f"{n}.avi", size=50_000) for n in "abcd"]
+    code = await run("submit", "--parallel", "3", *map(str, files), url=imitation.url)
+    out, err = capsys.readouterr()
+    assert code == cli.OK, err
+    assert imitation.most_sending == 3  # bounded, and concurrent
+    # one result line per file, in the order given, whatever order they ended in
+    by_name = {j["name"]: j["id"] for j in imitation.jobs.values()}
+    assert [line.split("\t")[0] for line in out.splitlines()] == [
+        by_name[f"{n}.avi"] for n in "abcd"
+    ]
+    for n in "abcd":  # a progress line for each (milestones, stderr is not a terminal)
+        assert f"{n}.avi: uploaded as {by_name[f'{n}.avi']}" in err
+
+
+async def test_submit_json_is_one_object_per_file(imitation, tmp_path, capsys, fast_poll):
+    files = [video(tmp_path, "a.avi"), video(tmp_path, "b.txt")]
+    code = await run("submit", "--json", *map(str, files), url=imitation.url)
+    assert code == cli.JOB_FAILED
+    a, b = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert a["status"] == "done" and a["name"] == "a.avi"
+    assert b["status"] == "rejected" and b["id"] in ("job001", "job002")  # sent at once
+    assert b["error"] == {"code": "not_video", "message": "no video stream (ansi)"}
+
+
+def test_the_limit_agrees_with_the_api():
+    from vidd.web import api
+
+    assert cli.MAX_LIMIT == api.MAX_LIMIT
+
+
+async def test_limit_and_the_hint_that_more_exist(imitation, tmp_path, capsys):
+    for n in "abc":
+        await run("submit", "--no-wait", str(video(tmp_path, f"{n}.avi", 1000)), url=imitation.url)
+    capsys.readouterr()
+    assert await run("jobs", "--limit", "501", url=imitation.url) == cli.USAGE
+    assert "expected 1-500" in capsys.readouterr().err
+    assert await run("jobs", "--limit", "500", url=imitation.url) == cli.OK
+    out, err = capsys.readouterr()
+    assert out.count("job00") == 3 and err == ""  # all of them: no hint
+
+    assert await run("jobs", "--limit", "2", url=imitation.url) == cli.OK
+    out, err = capsys.readouterr()
+    assert "job003" in out and "job002" in out and "job001" not in out
+    assert err == "vidd: showing 2 of 3; more with --before job002\n"
+    assert await run("jobs", "--limit", "2", "--before", "job002", url=imitation.url) == cli.OK
+    out, err = capsys.readouterr()
+    assert "job001" in out and "job002" not in out and err == ""
+
+
+async def test_show_logs_wait_delete(imitation, tmp_path, capsys, fast_poll):
+    await run("submit", "--no-wait", str(video(tmp_path, "a.avi")), url=imitation.url)
+    await run("submit", "--no-wait", str(video(tmp_path, "will-fail.avi")), url=imitation.url)
+    capsys.readouterr()
+
+    assert await run("wait", "job001", "job002", url=imitation.url) == cli.JOB_FAILED
+    out = capsys.readouterr().out
+    assert out == f"job001\tdone\t{imitation.url}/w\njob002\tfailed\texit 3\n"
+
+    assert await run("show", "job002", url=imitation.url) == cli.OK
+    out = capsys.readouterr().out
+    assert "status" in out and "failed" in out and "error.message" in out
+    assert await run("show", "job002", "--json", url=imitation.url) == cli.OK
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "encode"
+
+    assert await run("logs", "job002", url=imitation.url) == cli.OK
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "ERROR: \\x1b[31mno title"  # highlights first, harmless
+    assert out.splitlines()[-2:] == ["line 1", "line 2"]
+    assert await run("logs", "job002", "--json", url=imitation.url) == cli.OK
+    assert json.loads(capsys.readouterr().out)["lines"] == ["line 1", "line 2"]
+
+    assert await run("retry", "job002", "--profile", "small", url=imitation.url) == cli.OK
+    assert imitation.retries == [{"profile": "small"}]
+    assert capsys.readouterr().out == "job002\tqueued\n"
+    assert await run("cancel", "job002", "--json", url=imitation.url) == cli.OK
+    assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
+
+    assert await run("delete", "job001", url=imitation.url) == cli.OK
+    assert capsys.readouterr().out == "job001\tdeleted\n"
+    assert await run("delete", "job001", "--json", url=imitation.url) == cli.REFUSED
+    assert "HTTP 404" in capsys.readouterr().err
+    assert await run("delete", "job002", "--json", url=imitation.url) == cli.OK
+    assert json.loads(capsys.readouterr().out) == {"deleted": "job002"}
+    assert await run("logs", "job002", url=imitation.url) == cli.REFUSED
+
+
+async def test_address_and_token_come_from_the_config(imitation, tmp_path, monkeypatch, capsys):
+    port = int(imitation.url.rsplit(":", 1)[1])
+    path = write_config(tmp_path / "etc", web={"host": "127.0.0.1", "port": port, "token": TOKEN})
+    monkeypatch.delenv("VIDD_URL", raising=False)
+    monkeypatch.delenv("VIDD_TOKEN", raising=False)
+    assert await run("status", "--config", str(path), token=None) == cli.OK
+    monkeypatch.setenv("VIDD_CONFIG", str(path))
+    capsys.readouterr()
+    assert await run("status", "--json", token=None) == cli.OK
+    assert json.loads(capsys.readouterr().out)["version"] == "0.1.0"
+    # --token still wins over the config's
+    assert await run("status", token="wrong") == cli.REFUSED
+    # a config named explicitly that is broken is an error, not a silent default
+    monkeypatch.setenv("VIDD_CONFIG", str(tmp_path / "nope.toml"))
+    assert await run("status", token=None) == cli.USAGE
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_config_is_found_in_order(tmp_path, monkeypatch):
+    from vidd.config_location import NoConfig, find_config
+
+    system, local = tmp_path / "etc.toml", tmp_path / "local.toml"
+    env = {"VIDD_CONFIG": "/from/env.toml"}
+    assert str(find_config("given.toml", env, system, local)) == "given.toml (from --config)"
+    assert str(find_config(None, env, system, local)) == "/from/env.toml (from $VIDD_CONFIG)"
+    with pytest.raises(NoConfig, match="VIDD_CONFIG"):
+        find_config(None, {}, system, local)
+    local.write_text("")
+    assert find_config(None, {}, system, local).path == local
+    system.write_text("")
+    found = find_config(None, {}, system, local)
+    assert found.path == system and not found.explicit
+
+
+def test_serve_says_which_config_it_uses(tmp_path):
+    path = write_config(tmp_path, daemon={"shutdown_timeout_s": 1.0})
+    env = {**os.environ, "VIDD_CONFIG": str(path)}
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vidd", "serve"], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        wait_for(lambda: "listening on" in log.read_text(), timeout=20)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert f"config: {path} (from $VIDD_CONFIG)" in log.read_text()
