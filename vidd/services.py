@@ -23,6 +23,7 @@ from .intake import Intake
 from .job import Job
 from .layout import Layout
 from .lifecycle import Lifecycle
+from .metrics import Metrics
 from .notify import Notifier
 from .pool import Pool
 from .progress import parse_blocks
@@ -56,6 +57,7 @@ class Services:
     notifier: Notifier
     publisher: Publisher | None = None
     started_at: float = field(default_factory=time.monotonic)
+    metrics: Metrics = field(default_factory=Metrics)  # a store listener, for /metrics
     _health: tuple[float, list[str]] = field(default=(-1e9, []), init=False, repr=False)
 
     @property
@@ -184,7 +186,7 @@ async def open_services(
                 publisher=publisher,
             )
             status_line = StatusLine(store, pool, notifier)
-            everyone: list[Listener] = [pool, status_line, *listeners]
+            everyone: list[Listener] = [pool, status_line, svc.metrics, *listeners]
             unsubscribe: list[Callable[[], None]] = [store.subscribe(x) for x in everyone]
             try:
                 pool.start()

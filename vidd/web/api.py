@@ -160,9 +160,9 @@ async def _retry_profile(request: web.Request) -> str | None:
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "bad_request", "the body must be JSON: {\"profile\": NAME}") from None
+        raise ApiError(400, "bad_request", 'the body must be JSON: {"profile": NAME}') from None
     if not isinstance(body, dict) or set(body) - {"profile"}:
-        raise ApiError(400, "bad_request", "the body may only hold {\"profile\": NAME}")
+        raise ApiError(400, "bad_request", 'the body may only hold {"profile": NAME}')
     profile = body.get("profile")
     if profile is None:
         return None

@@ -270,6 +270,12 @@ PAGE = {
 ASSETS = ("text/html", "text/css", "text/javascript", "image/svg+xml", "application/octet-stream")
 
 
+# The id of the job an upload created, on the 201 and on the 422 (a rejected file is a job).
+JOB_ID_HEADER: Schema = {
+    "Vidd-Job-Id": {"required": True, "schema": STR, "description": "the new job's id"}
+}
+
+
 def _upload() -> Schema:
     form = _obj(
         {"file": {"type": "string", "format": "binary"}, "profile": STR}, optional=("profile",)
@@ -277,11 +283,14 @@ def _upload() -> Schema:
     return _op(
         "Upload a video: streamed to disk, then probed and queued.",
         {
-            "201": _json(JOB, "Queued."),
+            "201": {**_json(JOB, "Queued."), "headers": JOB_ID_HEADER},
             "400": _ref("responses", "BadRequest"),
             "408": _error("The body stopped coming, or came too slowly (`too_slow`)."),
             "413": _error("Over `web.max_upload_bytes` (`too_large`)."),
-            "422": _error("Not a video; the message says why (`not_video` and others)."),
+            "422": {
+                **_error("Not a video; the message says why (`not_video` and others)."),
+                "headers": JOB_ID_HEADER,
+            },
             "429": _error(
                 "Too many uploads at once (`busy`), the queue is full (`queue_full`), or too "
                 "many wrong tokens (`too_many_attempts`).",
