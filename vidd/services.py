@@ -27,6 +27,7 @@ from .notify import Notifier
 from .pool import Pool
 from .progress import parse_blocks
 from .store import Listener, Store
+from .uploads import Uploads
 from .watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Services:
     watcher: Watcher | None
     handbrake_version: str
     notifier: Notifier
+    uploads: Uploads
     started_at: float = field(default_factory=time.monotonic)
     _health: tuple[float, list[str]] = field(default=(-1e9, []), init=False, repr=False)
 
@@ -164,6 +166,8 @@ async def open_services(
             pool = Pool(config, store, encoder, layout, guard)
             intake = Intake(config, store, layout, guard)
             await _recover(store, intake, layout)
+            uploads = Uploads(config, store, layout, guard)
+            await uploads.open()  # after the intake's recovery: an admission may put one back
             watcher = Watcher(config, intake) if config.watch.enabled else None
             svc = Services(
                 config=config,
@@ -177,16 +181,19 @@ async def open_services(
                 watcher=watcher,
                 handbrake_version=await handbrake_version(config.encode.handbrake),
                 notifier=notifier,
+                uploads=uploads,
             )
             status_line = StatusLine(store, pool, notifier)
             everyone: list[Listener] = [pool, status_line, *listeners]
             unsubscribe: list[Callable[[], None]] = [store.subscribe(x) for x in everyone]
             try:
                 pool.start()
+                uploads.start_sweeper()
                 if watcher is not None:
                     await watcher.start()
                 yield svc
             finally:
+                await uploads.close()
                 await svc.stop_intake(0)
                 await pool.stop(config.daemon.shutdown_timeout_s)
                 for undo in reversed(unsubscribe):
