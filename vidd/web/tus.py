@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from email.utils import formatdate
 from pathlib import Path
 
-from aiohttp import ClientPayloadError, hdrs, web
+from aiohttp import ClientPayloadError, StreamReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ..job import Job
@@ -214,6 +214,7 @@ async def _write(request: web.Request, upload_id: str, offset: int) -> tuple[Upl
                     break
                 buf += piece
         except Exception as e:
+            buf += _leftover(request.content)
             if not buf:
                 raise
             failed.append(e)
@@ -245,6 +246,17 @@ async def _write(request: web.Request, upload_id: str, offset: int) -> tuple[Upl
         raise ApiError(
             400, "aborted", "the body did not complete; resume from HEAD's offset"
         ) from None
+
+
+def _leftover(content: StreamReader) -> bytes:
+    """What arrived before the connection broke. aiohttp keeps it buffered, but its read
+    methods raise the connection's error first (aiohttp/streams.py), and a tus server
+    must keep every byte that arrived: so the buffer is drained with the private reader."""
+    drain = getattr(content, "_read_nowait", None)
+    try:
+        return bytes(drain(-1)) if drain is not None else b""
+    except Exception:
+        return b""
 
 
 def _check_octets(request: web.Request) -> None:
