@@ -120,6 +120,22 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO job_names (rowid, name) VALUES (new.seq, new.name);
     END;
     """,
+    # 6: resumable (tus) uploads: one row each, beside its partial file in uploads/.
+    # Times are Unix seconds (the uploads' clock is injectable); `job_id` once it is a job.
+    """
+    CREATE TABLE uploads (
+        id TEXT PRIMARY KEY,
+        length INTEGER NOT NULL,
+        received INTEGER NOT NULL DEFAULT 0,
+        name TEXT NOT NULL,
+        profile TEXT,
+        owner TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        job_id TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX uploads_expires_at ON uploads (expires_at);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -619,6 +635,50 @@ class Store:
         async with self._read.execute("SELECT COUNT(*) FROM sessions") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    # --- resumable uploads (vidd/uploads.py) ---------------------------------------------
+
+    UPLOAD_COLUMNS = "id, length, received, name, profile, owner, created_at, expires_at, job_id"
+
+    async def add_upload(self, row: dict[str, Any]) -> None:
+        await self._conn.execute(
+            f"INSERT INTO uploads ({self.UPLOAD_COLUMNS}) VALUES "
+            "(:id, :length, :received, :name, :profile, :owner, :created_at, :expires_at, "
+            ":job_id)",
+            row,
+        )
+
+    async def upload(self, upload_id: str) -> dict[str, Any] | None:
+        async with self._read.execute(
+            f"SELECT {self.UPLOAD_COLUMNS} FROM uploads WHERE id = ?", (upload_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return dict(row) if row is not None else None
+
+    async def uploads(self) -> list[dict[str, Any]]:
+        async with self._read.execute(f"SELECT {self.UPLOAD_COLUMNS} FROM uploads") as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def upload_received(self, upload_id: str, received: int, expires_at: float) -> None:
+        await self._conn.execute(
+            "UPDATE uploads SET received = ?, expires_at = ? WHERE id = ?",
+            (received, expires_at, upload_id),
+        )
+
+    async def upload_became(self, upload_id: str, job_id: str) -> None:
+        await self._conn.execute("UPDATE uploads SET job_id = ? WHERE id = ?", (job_id, upload_id))
+
+    async def delete_upload(self, upload_id: str) -> None:
+        await self._conn.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+
+    async def open_upload_count(self) -> int:
+        async with self._read.execute("SELECT COUNT(*) FROM uploads WHERE job_id IS NULL") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def expired_uploads(self, at: float) -> list[str]:
+        async with self._read.execute("SELECT id FROM uploads WHERE expires_at <= ?", (at,)) as cur:
+            return [r[0] for r in await cur.fetchall()]
 
     # --- recovery ------------------------------------------------------------------
 
