@@ -42,7 +42,7 @@ def test_a_thousand_jobs(daemon_factory, tmp_path):
         # First paint: one page, and the totals of the whole store.
         expect(page.locator("#list-status")).to_have_text(f"Showing {PAGE} of 1,000")
         assert cards.count() == PAGE
-        chip = page.locator('.chip[data-filter="{}"] .chip-count')
+        chip = '.chip[data-filter="{}"] .chip-count'
         expect(page.locator(chip.format("all"))).to_have_text("1,000")
         expect(page.locator(chip.format("ready"))).to_have_text("250")
         expect(page.locator(chip.format("failed"))).to_have_text("500")  # failed + rejected
