@@ -429,7 +429,7 @@ function oldestShown() {
 }
 
 async function loadPage(reset) {
-  if (!reset && (view.loading || view.next == null)) return;
+  if (!reset && (view.loading || !moreToLoad())) return;
   const generation = reset ? ++view.generation : view.generation;
   view.loading = true;
   renderFooter();
@@ -456,7 +456,12 @@ async function loadPage(reset) {
   view.loaded = true;
   renderFooter();
   // A tall screen may show the end of a short page at once: keep filling it.
-  if (view.next && endVisible()) loadPage(false);
+  if (moreToLoad() && endVisible()) loadPage(false);
+}
+
+// A full last page still names a next one; the total says there is nothing behind it.
+function moreToLoad() {
+  return view.next != null && (view.total == null || jobs.size < view.total);
 }
 
 function endVisible() {
@@ -472,10 +477,10 @@ function renderFooter(problem) {
   if (problem) text = problem;
   else if (view.loading && view.loaded) text = "Loading more…";
   else if (view.loaded && view.total != null && shown) text = `Showing ${count(shown)} of ${count(Math.max(view.total, shown))}`;
-  else if (view.loaded && shown && !view.next) text = `All ${count(shown)} shown`;
+  else if (view.loaded && shown && !moreToLoad()) text = `All ${count(shown)} shown`;
   else if (view.loaded && shown) text = `Showing the newest ${count(shown)}`;
   status.textContent = text;
-  more.hidden = !view.next || view.loading;
+  more.hidden = !moreToLoad() || view.loading;
   const empty = $("empty");
   const uploading = jobsList.querySelector(".card.upload");
   empty.hidden = !view.loaded || shown > 0 || !!uploading || !!problem;
@@ -590,7 +595,7 @@ function liveJob(job) {
   if (!cards.has(job.id)) {
     const oldest = oldestShown();
     // Older than every loaded card: it belongs to a page not loaded yet.
-    if (view.next && oldest && job.created_at < oldest.created_at) return;
+    if (moreToLoad() && oldest && job.created_at < oldest.created_at) return;
     if (view.total != null) view.total += 1;
   }
   upsert(job);
