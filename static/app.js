@@ -672,7 +672,6 @@ function startUpload(file) {
   const p = li.parts;
   li.className = "card upload";
   p.name.removeAttribute("href");
-  p.name.setAttribute("role", "text");
   p.thumb.replaceChildren(el("span", { class: "thumb-icon up", "aria-hidden": "true" }));
   p.pill.textContent = "Uploading";
   p.bar.max = file.size || 1;
