@@ -389,7 +389,13 @@ function upsert(job, li) {
 }
 
 function placeCard(li, job) {
-  // Newest first, by creation time; upload cards stay on top.
+  // Newest first, by creation time; upload cards stay on top. A page loaded at the end
+  // is older than every card: straight to the end, without walking the list.
+  const last = jobsList.lastElementChild && jobs.get(jobsList.lastElementChild.dataset.id);
+  if (last && last.created_at >= job.created_at && jobsList.lastElementChild !== li) {
+    jobsList.append(li);
+    return;
+  }
   for (const other of jobsList.children) {
     if (other === li) continue;
     const o = jobs.get(other.dataset.id);
