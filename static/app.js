@@ -597,7 +597,14 @@ function setLive(state) {
 // A job the server pushed: kept, moved or dropped so the list keeps matching its filter.
 function liveJob(job) {
   if (pendingUploadFor(job)) return;
-  if (!matches(job)) { if (cards.has(job.id)) remove(job.id); renderFooter(); return; }
+  if (!matches(job)) {
+    if (cards.has(job.id)) {
+      remove(job.id);
+      if (view.total != null) view.total -= 1;
+    }
+    renderFooter();
+    return;
+  }
   if (!cards.has(job.id)) {
     const oldest = oldestShown();
     // Older than every loaded card: it belongs to a page not loaded yet.
