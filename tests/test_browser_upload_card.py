@@ -70,7 +70,7 @@ def test_one_card_for_an_upload_turned_down(daemon_factory):
         browser.close()
 
 
-def test_bytes_and_speed_then_the_job_in_the_same_card(daemon_factory, clip):
+def test_bytes_speed_and_pause_then_the_job_in_the_same_card(daemon_factory, clip):
     d = daemon_factory(env=daemon_env(), watch={"enabled": False})
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -83,6 +83,10 @@ def test_bytes_and_speed_then_the_job_in_the_same_card(daemon_factory, clip):
         meta = page.locator(".card.upload .meta")
         expect(meta).to_contain_text(" of ")  # "120 KB of 400 KB · 30% · 61 KB/s"
         expect(meta).to_have_text(re.compile(r"\d+(\.\d)? [KM]B of .* · \d+% · \d+(\.\d)? [KM]B/s"))
+        # The network goes: the card says it waits, and goes on when it is back.
+        page.context.set_offline(True)
+        expect(page.locator(".card.upload .pill")).to_have_text("Paused — resuming")
+        page.context.set_offline(False)
         throttle(page, -1)
         job = page.locator(".card.job")
         expect(job).to_have_count(1, timeout=30_000)
