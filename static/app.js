@@ -48,6 +48,11 @@ function bytes(n) {
   return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1).replace(/\.0$/, "")} ${units[i]}`;
 }
 
+// Live regions are read out when their text is set, even to the same words.
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
 function count(n) {
   return Number(n || 0).toLocaleString("en");
 }
@@ -485,7 +490,7 @@ function renderFooter(problem) {
   else if (view.loaded && view.total != null && shown) text = `Showing ${count(shown)} of ${count(Math.max(view.total, shown))}`;
   else if (view.loaded && shown && !moreToLoad()) text = `All ${count(shown)} shown`;
   else if (view.loaded && shown) text = `Showing the newest ${count(shown)}`;
-  status.textContent = text;
+  setText(status, text);
   more.hidden = !moreToLoad() || view.loading;
   const empty = $("empty");
   const uploading = jobsList.querySelector(".card.upload");
@@ -561,7 +566,7 @@ function renderSummary(counts) {
   if (counts.failed) bits.push(`${count(counts.failed)} failed`);
   if (counts.rejected) bits.push(`${count(counts.rejected)} not videos`);
   if (counts.cancelled) bits.push(`${count(counts.cancelled)} cancelled`);
-  $("summary").textContent = bits.join(" · ");
+  setText($("summary"), bits.join(" · "));
   const alert = $("failed-alert");
   alert.hidden = totals.failed === 0;
   alert.textContent = `${count(totals.failed)} failed`;
@@ -617,6 +622,7 @@ function liveJob(job) {
 
 let backoff = 500;
 let connectedBefore = false;
+const lastStatus = new Map(); // id -> the state last pushed for it
 function connect() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(`${scheme}//${location.host}/ws`);
@@ -628,14 +634,21 @@ function connect() {
       if (connectedBefore) loadPage(true);
       else if (view.loaded) for (const job of msg.jobs) liveJob(job);
       connectedBefore = true;
+      scheduleSummary();
     } else if (msg.type === "job") {
       liveJob(msg.job);
+      // Progress alone leaves the counts as they are: ask for them on a change of state.
+      if (lastStatus.get(msg.job.id) !== msg.job.status) {
+        lastStatus.set(msg.job.id, msg.job.status);
+        scheduleSummary();
+      }
     } else if (msg.type === "deleted") {
       if (cards.has(msg.id) && view.total != null) view.total -= 1;
       remove(msg.id);
+      lastStatus.delete(msg.id);
       renderFooter();
+      scheduleSummary();
     }
-    scheduleSummary();
   });
   ws.addEventListener("close", () => {
     setLive("offline");
