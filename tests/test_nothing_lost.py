@@ -362,7 +362,8 @@ def check_jobs(s: Stress, d: Daemon, jobs: list[dict[str, Any]]) -> None:
                 kept = d.data / "sources" / f"{job['id']}{os.path.splitext(inp.name)[1]}"
                 assert sha256(kept) == inp.digest, f"{what}: {kept.name} is not this input"
             elif not inp.uploaded:
-                aside = d.data / "rejected" / f"{job['id']}{os.path.splitext(inp.name)[1]}"
+                assert job["rejected_as"], f"{what}: no rejected_as"
+                aside = d.data / "rejected" / job["rejected_as"]
                 assert sha256(aside) == inp.digest, f"{what}: {aside.name} is not this input"
 
 
