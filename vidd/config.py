@@ -154,6 +154,9 @@ class Web:
     min_body_rate: int = field(default=1024, metadata=_most(MAX_BYTES))
     max_connections: int = field(default=0, metadata=_most(1_000_000))
     max_connections_per_client: int = field(default=64, metadata=_most(1_000_000))
+    # Resumable (tus) uploads: expiry after the last PATCH, and how many may be open.
+    upload_expiry_s: float = field(default=86400.0, metadata=_most(30 * DAY_S))
+    max_open_uploads: int = field(default=32, metadata=_most(10_000))
 
 
 @dataclass(frozen=True)

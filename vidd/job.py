@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .words import plain
+
 
 class Status(enum.StrEnum):
     ADMITTING = "admitting"  # the intake's write-ahead record: claimed, not yet probed
@@ -93,7 +95,12 @@ class JobError:
     message: str
 
     def to_json(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
+        # Stored technical; told in plain words, the technical text one click away.
+        return {
+            "code": self.code,
+            "message": plain(self.code, self.message),
+            "detail": self.message,
+        }
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,13 @@ class Layout:
         self.videos = storage.videos_dir
         self.rejected_dir = storage.rejected_dir
         self.tmp = storage.tmp_dir
+        self.uploads = storage.data_dir / "uploads"  # resumable uploads: never cleared at start
 
     def __repr__(self) -> str:
         return f"<Layout {self.storage.data_dir}>"
 
     def make_dirs(self) -> None:
-        for d in (self.inbox, self.sources, self.videos, self.rejected_dir, self.tmp):
+        for d in (self.inbox, self.sources, self.videos, self.rejected_dir, self.tmp, self.uploads):
             d.mkdir(parents=True, exist_ok=True)
         if self.storage.output_dir is not None:
             self.storage.output_dir.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,10 @@ class Layout:
     def new_upload(self) -> Path:
         """A fresh name in tmp/ for an upload being received: never the client's name."""
         return self.tmp / f"upload-{secrets.token_hex(12)}"
+
+    def partial_upload(self, upload_id: str) -> Path:
+        """A resumable upload's bytes so far, by its random id (never the client's name)."""
+        return self.uploads / f"{upload_id}.part"
 
     def clear_tmp_of(self, job_id: str) -> None:
         remove(self.work(job_id))
