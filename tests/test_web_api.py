@@ -218,9 +218,8 @@ async def test_metrics(client, clip):
     assert samples["vidd_websocket_clients"] == 1
     assert samples["vidd_uploads_in_progress"] == 0  # the upload above has finished
     for name in (
-        "vidd_encodes_total",
-        "vidd_encodes_failed_total",
-        "vidd_encode_seconds_total",
+        'vidd_encodes_total{result="failed"}',
+        "vidd_encode_seconds_count",
         "vidd_queue_depth",
         "vidd_workers_busy",
         "vidd_workers_max",

@@ -124,6 +124,14 @@ class Job:
     error: JobError | None = None
     log_tail: str = ""
     queue_position: int | None = field(default=None, compare=False)
+    # The inbox (see publish.py): the subfolder the file came from ("" for the top and
+    # uploads), its name in rejected/, whether the result is a stream copy, where it was
+    # published under storage.output_dir, and a plain sentence when that was not simple.
+    folder: str = ""
+    rejected_as: str | None = None
+    repackaged: bool = False
+    published_as: str | None = None
+    publish_note: str | None = None
 
     @property
     def source_file(self) -> str:
@@ -154,6 +162,13 @@ class Job:
                 "watch_url": f"/watch/{self.id}",
                 **self.output.to_json(),
             }
+        data |= {
+            "folder": self.folder,
+            "rejected_as": self.rejected_as,
+            "repackaged": self.repackaged,
+            "published_as": self.published_as,
+            "publish_note": self.publish_note,
+        }
         if with_log:
             data["log_tail"] = self.log_tail
         return data

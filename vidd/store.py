@@ -32,7 +32,6 @@ from .job import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
 
 # Each entry upgrades the schema from version i to i + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -92,7 +91,18 @@ MIGRATIONS: tuple[str, ...] = (
         address TEXT NOT NULL DEFAULT ''
     ) WITHOUT ROWID;
     """,
-    # 4: name search. A trigram index of job names (any 3+ characters of a name find it,
+    # 4 (inbox): where a job's file came from and where its result went. `publish_pending`
+    # is set with `done` in one UPDATE, so a crash before publishing is finished at start.
+    """
+    ALTER TABLE jobs ADD COLUMN folder TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN rejected_as TEXT;
+    ALTER TABLE jobs ADD COLUMN repackaged INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN publish_pending INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN published_as TEXT;
+    ALTER TABLE jobs ADD COLUMN publish_note TEXT;
+    CREATE INDEX jobs_publish_pending ON jobs (publish_pending) WHERE publish_pending = 1;
+    """,
+    # 5: name search. A trigram index of job names (any 3+ characters of a name find it,
     # in any case), its text kept in jobs (external content) and in step by triggers.
     """
     CREATE VIRTUAL TABLE job_names USING fts5(
@@ -110,18 +120,38 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO job_names (rowid, name) VALUES (new.seq, new.name);
     END;
     """,
+    # 6: resumable (tus) uploads: one row each, beside its partial file in uploads/.
+    # Times are Unix seconds (the uploads' clock is injectable); `job_id` once it is a job.
+    """
+    CREATE TABLE uploads (
+        id TEXT PRIMARY KEY,
+        length INTEGER NOT NULL,
+        received INTEGER NOT NULL DEFAULT 0,
+        name TEXT NOT NULL,
+        profile TEXT,
+        owner TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        job_id TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX uploads_expires_at ON uploads (expires_at);
+    """,
 )
+SCHEMA_VERSION = len(MIGRATIONS)
 
 # Everything but the log tail, which only the single-job view needs.
 LIST_COLUMNS = (
     "seq, id, name, status, profile, origin, source_ext, created_at, started_at, "
     "finished_at, progress, fps, eta_s, source, output, poster, error_code, error_message"
+    ", folder, rejected_as, repackaged, published_as, publish_note"
 )
 ALL_COLUMNS = LIST_COLUMNS + ", log_tail"
 INSERT_SQL = """INSERT INTO jobs (id, name, status, profile, origin, source_ext, created_at,
         started_at, finished_at, progress, source, output, poster, error_code, error_message,
-        log_tail, intake_path)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+        log_tail, intake_path, folder)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+# Columns a transition may set besides its own (`more`): what the inbox records.
+MORE_COLUMNS = frozenset({"rejected_as", "repackaged", "publish_pending"})
 # How a job can be born: through the intake (admitting, then queued or rejected), or
 # already queued or rejected.
 NEW_STATES = frozenset({Status.ADMITTING, Status.QUEUED, Status.REJECTED})
@@ -401,10 +431,15 @@ class Store:
         """The intake probed the claimed file: it is a video, so queue it."""
         return await self.transition(job_id, Status.QUEUED, source=source, expect=Status.ADMITTING)
 
-    async def reject(self, job_id: str, reason: str) -> Job:
-        """The intake probed the claimed file: not a video."""
+    async def reject(self, job_id: str, reason: str, *, rejected_as: str | None = None) -> Job:
+        """The intake probed the claimed file: not a video. `rejected_as`: its name in
+        rejected/ (an inbox file), recorded with the state so a crash can't lose it."""
         return await self.transition(
-            job_id, Status.REJECTED, error=JobError("not_video", reason), expect=Status.ADMITTING
+            job_id,
+            Status.REJECTED,
+            error=JobError("not_video", reason),
+            expect=Status.ADMITTING,
+            more={"rejected_as": rejected_as},
         )
 
     async def abandon_admission(self, job_id: str) -> bool:
@@ -432,10 +467,25 @@ class Store:
             return None
         return await self._changed(_job(row))
 
-    async def finish(self, job_id: str, output: MediaInfo, *, poster: bool, log_tail: str) -> Job:
-        """A running job's output is verified and in videos/."""
+    async def finish(
+        self,
+        job_id: str,
+        output: MediaInfo,
+        *,
+        poster: bool,
+        log_tail: str,
+        repackaged: bool = False,
+        publish: bool = False,
+    ) -> Job:
+        """A running job's output is verified and in videos/. With `publish`, the job is
+        marked as still to be published to storage.output_dir in the same write."""
         return await self.transition(
-            job_id, Status.DONE, output=output, poster=poster, log_tail=log_tail
+            job_id,
+            Status.DONE,
+            output=output,
+            poster=poster,
+            log_tail=log_tail,
+            more={"repackaged": int(repackaged), "publish_pending": int(publish)},
         )
 
     async def fail(self, job_id: str, error: JobError, *, log_tail: str = "") -> Job:
@@ -451,12 +501,17 @@ class Store:
             expect=was,
         )
 
-    async def retry(self, job_id: str) -> Job:
-        """Back to the queue after a failure or a cancel (not from running: that is requeue)."""
+    async def retry(self, job_id: str, profile: str | None = None) -> Job:
+        """Back to the queue after a failure or a cancel (not from running: that is
+        requeue), with another profile when one is given."""
         try:
-            return await self.transition(job_id, Status.QUEUED, expect=Status.FAILED)
+            return await self.transition(
+                job_id, Status.QUEUED, expect=Status.FAILED, profile=profile
+            )
         except IllegalTransition:
-            return await self.transition(job_id, Status.QUEUED, expect=Status.CANCELLED)
+            return await self.transition(
+                job_id, Status.QUEUED, expect=Status.CANCELLED, profile=profile
+            )
 
     async def requeue(self, job_id: str) -> Job:
         """A running job interrupted by a stop goes back to the queue."""
@@ -506,6 +561,8 @@ class Store:
         poster: bool = False,
         log_tail: str | None = None,
         expect: Status | None = None,
+        profile: str | None = None,
+        more: dict[str, Any] | None = None,
     ) -> Job:
         """Move a job to `target`, or raise IllegalTransition (KeyError if it is gone).
 
@@ -538,6 +595,14 @@ class Store:
         if log_tail is not None:
             sets.append("log_tail = ?")
             args.append(log_tail)
+        if profile is not None:
+            sets.append("profile = ?")
+            args.append(profile)
+        for column, value in (more or {}).items():
+            if column not in MORE_COLUMNS:
+                raise ValueError(f"transition can't set {column!r}")
+            sets.append(f"{column} = ?")
+            args.append(value)
         allowed = sorted(str(s) for s in sources_of(target) if expect in (None, s))
         marks = ", ".join("?" for _ in allowed)
         sql = (
@@ -588,6 +653,50 @@ class Store:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    # --- resumable uploads (vidd/uploads.py) ---------------------------------------------
+
+    UPLOAD_COLUMNS = "id, length, received, name, profile, owner, created_at, expires_at, job_id"
+
+    async def add_upload(self, row: dict[str, Any]) -> None:
+        await self._conn.execute(
+            f"INSERT INTO uploads ({self.UPLOAD_COLUMNS}) VALUES "
+            "(:id, :length, :received, :name, :profile, :owner, :created_at, :expires_at, "
+            ":job_id)",
+            row,
+        )
+
+    async def upload(self, upload_id: str) -> dict[str, Any] | None:
+        async with self._read.execute(
+            f"SELECT {self.UPLOAD_COLUMNS} FROM uploads WHERE id = ?", (upload_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return dict(row) if row is not None else None
+
+    async def uploads(self) -> list[dict[str, Any]]:
+        async with self._read.execute(f"SELECT {self.UPLOAD_COLUMNS} FROM uploads") as cur:
+            return [dict(r) for r in await cur.fetchall()]
+
+    async def upload_received(self, upload_id: str, received: int, expires_at: float) -> None:
+        await self._conn.execute(
+            "UPDATE uploads SET received = ?, expires_at = ? WHERE id = ?",
+            (received, expires_at, upload_id),
+        )
+
+    async def upload_became(self, upload_id: str, job_id: str) -> None:
+        await self._conn.execute("UPDATE uploads SET job_id = ? WHERE id = ?", (job_id, upload_id))
+
+    async def delete_upload(self, upload_id: str) -> None:
+        await self._conn.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+
+    async def open_upload_count(self) -> int:
+        async with self._read.execute("SELECT COUNT(*) FROM uploads WHERE job_id IS NULL") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def expired_uploads(self, at: float) -> list[str]:
+        async with self._read.execute("SELECT id FROM uploads WHERE expires_at <= ?", (at,)) as cur:
+            return [r[0] for r in await cur.fetchall()]
+
     # --- recovery ------------------------------------------------------------------
 
     async def admissions(self) -> list[tuple[Job, Path | None]]:
@@ -597,6 +706,29 @@ class Store:
         ) as cur:
             rows = await cur.fetchall()
         return [(_job(r), _path(r["intake_path"])) for r in rows]
+
+    # --- publishing to storage.output_dir ---------------------------------------------
+
+    async def publish_pending(self) -> list[Job]:
+        """Done jobs whose result still waits to be published (a crash came between)."""
+        async with self._read.execute(
+            f"SELECT {ALL_COLUMNS} FROM jobs WHERE publish_pending = 1 AND status = 'done' "
+            "ORDER BY seq"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_job(r) for r in rows]
+
+    async def published(self, job_id: str, published_as: str | None, note: str | None) -> Job:
+        """Publishing ended: where the result went (None when it could not), and a note."""
+        async with self._conn.execute(
+            f"""UPDATE jobs SET publish_pending = 0, published_as = ?, publish_note = ?
+                WHERE id = ? AND status = 'done' RETURNING {ALL_COLUMNS}""",
+            (published_as, note, job_id),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        return await self._changed(_job(row))
 
     async def statuses(self) -> dict[str, Status]:
         """Every job id with its status: which files in sources/ belong to a job."""
@@ -645,6 +777,7 @@ def _insert_values(job: Job, intake_path: Path | None) -> tuple[Any, ...]:
         job.error.message if job.error else None,
         job.log_tail,
         os.fsencode(intake_path) if intake_path is not None else None,  # bytes: any name
+        job.folder,
     )
 
 
@@ -696,6 +829,11 @@ def _job(row: aiosqlite.Row) -> Job:
         poster=bool(row["poster"]),
         error=JobError(row["error_code"], row["error_message"]) if row["error_code"] else None,
         log_tail=row["log_tail"] if "log_tail" in keys else "",
+        folder=row["folder"],
+        rejected_as=row["rejected_as"],
+        repackaged=bool(row["repackaged"]),
+        published_as=row["published_as"],
+        publish_note=row["publish_note"],
     )
 
 

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+MAX_RETRY_BODY = 1024
 MIN_SEARCH_CHARS, MAX_SEARCH_CHARS = 2, 100
 
 
@@ -139,9 +140,37 @@ async def cancel_job(request: web.Request) -> web.Response:
 
 
 async def retry_job(request: web.Request) -> web.Response:
+    profile = await _retry_profile(request)
     async with answers():
-        job = await request.app[SERVICES].jobs.retry(request.match_info["id"])
+        job = await request.app[SERVICES].jobs.retry(request.match_info["id"], profile)
     return web.json_response(job.to_json())
+
+
+async def _retry_profile(request: web.Request) -> str | None:
+    """The optional body of a retry: {"profile": NAME}, to run it with another profile."""
+    if not request.body_exists:
+        return None
+    if (request.content_length or 0) > MAX_RETRY_BODY:
+        raise ApiError(413, "too_large", f"a retry's body is at most {MAX_RETRY_BODY} bytes")
+    raw = await request.content.read(MAX_RETRY_BODY + 1)
+    if len(raw) > MAX_RETRY_BODY:
+        raise ApiError(413, "too_large", f"a retry's body is at most {MAX_RETRY_BODY} bytes")
+    if not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_request", 'the body must be JSON: {"profile": NAME}') from None
+    if not isinstance(body, dict) or set(body) - {"profile"}:
+        raise ApiError(400, "bad_request", 'the body may only hold {"profile": NAME}')
+    profile = body.get("profile")
+    if profile is None:
+        return None
+    profiles = request.app[SERVICES].config.encode.profiles
+    if not isinstance(profile, str) or profile not in profiles:
+        choices = ", ".join(profiles)
+        raise ApiError(400, "unknown_profile", f"profile must be one of: {choices}")
+    return profile
 
 
 async def delete_job(request: web.Request) -> web.Response:

@@ -95,6 +95,18 @@ SCHEMAS: dict[str, Schema] = {
             },
             "error": _nullable(_ref("schemas", "JobError")),
             "log_tail": {**STR, "description": "HandBrakeCLI's last lines; GET of one job only"},
+            # The inbox helper's fields (see vidd/publish.py).
+            "folder": {**STR, "description": "the inbox subfolder it came from; '' for the top"},
+            "rejected_as": {**_nullable(STR), "description": "its file name in rejected/"},
+            "repackaged": {**BOOL, "description": "the result is a stream copy, not an encode"},
+            "published_as": {
+                **_nullable(STR),
+                "description": "where the result was published, under storage.output_dir",
+            },
+            "publish_note": {
+                **_nullable(STR),
+                "description": "a plain sentence when publishing failed or renamed the result",
+            },
         },
         optional=("log_tail",),
     ),
@@ -258,6 +270,12 @@ PAGE = {
 ASSETS = ("text/html", "text/css", "text/javascript", "image/svg+xml", "application/octet-stream")
 
 
+# The id of the job an upload created, on the 201 and on the 422 (a rejected file is a job).
+JOB_ID_HEADER: Schema = {
+    "Vidd-Job-Id": {"required": True, "schema": STR, "description": "the new job's id"}
+}
+
+
 def _upload() -> Schema:
     form = _obj(
         {"file": {"type": "string", "format": "binary"}, "profile": STR}, optional=("profile",)
@@ -265,11 +283,14 @@ def _upload() -> Schema:
     return _op(
         "Upload a video: streamed to disk, then probed and queued.",
         {
-            "201": _json(JOB, "Queued."),
+            "201": {**_json(JOB, "Queued."), "headers": JOB_ID_HEADER},
             "400": _ref("responses", "BadRequest"),
             "408": _error("The body stopped coming, or came too slowly (`too_slow`)."),
             "413": _error("Over `web.max_upload_bytes` (`too_large`)."),
-            "422": _error("Not a video; the message says why (`not_video` and others)."),
+            "422": {
+                **_error("Not a video; the message says why (`not_video` and others)."),
+                "headers": JOB_ID_HEADER,
+            },
             "429": _error(
                 "Too many uploads at once (`busy`), the queue is full (`queue_full`), or too "
                 "many wrong tokens (`too_many_attempts`).",
@@ -467,7 +488,55 @@ def _paths() -> dict[str, Schema]:
         },
         "/api/jobs/{id}/retry": {
             "parameters": [ID_PARAM],
-            "post": change("Queue a failed or cancelled job again."),
+            "post": _op(
+                "Queue a failed or cancelled job again, with another profile if one is named.",
+                {
+                    "200": _json(JOB, "The job now."),
+                    "400": _error("Not JSON, or no such profile (`unknown_profile`)."),
+                    "404": NOT_FOUND,
+                    "409": CONFLICT,
+                    "413": _error("The body is over 1024 bytes (`too_large`)."),
+                },
+                tags=["jobs"],
+                requestBody={
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"profile": STR},
+                                "additionalProperties": False,
+                            }
+                        }
+                    },
+                },
+            ),
+        },
+        "/api/profiles": {
+            "get": _op(
+                "The profiles to choose between, in the config's order.",
+                {
+                    "200": _json(
+                        _obj(
+                            {
+                                "profiles": {
+                                    "type": "array",
+                                    "items": _obj(
+                                        {
+                                            "name": STR,
+                                            "description": STR,
+                                            "repackage": {"type": "boolean"},
+                                            "default": {"type": "boolean"},
+                                        }
+                                    ),
+                                }
+                            }
+                        ),
+                        "The profiles.",
+                    )
+                },
+                tags=["status"],
+            )
         },
         "/api/status": {
             "get": _op(
@@ -539,6 +608,195 @@ def _paths() -> dict[str, Schema]:
     }
 
 
+# --- resumable uploads (tus 1.0, vidd/web/tus.py) ------------------------------------------
+
+SCHEMAS["Upload"] = _obj(
+    {
+        "id": {"type": "string", "pattern": ID_PATTERN},
+        "offset": {**INT, "description": "bytes received and kept"},
+        "length": {**INT, "description": "the declared Upload-Length"},
+        "name": STR,
+        "profile": _nullable(STR),
+        "expires_at": {**TIME, "description": "rolling: each PATCH moves it on"},
+        "job_id": {
+            **_nullable({"type": "string", "pattern": ID_PATTERN}),
+            "description": "the job the complete upload became; null before",
+        },
+        "job_status": _nullable(_ref("schemas", "Status")),
+    }
+)
+
+
+def _tus_header(name: str, schema: Schema, description: str, *, required: bool) -> Schema:
+    return {
+        "name": name,
+        "in": "header",
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _tus_paths() -> dict[str, Schema]:
+    """tus 1.0 with creation, creation-with-upload, termination, expiration and checksum.
+    A complete upload is handed to the intake; the final answer names the job in
+    `Vidd-Job-Id` and `Vidd-Job-Status`, a file that is not a video included (status
+    `rejected`, still 204: the upload itself succeeded, and tus clients retry errors)."""
+    version = _tus_header(
+        "Tus-Resumable", {"type": "string", "enum": ["1.0.0"]}, "the protocol", required=True
+    )
+    digits: Schema = {"type": "string", "pattern": "^[0-9]{1,19}$"}
+    tus_headers: dict[str, Schema] = {
+        "Tus-Resumable": {"required": True, "schema": {"const": "1.0.0"}},
+    }
+    expires = {"required": True, "schema": STR, "description": "an HTTP date"}
+    offset_headers = {
+        **tus_headers,
+        "Upload-Offset": {"required": True, "schema": digits},
+        "Upload-Expires": expires,
+    }
+    job_headers = {
+        "Vidd-Job-Id": {
+            "required": False,
+            "schema": {"type": "string", "pattern": ID_PATTERN},
+            "description": "once the upload is complete: the job it became",
+        },
+        "Vidd-Job-Status": {
+            "required": False,
+            "schema": _ref("schemas", "Status"),
+            "description": "`queued`, or `rejected` for a file that is not a video",
+        },
+    }
+    octets = {"application/offset+octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    errors = {
+        "400": _ref("responses", "BadRequest"),
+        "408": _error("The body stopped coming, or came too slowly (`too_slow`)."),
+        "412": _error("Tus-Resumable is not 1.0.0 (`unsupported_version`)."),
+        "415": _error(
+            "The body is not `application/offset+octet-stream` (`unsupported_media_type`)."
+        ),
+        "429": _error(
+            "Too many incomplete uploads (`too_many_uploads`), the queue is full "
+            "(`queue_full`), or too many wrong tokens (`too_many_attempts`).",
+            retry_after=True,
+        ),
+        "503": _error("HandBrakeCLI is missing, so the file can't be taken now."),
+        "507": _error("The disk guard tripped (`disk_full`)."),
+    }
+    return {
+        "/api/uploads": {
+            "options": _op(
+                "What this tus server supports.",
+                {
+                    "204": {
+                        "description": "Tus-Version, Tus-Extension, Tus-Max-Size, "
+                        "Tus-Checksum-Algorithm.",
+                        "headers": {
+                            "Tus-Version": {"required": True, "schema": STR},
+                            "Tus-Extension": {"required": True, "schema": STR},
+                            "Tus-Max-Size": {"required": True, "schema": digits},
+                            "Tus-Checksum-Algorithm": {"required": True, "schema": STR},
+                        },
+                    }
+                },
+                tags=["uploads"],
+            ),
+            "post": _op(
+                "Create a resumable upload; the profile and the size are checked before any "
+                "byte is stored, and the declared length is reserved on the disk. With a "
+                "body (creation-with-upload), its first bytes too.",
+                {
+                    "201": {
+                        "description": "Created: Location names it.",
+                        "headers": {
+                            **tus_headers,
+                            "Location": {"required": True, "schema": STR},
+                            "Upload-Expires": expires,
+                            "Upload-Offset": {"required": False, "schema": digits},
+                            **job_headers,
+                        },
+                    },
+                    **errors,
+                    "413": _error("Over `web.max_upload_bytes` (`too_large`)."),
+                },
+                tags=["uploads"],
+                parameters=[
+                    version,
+                    _tus_header("Upload-Length", digits, "the file's size", required=True),
+                    _tus_header(
+                        "Upload-Metadata",
+                        STR,
+                        "`key base64,...`: `filename` (for display only) and `profile`",
+                        required=False,
+                    ),
+                ],
+                requestBody={"required": False, "content": octets},
+            ),
+        },
+        "/api/uploads/{id}": {
+            "parameters": [ID_PARAM],
+            "get": _op(
+                "The upload's state as JSON, with its job once it became one (for a client "
+                "whose final answer was lost). HEAD is tus's: the same as headers "
+                "(Upload-Offset, Upload-Length, Upload-Expires).",
+                {
+                    "200": {
+                        **_json(_ref("schemas", "Upload"), "The upload."),
+                        "headers": {
+                            **offset_headers,
+                            "Upload-Length": {"required": True, "schema": digits},
+                        },
+                    },
+                    "404": _error("No such upload: deleted or expired (`not_found`)."),
+                },
+                tags=["uploads"],
+            ),
+            "patch": _op(
+                "Append bytes at Upload-Offset. A PATCH cut off keeps what arrived; a new one "
+                "takes over from one still open. The last one hands the file to the intake.",
+                {
+                    "204": {
+                        "description": "Stored and fsynced; Upload-Offset is the new offset.",
+                        "headers": {**offset_headers, **job_headers},
+                    },
+                    **errors,
+                    "404": _error("No such upload: deleted or expired (`not_found`)."),
+                    "409": _error(
+                        "Upload-Offset is not the upload's (`offset_mismatch`); the answer's "
+                        "Upload-Offset header says what is."
+                    ),
+                    "460": _error(
+                        "The bytes do not match Upload-Checksum (`checksum_mismatch`); they "
+                        "were dropped."
+                    ),
+                },
+                tags=["uploads"],
+                parameters=[
+                    version,
+                    _tus_header("Upload-Offset", digits, "where these bytes go", required=True),
+                    _tus_header(
+                        "Upload-Checksum",
+                        {"type": "string", "pattern": "^(sha1|sha256|md5) [A-Za-z0-9+/=]+$"},
+                        "the algorithm and the base64 digest of this PATCH's bytes",
+                        required=False,
+                    ),
+                ],
+                requestBody={"required": True, "content": octets},
+            ),
+            "delete": _op(
+                "Terminate: the partial file goes (a job it became stays).",
+                {
+                    "204": {"description": "Gone.", "headers": tus_headers},
+                    "404": _error("No such upload (`not_found`)."),
+                    "412": errors["412"],
+                },
+                tags=["uploads"],
+                parameters=[version],
+            ),
+        },
+    }
+
+
 def build() -> Schema:
     """The whole document."""
     return {
@@ -553,7 +811,7 @@ def build() -> Schema:
             "Outside /api/, a request whose Accept names text/html (a browser opening a page) "
             "gets its error as a small HTML page instead, the same for every request.",
         },
-        "paths": _paths(),
+        "paths": _paths() | _tus_paths(),
         "components": {
             "schemas": SCHEMAS,
             "responses": RESPONSES,
