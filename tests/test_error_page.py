@@ -40,8 +40,9 @@ def not_found_paths() -> list[str]:
     ]
 
 
-def assert_page(body: str, status: int) -> None:
+def assert_page(body: str, status: int, code: str) -> None:
     title, message = WORDS[status]
+    assert f"Error {status} ({code})" in body  # vidd's own code, for whoever reports it
     assert body.startswith("<!doctype html>")
     assert f"<h1>{html.escape(title)}</h1>" in body and html.escape(message) in body
     assert 'href="/"' in body
@@ -57,7 +58,7 @@ async def test_a_browser_gets_a_page_for_a_404(client, path):
     assert resp.content_type == "text/html" and resp.charset == "utf-8"
     assert resp.headers["Cache-Control"] == "no-store"
     assert "Content-Security-Policy" in resp.headers  # the usual headers, all of them
-    assert_page(await resp.text(), 404)
+    assert_page(await resp.text(), 404, "not_found")
 
 
 @pytest.mark.parametrize("accept", [None, "application/json", "*/*", "text/plain"])
@@ -89,7 +90,7 @@ async def test_other_errors_get_their_own_words_and_headers(client):
     resp = await client.post(f"/watch/{new_id()}", headers={"Accept": BROWSER})
     assert resp.status == 405 and resp.content_type == "text/html"
     assert "GET" in resp.headers["Allow"]  # still says how to ask
-    assert_page(await resp.text(), 405)
+    assert_page(await resp.text(), 405, "method_not_allowed")
     resp = await client.head(f"/{MARKER}", headers={"Accept": BROWSER})
     assert resp.status == 404 and await resp.read() == b""
 
@@ -99,7 +100,7 @@ async def test_without_the_token_a_browser_is_told_to_sign_in(aiohttp_client, ma
     client = await aiohttp_client(app)
     resp = await client.get(f"/{MARKER}", headers={"Accept": BROWSER})
     assert resp.status == 401 and resp.content_type == "text/html"
-    assert_page(await resp.text(), 401)
+    assert_page(await resp.text(), 401, "unauthorized")
     resp = await client.get(f"/{MARKER}", headers={"Authorization": f"Bearer {TOKEN}"})
     assert resp.status == 404 and resp.content_type == "application/json"
 

@@ -1,15 +1,18 @@
 """The error page a browser gets: a request for a page (not /api/, Accept naming
 text/html) that ends in an error answers static/error.html instead of the JSON error.
 
-The page is a fixed template filled from the fixed words below, chosen by status alone:
-nothing from the request (its path, its id, a name) ever reaches it. The API and clients
-that did not ask for HTML keep the JSON error shape."""
+The page is a fixed template filled from the fixed words below, chosen by status alone,
+and the error's code (one of vidd's own, checked to be a plain word): nothing from the
+request (its path, its id, a name) ever reaches it. The API and clients that did not ask
+for HTML keep the JSON error shape."""
 
 from __future__ import annotations
 
 import functools
 import html
+import json
 import logging
+import re
 import string
 from pathlib import Path
 
@@ -40,6 +43,7 @@ WORDS: dict[int, tuple[str, str]] = {
     507: ("The disk is full", "vidd has no room left on its disk."),
 }
 OTHER = ("Something went wrong", "vidd couldn't answer this request.")
+CODE = re.compile(r"[a-z_]{1,40}")
 # Kept from the JSON answer: they say how to ask again.
 KEPT_HEADERS = (hdrs.ALLOW, hdrs.RETRY_AFTER)
 
@@ -60,16 +64,28 @@ def _template(path: Path) -> string.Template | None:
         return None
 
 
-def page(static_dir: Path, status: int) -> bytes | None:
+def page(static_dir: Path, status: int, code: str = "error") -> bytes | None:
     """The error page for `status`, or None when the template can't be read."""
     template = _template(static_dir / TEMPLATE)
     if template is None:
         return None
     title, message = WORDS.get(status, OTHER)
     text = template.safe_substitute(
-        title=html.escape(title), message=html.escape(message), status=str(int(status))
+        title=html.escape(title),
+        message=html.escape(message),
+        status=str(int(status)),
+        code=code if CODE.fullmatch(code) else "error",
     )
     return text.encode()
+
+
+def _code(resp: web.Response) -> str:
+    """The code of a JSON error answer ("not_found"), or "error"."""
+    try:
+        code = json.loads(resp.body)["error"]["code"]  # type: ignore[arg-type]
+    except (TypeError, ValueError, KeyError):
+        return "error"
+    return code if isinstance(code, str) else "error"
 
 
 def _error_pages() -> Middleware:
@@ -85,7 +101,7 @@ def _error_pages() -> Middleware:
             or not wants_html(request)
         ):
             return resp
-        body = page(request.app[STATIC_DIR], resp.status)
+        body = page(request.app[STATIC_DIR], resp.status, _code(resp))
         if body is None:
             return resp
         answer = web.Response(
