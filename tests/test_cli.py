@@ -367,6 +367,11 @@ def test_unreachable_exits_3(tmp_path, capsys):
     assert cli.main(["status", "--url", url]) == cli.UNREACHABLE
     assert cli.main(["submit", str(video(tmp_path)), "--url", url]) == cli.UNREACHABLE
     assert "cannot reach the daemon" in capsys.readouterr().err
+    # several files: after the first 3, no more are tried; --json keeps stdout JSON
+    files = [str(video(tmp_path, f"{n}.avi", 1000)) for n in "ab"]
+    assert cli.main(["submit", "--json", "--parallel", "1", *files, "--url", url]) == 3
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["error"]["code"] == "unreachable"
 
 
 def test_help_documents_exit_codes(capsys):

@@ -208,6 +208,11 @@ def _url_of(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def _json_error(code: str, message: str, **more: Any) -> str:
+    """One line of JSON for a file or job that could not be followed (submit, wait)."""
+    return json.dumps({**more, "error": {"code": code, "message": message}}, ensure_ascii=False)
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False))
 
@@ -276,10 +281,12 @@ class Batch:
             except Unreachable as e:
                 self.unreachable.set()
                 code, line = UNREACHABLE, f"vidd: cannot reach the daemon: {e}"
+                if self.as_json:
+                    line = _json_error("unreachable", str(e))
             except Refused as e:
                 code, line = REFUSED, f"vidd: the daemon refused: {_api_message(e)}"
                 if self.as_json:
-                    line = json.dumps({"error": {"code": e.code, "message": e.message}})
+                    line = _json_error(e.code, e.message, status=e.status)
             except Stopped:
                 return
             self._done(i, code, line)
@@ -335,6 +342,8 @@ def _submit_one(
         job = client.upload(path, args.profile, on_progress=progress.upload)
     except (OSError, FileChanged) as e:
         progress.ended("error", str(e))
+        if args.json:
+            return USAGE, _json_error("unreadable", str(e), file=str(path))
         return USAGE, f"vidd: {clean(str(path))}: {clean(str(e))}"
     except Refused as e:
         if e.status == 422:  # not a video: the daemon recorded it as a rejected job
@@ -342,9 +351,9 @@ def _submit_one(
             rejected = {
                 "id": "-",  # a daemon older than the Vidd-Job-Id header
                 "name": path.name,
-                **(e.job or {}),
-                "status": "rejected",
                 "error": {"code": e.code, "message": e.message},
+                **(e.job or {}),  # the whole job when the daemon sends it
+                "status": "rejected",
             }
             return JOB_FAILED, _result(rejected, client, args.json)
         progress.ended("refused", e.message)
