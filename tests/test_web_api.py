@@ -90,7 +90,11 @@ async def test_get_job_with_log_and_404(client):
     body = await resp.json()
     assert body["id"] == job.id and body["name"] == "<b>x</b>.txt"
     assert body["status"] == "rejected" and "log_tail" in body
-    assert body["error"] == {"code": "not_video", "message": "no video stream"}
+    assert body["error"] == {
+        "code": "not_video",
+        "message": "This file isn't a video vidd can read.",  # plain words (vidd/words.py)
+        "detail": "no video stream",  # what was recorded
+    }
     for missing in (new_id(), "bad id!", "x" * 100):
         resp = await client.get(f"/api/jobs/{missing}")
         assert resp.status == 404

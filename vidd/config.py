@@ -54,6 +54,7 @@ class Storage:
     inbox: Path | None = None
     keep_sources: bool = True
     min_free_bytes: int = field(default=1 << 30, metadata=_most(MAX_BYTES))
+    output_dir: Path | None = None  # each result also published here by its own name
 
     @property
     def inbox_dir(self) -> Path:
@@ -86,6 +87,8 @@ class Watch:
     stable_seconds: float = field(default=10.0, metadata=_most(DAY_S))
     lease_quiet_seconds: float = field(default=0.3, metadata=_most(DAY_S))
     rescan_seconds: float = field(default=30.0, metadata=_most(DAY_S))
+    recursive: bool = False
+    max_depth: int = field(default=4, metadata=_most(32))
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,9 @@ class Web:
     min_body_rate: int = field(default=1024, metadata=_most(MAX_BYTES))
     max_connections: int = field(default=0, metadata=_most(1_000_000))
     max_connections_per_client: int = field(default=64, metadata=_most(1_000_000))
+    # Resumable (tus) uploads: expiry after the last PATCH, and how many may be open.
+    upload_expiry_s: float = field(default=86400.0, metadata=_most(30 * DAY_S))
+    max_open_uploads: int = field(default=32, metadata=_most(10_000))
 
 
 @dataclass(frozen=True)
@@ -284,7 +290,13 @@ def _resolve(cfg: Config, base: Path, require_tools: bool) -> Config:
     storage = cfg.storage
     data_dir = (base / storage.data_dir).resolve()
     inbox = (base / storage.inbox).resolve() if storage.inbox is not None else None
-    storage = dataclasses.replace(storage, data_dir=data_dir, inbox=inbox)
+    output_dir = (base / storage.output_dir).resolve() if storage.output_dir is not None else None
+    storage = dataclasses.replace(storage, data_dir=data_dir, inbox=inbox, output_dir=output_dir)
+    if output_dir is not None and output_dir.is_relative_to(storage.inbox_dir):
+        raise ConfigError(
+            f"{path}: storage.output_dir: expected a folder outside the inbox "
+            f"({storage.inbox_dir}), or vidd would take its own results in again"
+        )
 
     enc = cfg.encode
     if enc.default_profile not in enc.profiles:

@@ -48,6 +48,11 @@ class Reservation:
         self.remaining -= taken
         self.guard.reserved -= taken
 
+    def release(self) -> None:
+        """Give back what is left of the promise (a promise that outlived one call)."""
+        self.guard.reserved -= self.remaining
+        self.remaining = 0
+
 
 class DiskGuard:
     def __init__(self, path: Path, min_free_bytes: int) -> None:
@@ -83,3 +88,12 @@ class DiskGuard:
             yield reservation
         finally:
             self.reserved -= reservation.remaining
+
+    def promise(self, size: int, *, checked: bool = True) -> Reservation:
+        """`reserve` for a write that spans many calls (a resumable upload): the caller
+        ends it with `Reservation.release`. Unchecked when re-made at start-up: bytes
+        promised before a restart are not refused after it."""
+        if checked:
+            self.check(size)
+        self.reserved += size
+        return Reservation(self, size)

@@ -8,6 +8,7 @@ import secrets
 import shutil
 from pathlib import Path
 
+from . import names
 from .config import Storage
 from .job import Job
 
@@ -20,13 +21,16 @@ class Layout:
         self.videos = storage.videos_dir
         self.rejected_dir = storage.rejected_dir
         self.tmp = storage.tmp_dir
+        self.uploads = storage.data_dir / "uploads"  # resumable uploads: never cleared at start
 
     def __repr__(self) -> str:
         return f"<Layout {self.storage.data_dir}>"
 
     def make_dirs(self) -> None:
-        for d in (self.inbox, self.sources, self.videos, self.rejected_dir, self.tmp):
+        for d in (self.inbox, self.sources, self.videos, self.rejected_dir, self.tmp, self.uploads):
             d.mkdir(parents=True, exist_ok=True)
+        if self.storage.output_dir is not None:
+            self.storage.output_dir.mkdir(parents=True, exist_ok=True)
 
     # --- a job's files -----------------------------------------------------------
 
@@ -34,6 +38,16 @@ class Layout:
         return self.sources / f"{job.id}{job.source_ext}"
 
     def rejected(self, job: Job) -> Path:
+        """rejected/<id>-<cleaned original name>: recognisable, and unique by the id."""
+        name = Path(job.rejected_as).name if job.rejected_as else ""
+        return self.rejected_dir / (name or self.rejected_name(job))
+
+    @staticmethod
+    def rejected_name(job: Job) -> str:
+        return f"{job.id}-{names.file_name(job.name)}"
+
+    def rejected_before(self, job: Job) -> Path:
+        """Where a rejected file went before names were kept (rejected/<id><ext>)."""
         return self.rejected_dir / f"{job.id}{job.source_ext}"
 
     def video(self, job_id: str) -> Path:
@@ -48,7 +62,8 @@ class Layout:
 
     def files_of(self, job: Job) -> tuple[Path, ...]:
         """Everything a job owns outside tmp/: what deleting it removes."""
-        return (self.source(job), self.rejected(job), *self.outputs(job.id))
+        rejected = (self.rejected(job), self.rejected_before(job))
+        return (self.source(job), *rejected, *self.outputs(job.id))
 
     # --- tmp/: work in progress, on the same filesystem as videos/ -------------------
 
@@ -66,6 +81,10 @@ class Layout:
     def new_upload(self) -> Path:
         """A fresh name in tmp/ for an upload being received: never the client's name."""
         return self.tmp / f"upload-{secrets.token_hex(12)}"
+
+    def partial_upload(self, upload_id: str) -> Path:
+        """A resumable upload's bytes so far, by its random id (never the client's name)."""
+        return self.uploads / f"{upload_id}.part"
 
     def clear_tmp_of(self, job_id: str) -> None:
         remove(self.work(job_id))

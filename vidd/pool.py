@@ -27,6 +27,7 @@ from .encoder import EncodeFailed, Encoder, EncodeResult
 from .job import IllegalTransition, Job, JobError, Status
 from .layout import Layout
 from .progress import Progress
+from .publish import Publisher
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,10 @@ class Pool:
         encoder: Encoder,
         layout: Layout,
         guard: disk.DiskGuard | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.config = config
+        self.publisher = publisher  # results also go to storage.output_dir, when set
         self.guard = guard or disk.DiskGuard.of(config.storage)
         self.store = store
         self.encoder = encoder
@@ -288,11 +291,18 @@ class Pool:
             internal = JobError("internal", f"vidd failed: {e}")
             return _Outcome(lambda: self.store.fail(job_id, internal), "failed", failed=True)
         result = encode.result()
+        publish = self.publisher is not None and self.publisher.enabled
+        how = "repackaged" if result.repackaged else "encoded"
         return _Outcome(
             lambda: self.store.finish(
-                job_id, result.output, poster=result.poster, log_tail=result.log_tail
+                job_id,
+                result.output,
+                poster=result.poster,
+                log_tail=result.log_tail,
+                repackaged=result.repackaged,
+                publish=publish,
             ),
-            f"done ({result.output.size} bytes)",
+            f"done ({result.output.size} bytes, {how})",
             result=result,
         )
 
@@ -331,6 +341,8 @@ class Pool:
                 self.unrecorded -= 1
         if outcome.result is not None and not self.config.storage.keep_sources:
             self.layout.source(job).unlink(missing_ok=True)  # only now: output verified
+        if outcome.result is not None and self.publisher is not None:
+            self.publisher.later(job.id)
 
     def _progress_writer(self, job_id: str) -> Callable[[Progress], None]:
         last_sent = 0.0

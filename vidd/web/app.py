@@ -17,7 +17,7 @@ from ..hub import Hub
 from ..notify import Notifier
 from ..services import open_services
 from ..shutdown import WEBSOCKETS_S
-from . import api, media, openapi, pages, profiles, status, upload, ws
+from . import api, media, openapi, pages, profiles, status, tus, upload, ws
 from .errors import errors
 from .keys import (
     CONFIG,
@@ -76,6 +76,7 @@ def create_app(
     pages.add_routes(r, static_dir)
     api.add_routes(r)
     upload.add_routes(r)
+    tus.add_routes(r)
     media.add_routes(r)
     status.add_routes(r)
     profiles.add_routes(r)

@@ -67,7 +67,13 @@ SCHEMAS: dict[str, Schema] = {
             **MEDIA_INFO,
         }
     ),
-    "JobError": _obj({"code": STR, "message": STR}),
+    "JobError": _obj(
+        {
+            "code": STR,
+            "message": {**STR, "description": "what went wrong, in plain words"},
+            "detail": {**STR, "description": "the technical text vidd recorded"},
+        }
+    ),
     "Job": _obj(
         {
             "id": {"type": "string", "pattern": ID_PATTERN},
@@ -89,6 +95,18 @@ SCHEMAS: dict[str, Schema] = {
             },
             "error": _nullable(_ref("schemas", "JobError")),
             "log_tail": {**STR, "description": "HandBrakeCLI's last lines; GET of one job only"},
+            # The inbox helper's fields (see vidd/publish.py).
+            "folder": {**STR, "description": "the inbox subfolder it came from; '' for the top"},
+            "rejected_as": {**_nullable(STR), "description": "its file name in rejected/"},
+            "repackaged": {**BOOL, "description": "the result is a stream copy, not an encode"},
+            "published_as": {
+                **_nullable(STR),
+                "description": "where the result was published, under storage.output_dir",
+            },
+            "publish_note": {
+                **_nullable(STR),
+                "description": "a plain sentence when publishing failed or renamed the result",
+            },
         },
         optional=("log_tail",),
     ),
@@ -99,6 +117,18 @@ SCHEMAS: dict[str, Schema] = {
                 **_nullable(STR),
                 "description": "pass as `before` for the next page; null on the last one",
             },
+            "total": {**INT, "description": "how many jobs match `status` and `q`, all pages"},
+        }
+    ),
+    "JobLog": _obj(
+        {
+            "highlights": {
+                "type": "array",
+                "items": STR,
+                "description": "errors and why it stopped first, then how the encode went "
+                "(no disc-library noise); last, `vidd: ...` when vidd did not keep the result",
+            },
+            "lines": {"type": "array", "items": STR, "description": "the log's tail, in order"},
         }
     ),
     "ServerStatus": _obj(
@@ -281,6 +311,9 @@ def _upload() -> Schema:
     )
 
 
+STATES = "|".join(s.value for s in Status)
+
+
 def _list_jobs() -> Schema:
     def query(name: str, schema: Schema, description: str) -> Schema:
         return {
@@ -299,7 +332,22 @@ def _list_jobs() -> Schema:
         },
         tags=["jobs"],
         parameters=[
-            query("status", _ref("schemas", "Status"), "only jobs in this state"),
+            query(
+                "status",
+                {
+                    "type": "string",
+                    "pattern": "^(" + STATES + ")(,(" + STATES + "))*$",
+                    "example": "failed,rejected",
+                },
+                "only jobs in these states: one, or several separated by commas",
+            ),
+            query(
+                "q",
+                {"type": "string", "maxLength": 100, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"},
+                "only jobs whose name holds this text, in any case, taken literally: 2 to "
+                "100 characters, no control characters, spaces around it ignored (empty or "
+                "only spaces: no search)",
+            ),
             query(
                 "limit",
                 {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
@@ -423,6 +471,14 @@ def _paths() -> dict[str, Schema]:
                     "404": NOT_FOUND,
                     "409": CONFLICT,
                 },
+                tags=["jobs"],
+            ),
+        },
+        "/api/jobs/{id}/log": {
+            "parameters": [ID_PARAM],
+            "get": _op(
+                "HandBrake's log of the job: the lines that matter, then all of its tail.",
+                {"200": _json(_ref("schemas", "JobLog"), "The log."), "404": NOT_FOUND},
                 tags=["jobs"],
             ),
         },
@@ -552,6 +608,195 @@ def _paths() -> dict[str, Schema]:
     }
 
 
+# --- resumable uploads (tus 1.0, vidd/web/tus.py) ------------------------------------------
+
+SCHEMAS["Upload"] = _obj(
+    {
+        "id": {"type": "string", "pattern": ID_PATTERN},
+        "offset": {**INT, "description": "bytes received and kept"},
+        "length": {**INT, "description": "the declared Upload-Length"},
+        "name": STR,
+        "profile": _nullable(STR),
+        "expires_at": {**TIME, "description": "rolling: each PATCH moves it on"},
+        "job_id": {
+            **_nullable({"type": "string", "pattern": ID_PATTERN}),
+            "description": "the job the complete upload became; null before",
+        },
+        "job_status": _nullable(_ref("schemas", "Status")),
+    }
+)
+
+
+def _tus_header(name: str, schema: Schema, description: str, *, required: bool) -> Schema:
+    return {
+        "name": name,
+        "in": "header",
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _tus_paths() -> dict[str, Schema]:
+    """tus 1.0 with creation, creation-with-upload, termination, expiration and checksum.
+    A complete upload is handed to the intake; the final answer names the job in
+    `Vidd-Job-Id` and `Vidd-Job-Status`, a file that is not a video included (status
+    `rejected`, still 204: the upload itself succeeded, and tus clients retry errors)."""
+    version = _tus_header(
+        "Tus-Resumable", {"type": "string", "enum": ["1.0.0"]}, "the protocol", required=True
+    )
+    digits: Schema = {"type": "string", "pattern": "^[0-9]{1,19}$"}
+    tus_headers: dict[str, Schema] = {
+        "Tus-Resumable": {"required": True, "schema": {"const": "1.0.0"}},
+    }
+    expires = {"required": True, "schema": STR, "description": "an HTTP date"}
+    offset_headers = {
+        **tus_headers,
+        "Upload-Offset": {"required": True, "schema": digits},
+        "Upload-Expires": expires,
+    }
+    job_headers = {
+        "Vidd-Job-Id": {
+            "required": False,
+            "schema": {"type": "string", "pattern": ID_PATTERN},
+            "description": "once the upload is complete: the job it became",
+        },
+        "Vidd-Job-Status": {
+            "required": False,
+            "schema": _ref("schemas", "Status"),
+            "description": "`queued`, or `rejected` for a file that is not a video",
+        },
+    }
+    octets = {"application/offset+octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    errors = {
+        "400": _ref("responses", "BadRequest"),
+        "408": _error("The body stopped coming, or came too slowly (`too_slow`)."),
+        "412": _error("Tus-Resumable is not 1.0.0 (`unsupported_version`)."),
+        "415": _error(
+            "The body is not `application/offset+octet-stream` (`unsupported_media_type`)."
+        ),
+        "429": _error(
+            "Too many incomplete uploads (`too_many_uploads`), the queue is full "
+            "(`queue_full`), or too many wrong tokens (`too_many_attempts`).",
+            retry_after=True,
+        ),
+        "503": _error("HandBrakeCLI is missing, so the file can't be taken now."),
+        "507": _error("The disk guard tripped (`disk_full`)."),
+    }
+    return {
+        "/api/uploads": {
+            "options": _op(
+                "What this tus server supports.",
+                {
+                    "204": {
+                        "description": "Tus-Version, Tus-Extension, Tus-Max-Size, "
+                        "Tus-Checksum-Algorithm.",
+                        "headers": {
+                            "Tus-Version": {"required": True, "schema": STR},
+                            "Tus-Extension": {"required": True, "schema": STR},
+                            "Tus-Max-Size": {"required": True, "schema": digits},
+                            "Tus-Checksum-Algorithm": {"required": True, "schema": STR},
+                        },
+                    }
+                },
+                tags=["uploads"],
+            ),
+            "post": _op(
+                "Create a resumable upload; the profile and the size are checked before any "
+                "byte is stored, and the declared length is reserved on the disk. With a "
+                "body (creation-with-upload), its first bytes too.",
+                {
+                    "201": {
+                        "description": "Created: Location names it.",
+                        "headers": {
+                            **tus_headers,
+                            "Location": {"required": True, "schema": STR},
+                            "Upload-Expires": expires,
+                            "Upload-Offset": {"required": False, "schema": digits},
+                            **job_headers,
+                        },
+                    },
+                    **errors,
+                    "413": _error("Over `web.max_upload_bytes` (`too_large`)."),
+                },
+                tags=["uploads"],
+                parameters=[
+                    version,
+                    _tus_header("Upload-Length", digits, "the file's size", required=True),
+                    _tus_header(
+                        "Upload-Metadata",
+                        STR,
+                        "`key base64,...`: `filename` (for display only) and `profile`",
+                        required=False,
+                    ),
+                ],
+                requestBody={"required": False, "content": octets},
+            ),
+        },
+        "/api/uploads/{id}": {
+            "parameters": [ID_PARAM],
+            "get": _op(
+                "The upload's state as JSON, with its job once it became one (for a client "
+                "whose final answer was lost). HEAD is tus's: the same as headers "
+                "(Upload-Offset, Upload-Length, Upload-Expires).",
+                {
+                    "200": {
+                        **_json(_ref("schemas", "Upload"), "The upload."),
+                        "headers": {
+                            **offset_headers,
+                            "Upload-Length": {"required": True, "schema": digits},
+                        },
+                    },
+                    "404": _error("No such upload: deleted or expired (`not_found`)."),
+                },
+                tags=["uploads"],
+            ),
+            "patch": _op(
+                "Append bytes at Upload-Offset. A PATCH cut off keeps what arrived; a new one "
+                "takes over from one still open. The last one hands the file to the intake.",
+                {
+                    "204": {
+                        "description": "Stored and fsynced; Upload-Offset is the new offset.",
+                        "headers": {**offset_headers, **job_headers},
+                    },
+                    **errors,
+                    "404": _error("No such upload: deleted or expired (`not_found`)."),
+                    "409": _error(
+                        "Upload-Offset is not the upload's (`offset_mismatch`); the answer's "
+                        "Upload-Offset header says what is."
+                    ),
+                    "460": _error(
+                        "The bytes do not match Upload-Checksum (`checksum_mismatch`); they "
+                        "were dropped."
+                    ),
+                },
+                tags=["uploads"],
+                parameters=[
+                    version,
+                    _tus_header("Upload-Offset", digits, "where these bytes go", required=True),
+                    _tus_header(
+                        "Upload-Checksum",
+                        {"type": "string", "pattern": "^(sha1|sha256|md5) [A-Za-z0-9+/=]+$"},
+                        "the algorithm and the base64 digest of this PATCH's bytes",
+                        required=False,
+                    ),
+                ],
+                requestBody={"required": True, "content": octets},
+            ),
+            "delete": _op(
+                "Terminate: the partial file goes (a job it became stays).",
+                {
+                    "204": {"description": "Gone.", "headers": tus_headers},
+                    "404": _error("No such upload (`not_found`)."),
+                    "412": errors["412"],
+                },
+                tags=["uploads"],
+                parameters=[version],
+            ),
+        },
+    }
+
+
 def build() -> Schema:
     """The whole document."""
     return {
@@ -564,7 +809,7 @@ def build() -> Schema:
             "not have (405, with Allow), a request that can't be parsed (400), and a "
             "connection over the caps (503 `too_many_connections`, before any route is read).",
         },
-        "paths": _paths(),
+        "paths": _paths() | _tus_paths(),
         "components": {
             "schemas": SCHEMAS,
             "responses": RESPONSES,

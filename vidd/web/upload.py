@@ -73,10 +73,10 @@ async def expect_upload(request: web.Request) -> web.StreamResponse | None:
 def _check_declared_size(request: web.Request) -> None:
     limit = request.app[CONFIG].web.max_upload_bytes
     if request.content_length is not None and request.content_length > limit + MULTIPART_SLACK:
-        raise _too_large(limit)
+        raise too_large(limit)
 
 
-def _too_large(limit: int) -> ApiError:
+def too_large(limit: int) -> ApiError:
     return ApiError(413, "too_large", f"the upload is over the limit of {limit} bytes")
 
 
@@ -94,7 +94,7 @@ async def create_job(request: web.Request) -> web.Response:
         raise ApiError(
             429, "busy", "too many uploads at once; try again shortly", retry_after=RETRY_S
         )
-    await _check_room(request)
+    await check_room(request)
     if not request.content_type.startswith("multipart/"):
         raise ApiError(400, "bad_request", "send the file as multipart/form-data, field 'file'")
     counters.uploads_active += 1
@@ -102,12 +102,12 @@ async def create_job(request: web.Request) -> web.Response:
         # The declared length is promised up front: parallel uploads can't each count
         # the same free space.
         with (
-            _disk_full_answers(),
+            disk_full_answers(),
             request.app[SERVICES].disk.reserve(request.content_length or 0) as reservation,
         ):
             upload, name, profile = await _receive(request, reservation)
             try:
-                job = await _admit(request, upload, name, profile)
+                job = await admit(request, upload, name, profile)
             except BaseException:
                 # The intake put the file back where it was; the client still has it.
                 await _discard(upload)
@@ -116,7 +116,9 @@ async def create_job(request: web.Request) -> web.Response:
         counters.uploads_active -= 1
     created = {JOB_ID_HEADER: job.id}  # the job exists either way; a CLI prints its id
     if job.status is Status.REJECTED:
-        reason = job.error.message if job.error else "HandBrake can't read this file"
+        reason = (
+            job.error.to_json()["message"] if job.error else "This isn't a video vidd can read."
+        )
         raise ApiError(422, job.error.code if job.error else "not_video", reason, created)
     return web.json_response(job.to_json(), status=201, headers=created)
 
@@ -141,7 +143,7 @@ async def _receive(
             field, filename = _disposition(request, part)
             if field == "profile":
                 profile = (await _read_field(request, part)).strip() or None
-                _check_profile(request, profile)
+                check_profile(request, profile)
             elif field == "file":
                 if upload is not None:
                     raise ApiError(400, "bad_request", "send one file per upload, not several")
@@ -154,7 +156,7 @@ async def _receive(
             raise ApiError(400, "bad_request", f"at most {MAX_PARTS} form fields")
         if upload is None:
             raise ApiError(400, "bad_request", "no file: send it in the multipart field 'file'")
-        _check_profile(request, profile)
+        check_profile(request, profile)
         received = True
         return upload, name, profile
     except ApiError as e:
@@ -239,7 +241,7 @@ def _first_line(e: Exception) -> str:
     return lines[0][:200] if lines else type(e).__name__
 
 
-def _check_profile(request: web.Request, profile: str | None) -> None:
+def check_profile(request: web.Request, profile: str | None) -> None:
     profiles = request.app[SERVICES].config.encode.profiles  # live: a reload may add one
     if profile is not None and profile not in profiles:
         choices = ", ".join(sorted(profiles))
@@ -247,7 +249,7 @@ def _check_profile(request: web.Request, profile: str | None) -> None:
 
 
 @contextlib.contextmanager
-def _disk_full_answers() -> Iterator[None]:
+def disk_full_answers() -> Iterator[None]:
     try:
         yield
     except disk.DiskFull as e:
@@ -276,14 +278,14 @@ async def _stream_to(
     # One write in flight while the next chunk is read and parsed: the disk and the
     # network overlap, and at most two chunks are ever held in memory.
     writing: asyncio.Future[int] | None = None
-    pace = _Pace(cfg.web.body_timeout_s, cfg.web.min_body_rate)
+    pace = Pace(cfg.web.body_timeout_s, cfg.web.min_body_rate)
     try:
         async with aiofiles.open(path, "xb") as f:
             try:
                 while chunk := await pace.next(_read_chunk(request, part, CHUNK)):
                     written += len(chunk)
                     if written > limit:
-                        raise _too_large(limit)
+                        raise too_large(limit)
                     if writing is not None:
                         await writing
                     reservation.wrote(len(chunk))  # past a declared length: checked
@@ -306,7 +308,7 @@ async def _stream_to(
         ) from None
 
 
-class _Pace:
+class Pace:
     """A body must keep coming: no pause longer than `timeout_s`, and after its first
     minute at least `min_rate` bytes a second on average (else 408, and closed)."""
 
@@ -337,14 +339,14 @@ class _Pace:
         return chunk
 
 
-async def _check_room(request: web.Request) -> None:
+async def check_room(request: web.Request) -> None:
     try:
         await request.app[SERVICES].intake.check_room()
     except QueueFull as e:
         raise ApiError(429, "queue_full", str(e), retry_after=RETRY_S) from None
 
 
-async def _admit(request: web.Request, upload: Path, name: str, profile: str | None) -> Job:
+async def admit(request: web.Request, upload: Path, name: str, profile: str | None) -> Job:
     svc = request.app[SERVICES]
     try:
         return await svc.intake.admit(upload, "upload", name=name, profile=profile)
