@@ -384,14 +384,16 @@ def test_help_documents_exit_codes(capsys):
 # -- against a real daemon -----------------------------------------------------------------
 
 
-def vidd_cmd(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def vidd_cmd(*args: str, timeout: float = 90, cache: Path | None = None):
     env = {k: v for k, v in os.environ.items() if k not in ("VIDD_URL", "VIDD_TOKEN")}
+    if cache is not None:  # where submit remembers unfinished uploads
+        env["XDG_CACHE_HOME"] = str(cache)
     return run_vidd(*args, timeout=timeout, env=env)
 
 
 def test_submit_real_clip_to_running_daemon(daemon_factory, clip):
     d = daemon_factory(web={"port": free_port(), "host": "127.0.0.1", "token": TOKEN})
-    r = vidd_cmd("submit", str(clip), "--url", d.url, "--token", TOKEN)
+    r = vidd_cmd("submit", str(clip), "--url", d.url, "--token", TOKEN, cache=d.data)
     assert r.returncode == 0, r.stdout + r.stderr + d.log()
     job_id, status, where = r.stdout.strip().split("\t")
     assert status == "done" and where.startswith(d.url)
@@ -416,8 +418,10 @@ def test_submit_several_files_to_running_daemon(daemon_factory, clip, tmp_path):
     notes.write_text("hello\n" * 200)
     second = tmp_path / "second.avi"
     second.write_bytes(clip.read_bytes())
-    r = vidd_cmd("submit", str(clip), str(notes), str(second), "--url", d.url)
+    r = vidd_cmd("submit", str(clip), str(notes), str(second), "--url", d.url, cache=tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr  # the text file was rejected
+    assert "PATCH /api/uploads/" in d.log()  # sent the resumable way (tus)
+    assert json.loads((tmp_path / "vidd" / "uploads.json").read_text()) == {}  # all finished
     lines = [line.split("\t") for line in r.stdout.splitlines()]
     assert [x[1] for x in lines] == ["done", "rejected", "done"]
     rejected_id = lines[1][0]

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import __version__, config
+from . import __version__, config, tus_client
 from .client import Client, FileChanged, Refused, Unreachable
 from .config_location import Location, NoConfig, find_config
 from .job import Status, is_valid_id
@@ -339,7 +339,7 @@ def _submit_one(
     client: Client, path: Path, args: argparse.Namespace, progress: Progress
 ) -> tuple[int, str]:
     try:
-        job = client.upload(path, args.profile, on_progress=progress.upload)
+        job = _send(client, path, args.profile, progress)
     except (OSError, FileChanged) as e:
         progress.ended("error", str(e))
         if args.json:
@@ -359,11 +359,29 @@ def _submit_one(
         progress.ended("refused", e.message)
         raise
     progress.uploaded(job)
+    if job.get("status") == "rejected":  # not a video (the resumable way answers 201)
+        error = job.get("error") or {}
+        progress.ended("rejected", str(error.get("message") or ""))
+        return JOB_FAILED, _result({"name": path.name, **job}, client, args.json)
     if args.no_wait:
         progress.ended("uploaded", str(job.get("status")))
         return OK, _result(job, client, args.json, no_wait=True)
     job = _follow(client, job, progress)
     return (OK if job.get("status") == "done" else JOB_FAILED), _result(job, client, args.json)
+
+
+def _send(client: Client, path: Path, profile: str | None, progress: Progress) -> dict[str, Any]:
+    """The resumable way (tus: a dropped connection or a restarted daemon resumes, and so
+    does a second `vidd submit` of the same file); one multipart POST for a daemon
+    without it."""
+    try:
+        return tus_client.send(
+            client, path, profile, progress.upload, resume_file=tus_client.default_resume_file()
+        )
+    except Refused as e:
+        if e.status not in (404, 405):
+            raise
+    return client.upload(path, profile, on_progress=progress.upload)
 
 
 def _wait(client: Client, args: argparse.Namespace) -> int:
