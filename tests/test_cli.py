@@ -433,6 +433,8 @@ def test_submit_several_files_to_running_daemon(daemon_factory, clip, tmp_path):
     assert r.returncode == 0, r.stderr
     r = vidd_cmd("wait", lines[0][0], lines[2][0], "--url", d.url)
     assert r.returncode == 0 and r.stdout.count("\tdone\t") == 2
+    r = vidd_cmd("jobs", "--status", "failed,rejected", "--search", "notes", "--url", d.url)
+    assert r.returncode == 0 and rejected_id in r.stdout and lines[0][0] not in r.stdout
     r = vidd_cmd("delete", rejected_id, "--url", d.url)
     assert r.returncode == 0 and r.stdout == f"{rejected_id}\tdeleted\n"
     r = vidd_cmd("jobs", "--url", d.url, "--limit", "1")

@@ -133,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         default=50,
         help=f"at most N jobs, 1-{MAX_LIMIT} (default 50)",
     )
+    jobs.add_argument("--search", metavar="TEXT", help="only jobs whose name holds TEXT")
     jobs.add_argument("--before", type=_job_id, metavar="ID", help="the page after job ID")
 
     for name, help, run in (
@@ -442,7 +443,7 @@ def _status(client: Client, args: argparse.Namespace) -> int:
 
 
 def _jobs(client: Client, args: argparse.Namespace) -> int:
-    page = client.jobs_page(args.status, args.limit, args.before)
+    page = client.jobs_page(args.status, args.limit, args.before, args.search)
     jobs, next_before = page["jobs"], page.get("next_before")
     if args.json:
         _print_json(page)
