@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -580,3 +581,21 @@ def test_serve_says_which_config_it_uses(tmp_path):
         proc.terminate()
         proc.wait(20)
     assert f"config: {path} (from $VIDD_CONFIG)" in log.read_text()
+
+
+async def test_ctrl_c_stops_following_at_once(imitation, tmp_path):
+    files = [str(video(tmp_path, f"hang-{n}.avi", 1000)) for n in "ab"]  # never end
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vidd", "submit", *files, "--url", imitation.url, "--token", TOKEN,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    for _ in range(200):  # both uploaded and being followed
+        if len(imitation.polls) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert len(imitation.polls) == 2
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == cli.INTERRUPTED, err
+    assert b"stopped following; the jobs already sent go on" in err
+    assert b"Traceback" not in err and out == b""
