@@ -549,6 +549,10 @@ async def test_address_and_token_come_from_the_config(imitation, tmp_path, monke
     monkeypatch.setenv("VIDD_CONFIG", str(tmp_path / "nope.toml"))
     assert await run("status", token=None) == cli.USAGE
     assert "file not found" in capsys.readouterr().err
+    assert await run("status", "--config", str(tmp_path), token=None) == cli.USAGE
+    assert "cannot read it" in capsys.readouterr().err  # a folder: words, no traceback
+    assert cli.main(["serve", "--config", str(tmp_path)]) == cli.USAGE
+    assert "cannot read it" in capsys.readouterr().err
 
 
 def test_config_is_found_in_order(tmp_path, monkeypatch):

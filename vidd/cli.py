@@ -195,10 +195,17 @@ def _config_web(given: str | None) -> config.Web | None:
         return None
     try:
         return config.load(where.path, require_tools=False).web
-    except (config.ConfigError, OSError):
+    except (config.ConfigError, OSError) as e:
         if where.explicit:
-            raise
+            raise _config_error(where, e) from None
         return None  # a system config this user can't read: the defaults, then a 401 hint
+
+
+def _config_error(where: Location, e: Exception) -> config.ConfigError:
+    if isinstance(e, config.ConfigError):
+        return e
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return config.ConfigError(f"{where.path}: cannot read it: {reason}")
 
 
 def _url_of(host: str, port: int) -> str:
@@ -231,11 +238,11 @@ def _local(args: argparse.Namespace) -> int:
         return _check_config(where, as_json=args.json)
     try:
         cfg = config.load(where.path)
-    except config.ConfigError as e:
+    except (config.ConfigError, OSError) as e:
         from .checks import unknown_keys_of
 
         # A misspelt key: every one, each with the nearest real key.
-        for line in unknown_keys_of(where.path) or [str(e)]:
+        for line in unknown_keys_of(where.path) or [str(_config_error(where, e))]:
             print(f"vidd: {line}", file=sys.stderr)
         return USAGE
     from . import daemon
