@@ -325,7 +325,7 @@ class Batch:
                 code, text = result
                 # Refusals and unreachable daemons are errors: stderr, as for one command.
                 error = code in (UNREACHABLE, REFUSED) and not self.as_json
-                print(text, file=sys.stderr if error else sys.stdout, flush=True)
+                self.board.above(text, sys.stderr if error else sys.stdout)
                 self._printed += 1
 
 
