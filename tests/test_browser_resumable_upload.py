@@ -105,7 +105,8 @@ def test_reload_mid_upload_and_pick_the_same_file_resumes(daemon_factory, video)
         job = page.locator(".card.job").first
         job.wait_for(timeout=60_000)
         job_id = job.get_attribute("data-id")
-        assert get_json(f"{d.url}/api/jobs/{job_id}")["source"]["size"] == size
+        source = wait_for(lambda: get_json(f"{d.url}/api/jobs/{job_id}")["source"], timeout=30)
+        assert source["size"] == size
         total = received(d.url)
         assert size <= total < 1.5 * size, (total, size)
         browser.close()
