@@ -374,3 +374,14 @@ async def test_uploads_survive_a_restart_of_the_services(aiohttp_client, make_co
     assert client.app[SERVICES].disk.reserved == 5
     resp = await send(client, url, 5, b"67890")
     assert resp.status == 204 and resp.headers["Vidd-Job-Status"] == "rejected"
+
+
+async def test_the_page_gets_tus_js_client_and_its_licence(client):
+    index = await (await client.get("/")).text()
+    assert index.index("/static/tus.min.js") < index.index("/static/uploads.js")
+    resp = await client.get("/static/tus.min.js")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/javascript")
+    assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+    assert "tus" in await resp.text()
+    resp = await client.get("/static/tus.LICENSE")
+    assert resp.status == 200 and "MIT License" in await resp.text()
