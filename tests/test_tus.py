@@ -109,6 +109,9 @@ async def test_an_upload_in_three_patches_becomes_a_job(client, clip):
     # A PATCH after the end is told the upload is complete.
     resp = await send(client, url, 0, b"x")
     assert resp.status == 409 and resp.headers["Upload-Offset"] == str(len(data))
+    # A client whose final answer was lost asks again at the end: the same job.
+    resp = await send(client, url, len(data), b"")
+    assert resp.status == 204 and resp.headers["Vidd-Job-Id"] == job_id
 
 
 async def test_creation_with_upload(client, clip):
