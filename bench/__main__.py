@@ -19,7 +19,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import batch, drop, fanout, playback, slow_clients, status_scale, tus, upload
+from . import (
+    batch,
+    drop,
+    fanout,
+    playback,
+    repackage,
+    slow_clients,
+    status_scale,
+    tus,
+    upload,
+)
 from .harness import HANDBRAKE, Context, Result
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -38,6 +48,7 @@ CASES: dict[str, Case] = {
     "fanout": fanout.case_fanout,
     "status_scale": status_scale.case_status_scale,
     "slow_clients": slow_clients.case_slow_clients,
+    "repackage": repackage.case_repackage,
     "tus": tus.case_tus,
 }
 COLUMNS = ("case", "figure", "measured", "reference", "ratio", "target", "result")

@@ -8,13 +8,14 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from testkit.daemon import free_port, run_vidd, write_config
+from testkit.daemon import free_port, run_vidd, wait_for, write_config
 from vidd import cli
 from vidd.client import Client
 
@@ -29,7 +30,11 @@ class Imitation:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.polls: dict[str, int] = {}
         self.uploads: list[dict[str, Any]] = []
+        self.retries: list[Any] = []
         self.seq = 0
+        self.sending = 0  # uploads being received right now
+        self.most_sending = 0
+        self.upload_pause_s = 0.0
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.auth])
@@ -39,6 +44,8 @@ class Imitation:
         app.router.add_get("/api/jobs/{id}", self.get)
         app.router.add_post("/api/jobs/{id}/cancel", self.cancel)
         app.router.add_post("/api/jobs/{id}/retry", self.retry)
+        app.router.add_delete("/api/jobs/{id}", self.delete)
+        app.router.add_get("/api/jobs/{id}/log", self.log)
         app.router.add_get("/broken", self.broken)
         return app
 
@@ -72,10 +79,27 @@ class Imitation:
         jobs = sorted(self.jobs.values(), key=lambda j: j["seq"], reverse=True)
         if "status" in request.query:
             jobs = [j for j in jobs if j["status"] == request.query["status"]]
-        jobs = jobs[: int(request.query.get("limit", "50"))]
-        return web.json_response({"jobs": jobs, "next_before": None})
+        if "before" in request.query:
+            seq = self.jobs[request.query["before"]]["seq"]
+            jobs = [j for j in jobs if j["seq"] < seq]
+        total = len(jobs)
+        limit = int(request.query.get("limit", "50"))
+        if not 1 <= limit <= 500:  # the real API's cap
+            return self.error(400, "bad_request", "limit must be between 1 and 500")
+        page = jobs[:limit]
+        more = page[-1]["id"] if len(page) == limit and total > limit else None
+        return web.json_response({"jobs": page, "next_before": more, "total": total})
 
     async def upload(self, request: web.Request) -> web.Response:
+        self.sending += 1
+        self.most_sending = max(self.most_sending, self.sending)
+        try:
+            await asyncio.sleep(self.upload_pause_s)
+            return await self._upload(request)
+        finally:
+            self.sending -= 1
+
+    async def _upload(self, request: web.Request) -> web.Response:
         reader = await request.multipart()
         profile, name, digest, size, parts = None, None, hashlib.sha256(), 0, 0
         while (part := await reader.next()) is not None:
@@ -94,15 +118,13 @@ class Imitation:
             return self.error(400, "no_file", "field 'file' is missing")
         if profile not in (None, "web", "small"):
             return self.error(400, "unknown_profile", f"no profile {profile!r}")
-        if name.endswith(".txt"):
-            return self.error(422, "not_video", "no video stream (ansi)")
         self.seq += 1
         job_id = f"job{self.seq:03d}"
         self.jobs[job_id] = {
             "id": job_id,
             "seq": self.seq,
             "name": name,
-            "status": "queued",
+            "status": "rejected" if name.endswith(".txt") else "queued",
             "profile": profile or "web",
             "progress": 0.0,
             "fps": None,
@@ -111,8 +133,14 @@ class Imitation:
             "created_at": "2024-05-01T12:00:00.000Z",
             "output": None,
             "error": None,
+            "log_tail": "scan: no title found",
         }
-        return web.json_response(self.jobs[job_id], status=201)
+        headers = {"Vidd-Job-Id": job_id}
+        if name.endswith(".txt"):
+            response = self.error(422, "not_video", "no video stream (ansi)")
+            response.headers.update(headers)
+            return response
+        return web.json_response(self.jobs[job_id], status=201, headers=headers)
 
     async def get(self, request: web.Request) -> web.Response:
         job = self.jobs.get(request.match_info["id"])
@@ -144,8 +172,22 @@ class Imitation:
             return self.error(404, "not_found", "no such job")
         if job["status"] not in ("failed", "cancelled"):
             return self.error(409, "conflict", f"a {job['status']} job can't be retried")
+        if request.body_exists:
+            self.retries.append(await request.json())
         job["status"] = "queued"
         return web.json_response(job)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        if self.jobs.pop(request.match_info["id"], None) is None:
+            return self.error(404, "not_found", "no such job")
+        return web.json_response({"deleted": request.match_info["id"]})
+
+    async def log(self, request: web.Request) -> web.Response:
+        if request.match_info["id"] not in self.jobs:
+            return self.error(404, "not_found", "no such job")
+        return web.json_response(
+            {"highlights": ["ERROR: \x1b[31mno title"], "lines": ["line 1", "line 2"]}
+        )
 
     async def broken(self, request: web.Request) -> web.Response:
         return web.Response(status=500, text="<html>oops</html>")
@@ -228,7 +270,8 @@ async def test_submit_failed_job_exits_1(imitation, tmp_path, capsys, fast_poll)
 async def test_submit_not_a_video_exits_1(imitation, tmp_path, capsys):
     code = await run("submit", str(video(tmp_path, "notes.txt")), url=imitation.url)
     assert code == cli.JOB_FAILED
-    assert "rejected" in capsys.readouterr().out
+    # the rejected file is a job: its id, not "-", so that `vidd logs ID` can say why
+    assert capsys.readouterr().out == "job001\trejected\tnotes.txt: no video stream (ansi)\n"
 
 
 async def test_submit_several_files_exits_with_the_highest_code(
@@ -297,7 +340,8 @@ async def test_jobs_cancel_retry(imitation, tmp_path, capsys):
     assert await run("retry", "nosuchjob", url=imitation.url) == cli.REFUSED
     assert "HTTP 404" in capsys.readouterr().err
     assert await run("jobs", "--json", "--limit", "5", url=imitation.url) == cli.OK
-    assert [j["id"] for j in json.loads(capsys.readouterr().out)] == ["job001"]
+    page = json.loads(capsys.readouterr().out)
+    assert [j["id"] for j in page["jobs"]] == ["job001"] and page["next_before"] is None
 
 
 async def test_usage_errors_exit_2(imitation, capsys):
@@ -332,34 +376,6 @@ def test_help_documents_exit_codes(capsys):
         assert line in out
 
 
-def test_check_config_error_is_one_line(tmp_path):
-    bad = tmp_path / "config.toml"
-    bad.write_text("[web]\nport = 99999\n")
-    r = run_vidd("check-config", "--config", str(bad))
-    assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and "web.port" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_check_config_ok(tmp_path):
-    path = write_config(tmp_path)
-    assert cli.main(["check-config", "--config", str(path)]) == 0
-
-
-def test_check_config_warns_about_a_missing_ffmpeg(make_config):
-    cfg = make_config(encode={"ffmpeg": "no-such-ffmpeg"})
-    r = run_vidd(
-        "check-config",
-        "--config",
-        str(cfg.path),
-        timeout=30,
-    )
-    assert r.returncode == 0  # the daemon runs without posters
-    (line,) = r.stderr.splitlines()
-    assert line.startswith("vidd: warning: ") and "encode.ffmpeg" in line
-    assert "'no-such-ffmpeg' was not found" in line and "poster" in line
-    assert r.stdout == f"{cfg.path}: ok (with warnings)\n"
-
-
 # -- against a real daemon -----------------------------------------------------------------
 
 
@@ -389,10 +405,167 @@ def test_submit_real_clip_to_running_daemon(daemon_factory, clip):
     assert r.returncode == 4 and "401" in r.stderr
 
 
-def test_submit_text_file_to_running_daemon_is_rejected(daemon_factory, tmp_path):
+def test_submit_several_files_to_running_daemon(daemon_factory, clip, tmp_path):
     d = daemon_factory()
     notes = tmp_path / "notes.txt"
     notes.write_text("hello\n" * 200)
-    r = vidd_cmd("submit", str(notes), "--url", d.url)
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "rejected" in r.stdout
+    second = tmp_path / "second.avi"
+    second.write_bytes(clip.read_bytes())
+    r = vidd_cmd("submit", str(clip), str(notes), str(second), "--url", d.url)
+    assert r.returncode == 1, r.stdout + r.stderr  # the text file was rejected
+    lines = [line.split("\t") for line in r.stdout.splitlines()]
+    assert [x[1] for x in lines] == ["done", "rejected", "done"]
+    rejected_id = lines[1][0]
+    assert lines[1][2].startswith("notes.txt: ")
+    # the printed id is the rejected job's: its log and its record are there
+    r = vidd_cmd("show", rejected_id, "--url", d.url, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["status"] == "rejected"
+    r = vidd_cmd("logs", rejected_id, "--url", d.url)
+    assert r.returncode == 0, r.stderr
+    r = vidd_cmd("wait", lines[0][0], lines[2][0], "--url", d.url)
+    assert r.returncode == 0 and r.stdout.count("\tdone\t") == 2
+    r = vidd_cmd("delete", rejected_id, "--url", d.url)
+    assert r.returncode == 0 and r.stdout == f"{rejected_id}\tdeleted\n"
+    r = vidd_cmd("jobs", "--url", d.url, "--limit", "1")
+    assert r.returncode == 0 and "more with --before" in r.stderr
+
+
+# -- several files at once, paging, the other commands ------------------------------------------
+
+
+async def test_submit_sends_several_files_at_once(imitation, tmp_path, capsys, fast_poll):
+    imitation.upload_pause_s = 0.3  # each upload takes a while: they overlap, or not
+    files = [video(tmp_path, f"{n}.avi", size=50_000) for n in "abcd"]
+    code = await run("submit", "--parallel", "3", *map(str, files), url=imitation.url)
+    out, err = capsys.readouterr()
+    assert code == cli.OK, err
+    assert imitation.most_sending == 3  # bounded, and concurrent
+    # one result line per file, in the order given, whatever order they ended in
+    by_name = {j["name"]: j["id"] for j in imitation.jobs.values()}
+    assert [line.split("\t")[0] for line in out.splitlines()] == [
+        by_name[f"{n}.avi"] for n in "abcd"
+    ]
+    for n in "abcd":  # a progress line for each (milestones, stderr is not a terminal)
+        assert f"{n}.avi: uploaded as {by_name[f'{n}.avi']}" in err
+
+
+async def test_submit_json_is_one_object_per_file(imitation, tmp_path, capsys, fast_poll):
+    files = [video(tmp_path, "a.avi"), video(tmp_path, "b.txt")]
+    code = await run("submit", "--json", *map(str, files), url=imitation.url)
+    assert code == cli.JOB_FAILED
+    a, b = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert a["status"] == "done" and a["name"] == "a.avi"
+    assert b["status"] == "rejected" and b["id"] in ("job001", "job002")  # sent at once
+    assert b["error"] == {"code": "not_video", "message": "no video stream (ansi)"}
+
+
+def test_the_limit_agrees_with_the_api():
+    from vidd.web import api
+
+    assert cli.MAX_LIMIT == api.MAX_LIMIT
+
+
+async def test_limit_and_the_hint_that_more_exist(imitation, tmp_path, capsys):
+    for n in "abc":
+        await run("submit", "--no-wait", str(video(tmp_path, f"{n}.avi", 1000)), url=imitation.url)
+    capsys.readouterr()
+    assert await run("jobs", "--limit", "501", url=imitation.url) == cli.USAGE
+    assert "expected 1-500" in capsys.readouterr().err
+    assert await run("jobs", "--limit", "500", url=imitation.url) == cli.OK
+    out, err = capsys.readouterr()
+    assert out.count("job00") == 3 and err == ""  # all of them: no hint
+
+    assert await run("jobs", "--limit", "2", url=imitation.url) == cli.OK
+    out, err = capsys.readouterr()
+    assert "job003" in out and "job002" in out and "job001" not in out
+    assert err == "vidd: showing 2 of 3; more with --before job002\n"
+    assert await run("jobs", "--limit", "2", "--before", "job002", url=imitation.url) == cli.OK
+    out, err = capsys.readouterr()
+    assert "job001" in out and "job002" not in out and err == ""
+
+
+async def test_show_logs_wait_delete(imitation, tmp_path, capsys, fast_poll):
+    await run("submit", "--no-wait", str(video(tmp_path, "a.avi")), url=imitation.url)
+    await run("submit", "--no-wait", str(video(tmp_path, "will-fail.avi")), url=imitation.url)
+    capsys.readouterr()
+
+    assert await run("wait", "job001", "job002", url=imitation.url) == cli.JOB_FAILED
+    out = capsys.readouterr().out
+    assert out == f"job001\tdone\t{imitation.url}/w\njob002\tfailed\texit 3\n"
+
+    assert await run("show", "job002", url=imitation.url) == cli.OK
+    out = capsys.readouterr().out
+    assert "status" in out and "failed" in out and "error.message" in out
+    assert await run("show", "job002", "--json", url=imitation.url) == cli.OK
+    assert json.loads(capsys.readouterr().out)["error"]["code"] == "encode"
+
+    assert await run("logs", "job002", url=imitation.url) == cli.OK
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "ERROR: \\x1b[31mno title"  # highlights first, harmless
+    assert out.splitlines()[-2:] == ["line 1", "line 2"]
+    assert await run("logs", "job002", "--json", url=imitation.url) == cli.OK
+    assert json.loads(capsys.readouterr().out)["lines"] == ["line 1", "line 2"]
+
+    assert await run("retry", "job002", "--profile", "small", url=imitation.url) == cli.OK
+    assert imitation.retries == [{"profile": "small"}]
+    assert capsys.readouterr().out == "job002\tqueued\n"
+    assert await run("cancel", "job002", "--json", url=imitation.url) == cli.OK
+    assert json.loads(capsys.readouterr().out)["status"] == "cancelled"
+
+    assert await run("delete", "job001", url=imitation.url) == cli.OK
+    assert capsys.readouterr().out == "job001\tdeleted\n"
+    assert await run("delete", "job001", "--json", url=imitation.url) == cli.REFUSED
+    assert "HTTP 404" in capsys.readouterr().err
+    assert await run("delete", "job002", "--json", url=imitation.url) == cli.OK
+    assert json.loads(capsys.readouterr().out) == {"deleted": "job002"}
+    assert await run("logs", "job002", url=imitation.url) == cli.REFUSED
+
+
+async def test_address_and_token_come_from_the_config(imitation, tmp_path, monkeypatch, capsys):
+    port = int(imitation.url.rsplit(":", 1)[1])
+    path = write_config(tmp_path / "etc", web={"host": "127.0.0.1", "port": port, "token": TOKEN})
+    monkeypatch.delenv("VIDD_URL", raising=False)
+    monkeypatch.delenv("VIDD_TOKEN", raising=False)
+    assert await run("status", "--config", str(path), token=None) == cli.OK
+    monkeypatch.setenv("VIDD_CONFIG", str(path))
+    capsys.readouterr()
+    assert await run("status", "--json", token=None) == cli.OK
+    assert json.loads(capsys.readouterr().out)["version"] == "0.1.0"
+    # --token still wins over the config's
+    assert await run("status", token="wrong") == cli.REFUSED
+    # a config named explicitly that is broken is an error, not a silent default
+    monkeypatch.setenv("VIDD_CONFIG", str(tmp_path / "nope.toml"))
+    assert await run("status", token=None) == cli.USAGE
+    assert "file not found" in capsys.readouterr().err
+
+
+def test_config_is_found_in_order(tmp_path, monkeypatch):
+    from vidd.config_location import NoConfig, find_config
+
+    system, local = tmp_path / "etc.toml", tmp_path / "local.toml"
+    env = {"VIDD_CONFIG": "/from/env.toml"}
+    assert str(find_config("given.toml", env, system, local)) == "given.toml (from --config)"
+    assert str(find_config(None, env, system, local)) == "/from/env.toml (from $VIDD_CONFIG)"
+    with pytest.raises(NoConfig, match="VIDD_CONFIG"):
+        find_config(None, {}, system, local)
+    local.write_text("")
+    assert find_config(None, {}, system, local).path == local
+    system.write_text("")
+    found = find_config(None, {}, system, local)
+    assert found.path == system and not found.explicit
+
+
+def test_serve_says_which_config_it_uses(tmp_path):
+    path = write_config(tmp_path, daemon={"shutdown_timeout_s": 1.0})
+    env = {**os.environ, "VIDD_CONFIG": str(path)}
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vidd", "serve"], stdout=out, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        wait_for(lambda: "listening on" in log.read_text(), timeout=20)
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert f"config: {path} (from $VIDD_CONFIG)" in log.read_text()

@@ -73,7 +73,8 @@ async def test_text_is_rejected_and_kept(env, tmp_path: Path, name: str) -> None
     assert job.source is None
     assert job.finished_at is not None
     assert not path.exists()
-    kept = cfg.storage.rejected_dir / f"{job.id}{Path(name).suffix}"
+    kept = cfg.storage.rejected_dir / f"{job.id}-{name}"  # recognisable by its name
+    assert job.rejected_as == kept.name
     assert kept.read_text() == TEXT
     assert files(cfg.storage.sources_dir) == []
     assert (await store.get(job.id)) == job

@@ -90,7 +90,11 @@ async def test_get_job_with_log_and_404(client):
     body = await resp.json()
     assert body["id"] == job.id and body["name"] == "<b>x</b>.txt"
     assert body["status"] == "rejected" and "log_tail" in body
-    assert body["error"] == {"code": "not_video", "message": "no video stream"}
+    assert body["error"] == {
+        "code": "not_video",
+        "message": "This file isn't a video vidd can read.",  # plain words (vidd/words.py)
+        "detail": "no video stream",  # what was recorded
+    }
     for missing in (new_id(), "bad id!", "x" * 100):
         resp = await client.get(f"/api/jobs/{missing}")
         assert resp.status == 404
@@ -214,9 +218,8 @@ async def test_metrics(client, clip):
     assert samples["vidd_websocket_clients"] == 1
     assert samples["vidd_uploads_in_progress"] == 0  # the upload above has finished
     for name in (
-        "vidd_encodes_total",
-        "vidd_encodes_failed_total",
-        "vidd_encode_seconds_total",
+        'vidd_encodes_total{result="failed"}',
+        "vidd_encode_seconds_count",
         "vidd_queue_depth",
         "vidd_workers_busy",
         "vidd_workers_max",

@@ -111,3 +111,21 @@ def test_config_takes_a_strong_token_or_an_explicit_anonymous(make_config) -> No
     assert make_config(web={"token": "ab" * 16}).web.token == "ab" * 16  # 128 bits
     assert make_config(web={"host": "0.0.0.0", "allow_anonymous": True}).web.allow_anonymous
     assert make_config(web={"host": "0.0.0.0", "token": TOKEN}).web.host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data", "multipart/form-data; boundary="],
+)
+async def test_a_login_form_that_cannot_be_read_is_a_400(aiohttp_client, make_config, content_type):
+    cfg = make_config(watch={"enabled": False}, web={"token": TOKEN})
+    client = await aiohttp_client(create_app(cfg))
+    resp = await client.post(
+        "/login",
+        data=b"token=whatever",
+        headers={"Content-Type": content_type},
+        allow_redirects=False,
+    )
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["error"]["code"] == "bad_request"

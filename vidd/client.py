@@ -27,11 +27,15 @@ class FileChanged(Exception):
 class Refused(Exception):
     """The daemon answered with an HTTP error, or with something that isn't its JSON."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, job: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        # A refusal that still created a job (a rejected upload: 422) says which one.
+        self.job = job
 
 
 ProgressFn = Callable[[int, int], None]
@@ -59,26 +63,44 @@ class Client:
         return _object(self.request("GET", "/api/status"))
 
     def jobs(self, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        return list(self.jobs_page(status, limit)["jobs"])
+
+    def jobs_page(
+        self, status: str | None = None, limit: int | None = None, before: str | None = None
+    ) -> dict[str, Any]:
+        """One page of jobs, newest first: {"jobs": [...], "next_before": ID | None, ...}."""
         query: dict[str, str] = {}
         if status:
             query["status"] = status
         if limit is not None:
             query["limit"] = str(limit)
+        if before:
+            query["before"] = before
         data = self.request("GET", "/api/jobs", query)
         # The page may be a bare list or an object with the list under "jobs".
-        items = data.get("jobs") if isinstance(data, dict) else data
+        page = dict(data) if isinstance(data, dict) else {"jobs": data, "next_before": None}
+        items = page.get("jobs")
         if not isinstance(items, list):
             raise Refused(200, "bad_response", "expected a list of jobs")
-        return [_object(j) for j in items]
+        page["jobs"] = [_object(j) for j in items]
+        return page
 
     def job(self, job_id: str) -> dict[str, Any]:
         return _object(self.request("GET", f"/api/jobs/{_quote(job_id)}"))
 
+    def log(self, job_id: str) -> dict[str, Any]:
+        """{"highlights": [...], "lines": [...]}: the encode log, the lines that matter first."""
+        return _object(self.request("GET", f"/api/jobs/{_quote(job_id)}/log"))
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         return _object(self.request("POST", f"/api/jobs/{_quote(job_id)}/cancel"))
 
-    def retry(self, job_id: str) -> dict[str, Any]:
-        return _object(self.request("POST", f"/api/jobs/{_quote(job_id)}/retry"))
+    def retry(self, job_id: str, profile: str | None = None) -> dict[str, Any]:
+        body = {"profile": profile} if profile else None
+        return _object(self.request("POST", f"/api/jobs/{_quote(job_id)}/retry", body=body))
+
+    def delete(self, job_id: str) -> dict[str, Any]:
+        return _object(self.request("DELETE", f"/api/jobs/{_quote(job_id)}"))
 
     def upload(
         self,
@@ -130,14 +152,25 @@ class Client:
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def request(self, method: str, path: str, query: Mapping[str, str] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> Any:
         target = self._prefix + path
         if query:
             target += "?" + urllib.parse.urlencode(query)
+        headers = self._headers()
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
         conn = self._connect(self.timeout)
         try:
             try:
-                conn.request(method, target, headers=self._headers())
+                conn.request(method, target, body=data, headers=headers)
             except OSError as e:
                 raise Unreachable(f"{self.url}: {_reason(e)}") from None
             return self._response(conn)
@@ -172,7 +205,7 @@ class Client:
             data = None
         if resp.status >= 400:
             code, message = _error_of(data, resp.status, resp.reason)
-            raise Refused(resp.status, code, message)
+            raise Refused(resp.status, code, message, _created_job(data, resp))
         if data is None:
             raise Refused(resp.status, "bad_response", "the answer is not JSON")
         return data
@@ -227,6 +260,18 @@ def _error_of(data: Any, status: int, reason: str) -> tuple[str, str]:
     if isinstance(err, dict):
         return str(err.get("code", "error")), str(err.get("message", reason))
     return "http_error", reason or f"HTTP {status}"
+
+
+JOB_ID_HEADER = "Vidd-Job-Id"
+
+
+def _created_job(data: Any, resp: http.client.HTTPResponse) -> dict[str, Any] | None:
+    """The job a refused upload created: the body's "job", or at least the header's id."""
+    job = data.get("job") if isinstance(data, dict) else None
+    if isinstance(job, dict) and isinstance(job.get("id"), str):
+        return job
+    job_id = resp.getheader(JOB_ID_HEADER)
+    return {"id": job_id} if job_id else None
 
 
 def _reason(e: BaseException) -> str:

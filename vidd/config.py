@@ -54,6 +54,7 @@ class Storage:
     inbox: Path | None = None
     keep_sources: bool = True
     min_free_bytes: int = field(default=1 << 30, metadata=_most(MAX_BYTES))
+    output_dir: Path | None = None  # each result also published here by its own name
 
     @property
     def inbox_dir(self) -> Path:
@@ -86,12 +87,18 @@ class Watch:
     stable_seconds: float = field(default=10.0, metadata=_most(DAY_S))
     lease_quiet_seconds: float = field(default=0.3, metadata=_most(DAY_S))
     rescan_seconds: float = field(default=30.0, metadata=_most(DAY_S))
+    recursive: bool = False
+    max_depth: int = field(default=4, metadata=_most(32))
 
 
 @dataclass(frozen=True)
 class Profile:
     args: tuple[str, ...] = ()
     preset: str = ""
+    description: str = ""  # one line for people: the picker, the card, the watch page
+    # A source already in H.264 video and AAC audio is copied into an MP4 (index first)
+    # with ffmpeg instead of being encoded again.
+    repackage: bool = False
 
     def handbrake_args(self) -> list[str]:
         if self.preset:
@@ -99,7 +106,19 @@ class Profile:
         return list(self.args)
 
 
-DEFAULT_PROFILES = {"web": Profile(args=("-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"))}
+DEFAULT_PROFILES = {
+    # The arguments the project started from.
+    "web": Profile(
+        args=("-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"),
+        description="Small MP4 for every browser: H.264 at 15 fps, 96 kbps AAC audio",
+    ),
+    "web-full-rate": Profile(
+        args=("-e", "x264", "-q", "22", "-B", "96", "-O"),
+        description="MP4 for every browser at the source's frame rate; "
+        "H.264/AAC sources are copied, not re-encoded",
+        repackage=True,
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -271,7 +290,13 @@ def _resolve(cfg: Config, base: Path, require_tools: bool) -> Config:
     storage = cfg.storage
     data_dir = (base / storage.data_dir).resolve()
     inbox = (base / storage.inbox).resolve() if storage.inbox is not None else None
-    storage = dataclasses.replace(storage, data_dir=data_dir, inbox=inbox)
+    output_dir = (base / storage.output_dir).resolve() if storage.output_dir is not None else None
+    storage = dataclasses.replace(storage, data_dir=data_dir, inbox=inbox, output_dir=output_dir)
+    if output_dir is not None and output_dir.is_relative_to(storage.inbox_dir):
+        raise ConfigError(
+            f"{path}: storage.output_dir: expected a folder outside the inbox "
+            f"({storage.inbox_dir}), or vidd would take its own results in again"
+        )
 
     enc = cfg.encode
     if enc.default_profile not in enc.profiles:

@@ -18,11 +18,12 @@ from aiohttp import web
 from . import __version__, logs, shutdown
 from .config import Config
 from .notify import Notifier
+from .reload import Outcome, Reloader
 from .services import AlreadyRunning, Services
 from .web import connections
 from .web.app import create_app
 from .web.errors import JsonErrorRunner
-from .web.keys import SERVICES
+from .web.keys import GUARD, SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 STARTED, CANNOT_START = 0, 2
 
 
-async def _serve(config: Config) -> int:
+async def _serve(config: Config, verbose: bool = False) -> int:
     notifier = Notifier.from_env()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -50,9 +51,19 @@ async def _serve(config: Config) -> int:
             svc.pool.kill_now()
         os._exit(130)
 
+    reloads: set[asyncio.Task[Outcome]] = set()
+    reloader: Reloader | None = None  # one, so that its lock keeps reloads in order
+
     def on_hangup() -> None:
-        # Reloading is not built yet; a HUP must at least not kill the encodes.
-        log.warning("received SIGHUP: ignored (restart vidd to apply config changes)")
+        nonlocal reloader
+        if (svc := app.get(SERVICES)) is None:
+            log.warning("received SIGHUP before vidd was up: ignored")
+            return
+        log.info("received SIGHUP: reading %s again", svc.config.path)
+        reloader = reloader or Reloader(svc, app[GUARD], verbose=verbose)
+        task = asyncio.create_task(reloader.reload(), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
@@ -154,8 +165,10 @@ def _warn_if_token_readable(config: Config) -> None:
         )  # fmt: skip
 
 
-def serve(config: Config, *, verbose: bool = False) -> int:
+def serve(config: Config, *, verbose: bool = False, source: str = "") -> int:
+    """Run vidd until a signal stops it; `source` says where the config came from."""
     logs.setup(config.daemon.log_level, verbose=verbose)
+    log.info("config: %s", source or config.path)
     for warning in config.warnings:
         log.warning("%s", warning)
     _warn_if_token_readable(config)
@@ -163,4 +176,4 @@ def serve(config: Config, *, verbose: bool = False) -> int:
     if not verbose:  # one line per request is noise next to one line per event
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # "1 change detected" per event
-    return asyncio.run(_serve(config))
+    return asyncio.run(_serve(config, verbose))

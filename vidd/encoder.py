@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import children, disk, mp4, poster, probe
+from . import children, disk, mp4, poster, probe, repackage
 from .config import Config, Profile
 from .job import Job, MediaInfo
 from .layout import Layout
@@ -69,6 +69,7 @@ class EncodeResult:
     output: MediaInfo
     poster: bool
     log_tail: str
+    repackaged: bool = False  # a stream copy by ffmpeg (repackage.py), not an encode
 
 
 def output_rate(profile: Profile) -> float | None:
@@ -198,7 +199,11 @@ class Encoder:
         self.layout.clear_tmp_of(job.id)  # leftovers of an attempt vidd did not see through
         self._nice[job.id] = nice
         try:
-            output, log_tail = await self._encode(job, on_progress, nice)
+            repackaged = await self._repackage(job, nice)
+            if repackaged is not None:
+                output, log_tail = repackaged
+            else:
+                output, log_tail = await self._encode(job, on_progress, nice)
             video, image = self.layout.outputs(job.id)
             work = self.layout.work(job.id)
             try:
@@ -221,7 +226,53 @@ class Encoder:
         finally:
             self.layout.clear_tmp_of(job.id)  # the work folder, HandBrake's leftovers in it
             self._nice.pop(job.id, None)
-        return EncodeResult(output=output, poster=has_poster, log_tail=log_tail)
+        return EncodeResult(
+            output=output, poster=has_poster, log_tail=log_tail, repackaged=repackaged is not None
+        )
+
+    async def _repackage(self, job: Job, nice: int) -> tuple[MediaInfo, str] | None:
+        """For a profile with `repackage`: stream-copy a source that is H.264/AAC already
+        into videos/ (output, log tail). None when the job must be encoded instead; the
+        log says which way it went and why."""
+        cfg = self.config.encode
+        profile = cfg.profiles.get(job.profile)
+        if profile is None or not profile.repackage:
+            return None
+        why = repackage.why_not(job.source, job.source_ext)
+        if why is None and not cfg.ffmpeg:
+            why = "there is no ffmpeg (encode.ffmpeg)"
+        if why is not None:
+            log.info("job %s: encoding, not repackaging: %s", job.id, why)
+            return None
+        assert job.source is not None
+        source_path = self.layout.source(job)
+        tmp_out = self.layout.tmp_video(job.id)
+        work = self.layout.work(job.id)
+        work.mkdir(parents=True, exist_ok=True)
+        self.layout.videos.mkdir(parents=True, exist_ok=True)
+        box = children.Box(home=work, reads=(source_path.resolve(),), pass_env=cfg.child_env)
+        started = time.monotonic()
+        try:
+            output, words = await repackage.run(
+                cfg.ffmpeg,
+                source_path.resolve(),
+                tmp_out.resolve(),
+                job.source.duration,
+                nice=nice,
+                box=box,
+            )
+            _check_duration(output, job.source, words)
+        except (repackage.Failed, EncodeFailed) as e:
+            log.warning("job %s: repackaging failed (%s); encoding instead", job.id, e)
+            tmp_out.unlink(missing_ok=True)
+            return None
+        os.replace(tmp_out, self.layout.video(job.id))
+        log.info(
+            "job %s: repackaged with ffmpeg (stream copy, index first) in %.1f s",
+            job.id, time.monotonic() - started,
+        )  # fmt: skip
+        tail = "\n".join(["vidd: repackaged with ffmpeg -c copy -movflags +faststart", words])
+        return output, tail.strip()
 
     async def _encode(
         self, job: Job, on_progress: Callable[[Progress], None], nice: int
@@ -393,13 +444,18 @@ class Encoder:
             ) from None
         if not output.video_codec:
             raise EncodeFailed("bad_output", "the converted file has no video track", tail)
-        allowed = max(DURATION_TOLERANCE * source.duration, MIN_DURATION_TOLERANCE_S)
-        if abs(output.duration - source.duration) > allowed:
-            raise EncodeFailed(
-                "duration_mismatch",
-                f"the converted video lasts {output.duration:.1f} s "
-                f"but the source lasts {source.duration:.1f} s",
-                tail,
-            )
+        _check_duration(output, source, tail)
         os.replace(tmp_out, self.layout.video(job.id))
         return output
+
+
+def _check_duration(output: MediaInfo, source: MediaInfo, tail: str) -> None:
+    """A result lasts as long as its source, within a tolerance. Raises EncodeFailed."""
+    allowed = max(DURATION_TOLERANCE * source.duration, MIN_DURATION_TOLERANCE_S)
+    if abs(output.duration - source.duration) > allowed:
+        raise EncodeFailed(
+            "duration_mismatch",
+            f"the converted video lasts {output.duration:.1f} s "
+            f"but the source lasts {source.duration:.1f} s",
+            tail,
+        )

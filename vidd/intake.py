@@ -90,6 +90,7 @@ class Intake:
         *,
         name: str | None = None,
         profile: str | None = None,
+        folder: str = "",
     ) -> Job:
         """Claim `path`, probe it and store a job (queued, or rejected if not a video).
 
@@ -104,8 +105,9 @@ class Intake:
         if profile not in self.config.encode.profiles:
             raise ValueError(f"unknown profile {profile!r}")
         display = clean_name(name if name is not None else path.name)
+        where = "/".join(clean_name(part) for part in folder.split("/") if part)
         await self.check_room()
-        return await self._shielded(self._admit(path, origin, display, profile))
+        return await self._shielded(self._admit(path, origin, display, profile, where))
 
     async def check_room(self) -> None:
         """Raise QueueFull when the queue holds `encode.max_queued` jobs."""
@@ -130,7 +132,9 @@ class Intake:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _admit(self, path: Path, origin: Origin, name: str, profile: str) -> Job:
+    async def _admit(
+        self, path: Path, origin: Origin, name: str, profile: str, folder: str = ""
+    ) -> Job:
         if origin == "inbox":  # an upload is on the disk already: claiming it is a rename
             self.guard.check()
         if not stat.S_ISREG(path.lstat().st_mode):
@@ -143,6 +147,7 @@ class Intake:
             origin=origin,
             source_ext=safe_ext(name),
             created_at=now(),
+            folder=folder,
         )
         job = await self.store.add(job, intake_path=path)  # the write-ahead record
         claimed = self.layout.source(job)
@@ -170,7 +175,8 @@ class Intake:
                     info = await self._probe(job, claimed)
                 job = await self.store.admitted(job.id, info)
             except probe.NotAVideo as e:
-                job = await self.store.reject(job.id, str(e) or "not a video")
+                kept = self.layout.rejected_name(job) if job.origin == "inbox" else None
+                job = await self.store.reject(job.id, str(e) or "not a video", rejected_as=kept)
         except BaseException:
             # A cancel (the shutdown's last stage) can land after the store took the new
             # state but before its answer came back: then the job owns the file, and
@@ -186,14 +192,17 @@ class Intake:
             self.rejected += 1
             self._put_aside(job, claimed)
             reason = job.error.message if job.error else ""
-            log.info("intake: %s rejected (%s, %r): %s", job.id, job.origin, job.name, reason)
+            kept = f", kept as rejected/{job.rejected_as}" if job.rejected_as else ""
+            log.info(
+                "intake: %s rejected (%s, %r%s): %s", job.id, job.origin, job.name, kept, reason
+            )
         else:
             self.admitted += 1
             info = job.source or MediaInfo()
             log.info(
-                "intake: %s queued (%s, %r, %.1f s %dx%d %s)",
-                job.id, job.origin, job.name, info.duration, info.width, info.height,
-                info.video_codec,
+                "intake: %s queued (%s, %r%s, %.1f s %dx%d %s)",
+                job.id, job.origin, job.name, f" from {job.folder}/" if job.folder else "",
+                info.duration, info.width, info.height, info.video_codec,
             )  # fmt: skip
         return job
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .words import plain
+
 
 class Status(enum.StrEnum):
     ADMITTING = "admitting"  # the intake's write-ahead record: claimed, not yet probed
@@ -93,7 +95,12 @@ class JobError:
     message: str
 
     def to_json(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
+        # Stored technical; told in plain words, the technical text one click away.
+        return {
+            "code": self.code,
+            "message": plain(self.code, self.message),
+            "detail": self.message,
+        }
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,14 @@ class Job:
     error: JobError | None = None
     log_tail: str = ""
     queue_position: int | None = field(default=None, compare=False)
+    # The inbox (see publish.py): the subfolder the file came from ("" for the top and
+    # uploads), its name in rejected/, whether the result is a stream copy, where it was
+    # published under storage.output_dir, and a plain sentence when that was not simple.
+    folder: str = ""
+    rejected_as: str | None = None
+    repackaged: bool = False
+    published_as: str | None = None
+    publish_note: str | None = None
 
     @property
     def source_file(self) -> str:
@@ -147,6 +162,13 @@ class Job:
                 "watch_url": f"/watch/{self.id}",
                 **self.output.to_json(),
             }
+        data |= {
+            "folder": self.folder,
+            "rejected_as": self.rejected_as,
+            "repackaged": self.repackaged,
+            "published_as": self.published_as,
+            "publish_note": self.publish_note,
+        }
         if with_log:
             data["log_tail"] = self.log_tail
         return data

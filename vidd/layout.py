@@ -8,6 +8,7 @@ import secrets
 import shutil
 from pathlib import Path
 
+from . import names
 from .config import Storage
 from .job import Job
 
@@ -28,6 +29,8 @@ class Layout:
     def make_dirs(self) -> None:
         for d in (self.inbox, self.sources, self.videos, self.rejected_dir, self.tmp, self.uploads):
             d.mkdir(parents=True, exist_ok=True)
+        if self.storage.output_dir is not None:
+            self.storage.output_dir.mkdir(parents=True, exist_ok=True)
 
     # --- a job's files -----------------------------------------------------------
 
@@ -35,6 +38,16 @@ class Layout:
         return self.sources / f"{job.id}{job.source_ext}"
 
     def rejected(self, job: Job) -> Path:
+        """rejected/<id>-<cleaned original name>: recognisable, and unique by the id."""
+        name = Path(job.rejected_as).name if job.rejected_as else ""
+        return self.rejected_dir / (name or self.rejected_name(job))
+
+    @staticmethod
+    def rejected_name(job: Job) -> str:
+        return f"{job.id}-{names.file_name(job.name)}"
+
+    def rejected_before(self, job: Job) -> Path:
+        """Where a rejected file went before names were kept (rejected/<id><ext>)."""
         return self.rejected_dir / f"{job.id}{job.source_ext}"
 
     def video(self, job_id: str) -> Path:
@@ -49,7 +62,8 @@ class Layout:
 
     def files_of(self, job: Job) -> tuple[Path, ...]:
         """Everything a job owns outside tmp/: what deleting it removes."""
-        return (self.source(job), self.rejected(job), *self.outputs(job.id))
+        rejected = (self.rejected(job), self.rejected_before(job))
+        return (self.source(job), *rejected, *self.outputs(job.id))
 
     # --- tmp/: work in progress, on the same filesystem as videos/ -------------------
 

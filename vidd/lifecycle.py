@@ -55,11 +55,12 @@ class Lifecycle:
             raise Refused(await self.get(job_id), "cancelled")
         return await self.get(job_id)
 
-    async def retry(self, job_id: str) -> Job:
-        """Back to the queue: only a failed or cancelled job."""
+    async def retry(self, job_id: str, profile: str | None = None) -> Job:
+        """Back to the queue: only a failed or cancelled job, with another profile when
+        one is given (the caller checks that it exists)."""
         job = await self.get(job_id)
         try:
-            return await self.store.retry(job.id)
+            return await self.store.retry(job.id, profile)
         except KeyError:
             raise NotFound(job_id) from None
         except IllegalTransition as e:

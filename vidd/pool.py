@@ -27,6 +27,7 @@ from .encoder import EncodeFailed, Encoder, EncodeResult
 from .job import IllegalTransition, Job, JobError, Status
 from .layout import Layout
 from .progress import Progress
+from .publish import Publisher
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,33 @@ class _Outcome:
     result: EncodeResult | None = None
 
 
+class Slots:
+    """The pool's bound: at most `limit` slots held at once, a limit that may change at
+    run time (unlike a semaphore's). One waiter: the claiming loop."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._freed = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Slots {self.held}/{self.limit}>"
+
+    async def acquire(self) -> None:
+        while self.held >= self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self.held += 1
+
+    def release(self) -> None:
+        self.held -= 1
+        self._freed.set()
+
+    def resize(self, limit: int) -> None:
+        self.limit = max(1, limit)
+        self._freed.set()
+
+
 class Pool:
     def __init__(
         self,
@@ -82,15 +110,16 @@ class Pool:
         encoder: Encoder,
         layout: Layout,
         guard: disk.DiskGuard | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.config = config
+        self.publisher = publisher  # results also go to storage.output_dir, when set
         self.guard = guard or disk.DiskGuard.of(config.storage)
         self.store = store
         self.encoder = encoder
         self.layout = layout
-        self.max = config.encode.max_parallel
         self._running: dict[str, _Running] = {}  # oldest first
-        self._slots = asyncio.Semaphore(self.max)
+        self._slots = Slots(config.encode.max_parallel)
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -114,6 +143,15 @@ class Pool:
     def busy(self) -> int:
         return len(self._running)
 
+    @property
+    def max(self) -> int:
+        return self._slots.limit
+
+    def resize(self, max_parallel: int) -> None:
+        """A new bound (a reload): a higher one starts queued jobs now, a lower one takes
+        effect as running encodes end (none is stopped for it)."""
+        self._slots.resize(max_parallel)
+
     # The store calls these for every change: a newly queued job wakes the pool.
     def job_changed(self, job: Job, *, progress_only: bool) -> None:
         if job.status is Status.QUEUED:
@@ -135,8 +173,8 @@ class Pool:
         found = []
         if not self.alive and not self._stopping:
             found.append("the pool has stopped taking jobs")
-        free = self._slots._value  # noqa: SLF001 - asyncio has no public reading
-        if free + self.busy > self.max:
+        # Each running job holds a slot, and the claiming loop at most one more.
+        if self._slots.held not in (self.busy, self.busy + 1):
             found.append("the pool's slot count is wrong")
         if self.unrecorded:
             found.append(f"{self.unrecorded} finished job(s) wait for the database")
@@ -253,11 +291,18 @@ class Pool:
             internal = JobError("internal", f"vidd failed: {e}")
             return _Outcome(lambda: self.store.fail(job_id, internal), "failed", failed=True)
         result = encode.result()
+        publish = self.publisher is not None and self.publisher.enabled
+        how = "repackaged" if result.repackaged else "encoded"
         return _Outcome(
             lambda: self.store.finish(
-                job_id, result.output, poster=result.poster, log_tail=result.log_tail
+                job_id,
+                result.output,
+                poster=result.poster,
+                log_tail=result.log_tail,
+                repackaged=result.repackaged,
+                publish=publish,
             ),
-            f"done ({result.output.size} bytes)",
+            f"done ({result.output.size} bytes, {how})",
             result=result,
         )
 
@@ -296,6 +341,8 @@ class Pool:
                 self.unrecorded -= 1
         if outcome.result is not None and not self.config.storage.keep_sources:
             self.layout.source(job).unlink(missing_ok=True)  # only now: output verified
+        if outcome.result is not None and self.publisher is not None:
+            self.publisher.later(job.id)
 
     def _progress_writer(self, job_id: str) -> Callable[[Progress], None]:
         last_sent = 0.0

@@ -23,9 +23,11 @@ from .intake import Intake
 from .job import Job
 from .layout import Layout
 from .lifecycle import Lifecycle
+from .metrics import Metrics
 from .notify import Notifier
 from .pool import Pool
 from .progress import parse_blocks
+from .publish import Publisher
 from .store import Listener, Store
 from .uploads import Uploads
 from .watcher import Watcher
@@ -55,7 +57,9 @@ class Services:
     handbrake_version: str
     notifier: Notifier
     uploads: Uploads
+    publisher: Publisher | None = None
     started_at: float = field(default_factory=time.monotonic)
+    metrics: Metrics = field(default_factory=Metrics)  # a store listener, for /metrics
     _health: tuple[float, list[str]] = field(default=(-1e9, []), init=False, repr=False)
 
     @property
@@ -163,9 +167,11 @@ async def open_services(
         async with Store(config.storage.db_path) as store:
             guard = disk.DiskGuard.of(config.storage)
             encoder = Encoder(config, layout)
-            pool = Pool(config, store, encoder, layout, guard)
+            publisher = Publisher(config, store, layout)
+            pool = Pool(config, store, encoder, layout, guard, publisher)
             intake = Intake(config, store, layout, guard)
             await _recover(store, intake, layout)
+            await publisher.recover()  # results a crash left unpublished
             uploads = Uploads(config, store, layout, guard)
             await uploads.open()  # after the intake's recovery: an admission may put one back
             watcher = Watcher(config, intake) if config.watch.enabled else None
@@ -181,10 +187,11 @@ async def open_services(
                 watcher=watcher,
                 handbrake_version=await handbrake_version(config.encode.handbrake),
                 notifier=notifier,
+                publisher=publisher,
                 uploads=uploads,
             )
             status_line = StatusLine(store, pool, notifier)
-            everyone: list[Listener] = [pool, status_line, *listeners]
+            everyone: list[Listener] = [pool, status_line, svc.metrics, *listeners]
             unsubscribe: list[Callable[[], None]] = [store.subscribe(x) for x in everyone]
             try:
                 pool.start()
@@ -196,6 +203,7 @@ async def open_services(
                 await uploads.close()
                 await svc.stop_intake(0)
                 await pool.stop(config.daemon.shutdown_timeout_s)
+                await publisher.stop()
                 for undo in reversed(unsubscribe):
                     undo()
                 await status_line.close()

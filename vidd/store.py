@@ -13,7 +13,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,7 +32,6 @@ from .job import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
 
 # Each entry upgrades the schema from version i to i + 1.
 MIGRATIONS: tuple[str, ...] = (
@@ -92,7 +91,36 @@ MIGRATIONS: tuple[str, ...] = (
         address TEXT NOT NULL DEFAULT ''
     ) WITHOUT ROWID;
     """,
-    # 4: resumable (tus) uploads: one row each, beside its partial file in uploads/.
+    # 4 (inbox): where a job's file came from and where its result went. `publish_pending`
+    # is set with `done` in one UPDATE, so a crash before publishing is finished at start.
+    """
+    ALTER TABLE jobs ADD COLUMN folder TEXT NOT NULL DEFAULT '';
+    ALTER TABLE jobs ADD COLUMN rejected_as TEXT;
+    ALTER TABLE jobs ADD COLUMN repackaged INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN publish_pending INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE jobs ADD COLUMN published_as TEXT;
+    ALTER TABLE jobs ADD COLUMN publish_note TEXT;
+    CREATE INDEX jobs_publish_pending ON jobs (publish_pending) WHERE publish_pending = 1;
+    """,
+    # 5: name search. A trigram index of job names (any 3+ characters of a name find it,
+    # in any case), its text kept in jobs (external content) and in step by triggers.
+    """
+    CREATE VIRTUAL TABLE job_names USING fts5(
+        name, content = 'jobs', content_rowid = 'seq', tokenize = 'trigram'
+    );
+    INSERT INTO job_names (job_names) VALUES ('rebuild');
+    CREATE TRIGGER jobs_name_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO job_names (rowid, name) VALUES (new.seq, new.name);
+    END;
+    CREATE TRIGGER jobs_name_delete AFTER DELETE ON jobs BEGIN
+        INSERT INTO job_names (job_names, rowid, name) VALUES ('delete', old.seq, old.name);
+    END;
+    CREATE TRIGGER jobs_name_update AFTER UPDATE OF name ON jobs BEGIN
+        INSERT INTO job_names (job_names, rowid, name) VALUES ('delete', old.seq, old.name);
+        INSERT INTO job_names (rowid, name) VALUES (new.seq, new.name);
+    END;
+    """,
+    # 6: resumable (tus) uploads: one row each, beside its partial file in uploads/.
     # Times are Unix seconds (the uploads' clock is injectable); `job_id` once it is a job.
     """
     CREATE TABLE uploads (
@@ -109,17 +137,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX uploads_expires_at ON uploads (expires_at);
     """,
 )
+SCHEMA_VERSION = len(MIGRATIONS)
 
 # Everything but the log tail, which only the single-job view needs.
 LIST_COLUMNS = (
     "seq, id, name, status, profile, origin, source_ext, created_at, started_at, "
     "finished_at, progress, fps, eta_s, source, output, poster, error_code, error_message"
+    ", folder, rejected_as, repackaged, published_as, publish_note"
 )
 ALL_COLUMNS = LIST_COLUMNS + ", log_tail"
 INSERT_SQL = """INSERT INTO jobs (id, name, status, profile, origin, source_ext, created_at,
         started_at, finished_at, progress, source, output, poster, error_code, error_message,
-        log_tail, intake_path)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+        log_tail, intake_path, folder)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+# Columns a transition may set besides its own (`more`): what the inbox records.
+MORE_COLUMNS = frozenset({"rejected_as", "repackaged", "publish_pending"})
 # How a job can be born: through the intake (admitting, then queued or rejected), or
 # already queued or rejected.
 NEW_STATES = frozenset({Status.ADMITTING, Status.QUEUED, Status.REJECTED})
@@ -299,6 +331,48 @@ class Store:
         rank = {j.id: base + i for i, j in enumerate(queued)}
         return [_replace(j, queue_position=rank[j.id]) if j.id in rank else j for j in jobs]
 
+    # --- the job list: several states, a name search, how many match ----------------
+
+    async def find_jobs(
+        self,
+        *,
+        statuses: Collection[Status] = (),
+        name: str = "",
+        limit: int = 50,
+        before: int | None = None,
+    ) -> list[Job]:
+        """Newest first: jobs in any of `statuses` (every state when empty) whose name
+        holds `name` in any case (every name when empty). `before` is a `seq`."""
+        source, where, args, order = _job_filter(statuses, name)
+        if before is not None:
+            where.append(f"{order} < ?")
+            args.append(before)
+        columns = ", ".join(f"j.{c.strip()}" for c in LIST_COLUMNS.split(","))
+        sql = f"SELECT {columns} {source}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {order} DESC LIMIT ?"
+        async with self._read.execute(sql, (*args, limit)) as cur:
+            jobs = [_job(row) for row in await cur.fetchall()]
+        if not name:
+            return await self._with_positions(jobs)
+        # A search skips queued jobs, so each one's place is counted on its own.
+        return [await self._with_position(j) for j in jobs]
+
+    async def count_jobs(self, *, statuses: Collection[Status] = (), name: str = "") -> int:
+        """How many jobs find_jobs would page through. Without a name, from the counts
+        the triggers keep (no scan); with one, from the name index."""
+        if not name:
+            counts = await self.counts()
+            return sum(counts[str(s)] for s in statuses) if statuses else sum(counts.values())
+        source, where, args, _ = _job_filter(statuses, name)
+        if not statuses and source.startswith("FROM job_names"):
+            source, where = "FROM job_names", ["job_names MATCH ?"]  # no join needed
+        sql = f"SELECT COUNT(*) {source}" + (" WHERE " + " AND ".join(where) if where else "")
+        async with self._read.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     # --- writes: new jobs ------------------------------------------------------
 
     async def add(self, job: Job, *, intake_path: Path | None = None) -> Job:
@@ -340,10 +414,15 @@ class Store:
         """The intake probed the claimed file: it is a video, so queue it."""
         return await self.transition(job_id, Status.QUEUED, source=source, expect=Status.ADMITTING)
 
-    async def reject(self, job_id: str, reason: str) -> Job:
-        """The intake probed the claimed file: not a video."""
+    async def reject(self, job_id: str, reason: str, *, rejected_as: str | None = None) -> Job:
+        """The intake probed the claimed file: not a video. `rejected_as`: its name in
+        rejected/ (an inbox file), recorded with the state so a crash can't lose it."""
         return await self.transition(
-            job_id, Status.REJECTED, error=JobError("not_video", reason), expect=Status.ADMITTING
+            job_id,
+            Status.REJECTED,
+            error=JobError("not_video", reason),
+            expect=Status.ADMITTING,
+            more={"rejected_as": rejected_as},
         )
 
     async def abandon_admission(self, job_id: str) -> bool:
@@ -371,10 +450,25 @@ class Store:
             return None
         return await self._changed(_job(row))
 
-    async def finish(self, job_id: str, output: MediaInfo, *, poster: bool, log_tail: str) -> Job:
-        """A running job's output is verified and in videos/."""
+    async def finish(
+        self,
+        job_id: str,
+        output: MediaInfo,
+        *,
+        poster: bool,
+        log_tail: str,
+        repackaged: bool = False,
+        publish: bool = False,
+    ) -> Job:
+        """A running job's output is verified and in videos/. With `publish`, the job is
+        marked as still to be published to storage.output_dir in the same write."""
         return await self.transition(
-            job_id, Status.DONE, output=output, poster=poster, log_tail=log_tail
+            job_id,
+            Status.DONE,
+            output=output,
+            poster=poster,
+            log_tail=log_tail,
+            more={"repackaged": int(repackaged), "publish_pending": int(publish)},
         )
 
     async def fail(self, job_id: str, error: JobError, *, log_tail: str = "") -> Job:
@@ -390,12 +484,17 @@ class Store:
             expect=was,
         )
 
-    async def retry(self, job_id: str) -> Job:
-        """Back to the queue after a failure or a cancel (not from running: that is requeue)."""
+    async def retry(self, job_id: str, profile: str | None = None) -> Job:
+        """Back to the queue after a failure or a cancel (not from running: that is
+        requeue), with another profile when one is given."""
         try:
-            return await self.transition(job_id, Status.QUEUED, expect=Status.FAILED)
+            return await self.transition(
+                job_id, Status.QUEUED, expect=Status.FAILED, profile=profile
+            )
         except IllegalTransition:
-            return await self.transition(job_id, Status.QUEUED, expect=Status.CANCELLED)
+            return await self.transition(
+                job_id, Status.QUEUED, expect=Status.CANCELLED, profile=profile
+            )
 
     async def requeue(self, job_id: str) -> Job:
         """A running job interrupted by a stop goes back to the queue."""
@@ -445,6 +544,8 @@ class Store:
         poster: bool = False,
         log_tail: str | None = None,
         expect: Status | None = None,
+        profile: str | None = None,
+        more: dict[str, Any] | None = None,
     ) -> Job:
         """Move a job to `target`, or raise IllegalTransition (KeyError if it is gone).
 
@@ -477,6 +578,14 @@ class Store:
         if log_tail is not None:
             sets.append("log_tail = ?")
             args.append(log_tail)
+        if profile is not None:
+            sets.append("profile = ?")
+            args.append(profile)
+        for column, value in (more or {}).items():
+            if column not in MORE_COLUMNS:
+                raise ValueError(f"transition can't set {column!r}")
+            sets.append(f"{column} = ?")
+            args.append(value)
         allowed = sorted(str(s) for s in sources_of(target) if expect in (None, s))
         marks = ", ".join("?" for _ in allowed)
         sql = (
@@ -581,6 +690,29 @@ class Store:
             rows = await cur.fetchall()
         return [(_job(r), _path(r["intake_path"])) for r in rows]
 
+    # --- publishing to storage.output_dir ---------------------------------------------
+
+    async def publish_pending(self) -> list[Job]:
+        """Done jobs whose result still waits to be published (a crash came between)."""
+        async with self._read.execute(
+            f"SELECT {ALL_COLUMNS} FROM jobs WHERE publish_pending = 1 AND status = 'done' "
+            "ORDER BY seq"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_job(r) for r in rows]
+
+    async def published(self, job_id: str, published_as: str | None, note: str | None) -> Job:
+        """Publishing ended: where the result went (None when it could not), and a note."""
+        async with self._conn.execute(
+            f"""UPDATE jobs SET publish_pending = 0, published_as = ?, publish_note = ?
+                WHERE id = ? AND status = 'done' RETURNING {ALL_COLUMNS}""",
+            (published_as, note, job_id),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        return await self._changed(_job(row))
+
     async def statuses(self) -> dict[str, Status]:
         """Every job id with its status: which files in sources/ belong to a job."""
         async with self._read.execute("SELECT id, status FROM jobs") as cur:
@@ -628,6 +760,7 @@ def _insert_values(job: Job, intake_path: Path | None) -> tuple[Any, ...]:
         job.error.message if job.error else None,
         job.log_tail,
         os.fsencode(intake_path) if intake_path is not None else None,  # bytes: any name
+        job.folder,
     )
 
 
@@ -679,8 +812,48 @@ def _job(row: aiosqlite.Row) -> Job:
         poster=bool(row["poster"]),
         error=JobError(row["error_code"], row["error_message"]) if row["error_code"] else None,
         log_tail=row["log_tail"] if "log_tail" in keys else "",
+        folder=row["folder"],
+        rejected_as=row["rejected_as"],
+        repackaged=bool(row["repackaged"]),
+        published_as=row["published_as"],
+        publish_note=row["publish_note"],
     )
 
 
 def _replace(job: Job, **changes: Any) -> Job:
     return dataclasses.replace(job, **changes)
+
+
+# --- the job list's filter (find_jobs, count_jobs) ------------------------------------
+
+# The trigram index finds 3 characters and more; shorter searches scan the names.
+MIN_INDEXED_CHARS = 3
+
+
+def _job_filter(statuses: Collection[Status], name: str) -> tuple[str, list[str], list[Any], str]:
+    """(FROM clause, WHERE terms, their arguments, the column to order and page by) for
+    jobs in `statuses` whose name holds `name`. The search is always literal: the name
+    goes in as one quoted FTS5 string, or as LIKE patterns with their wildcards escaped."""
+    where: list[str] = []
+    args: list[Any] = []
+    if len(name) >= MIN_INDEXED_CHARS:
+        # The index drives (newest first, stopping at the page's end); each hit looks
+        # up its job by primary key. CROSS JOIN keeps SQLite from turning that around.
+        source, order = "FROM job_names f CROSS JOIN jobs j ON j.seq = f.rowid", "f.rowid"
+        where.append("job_names MATCH ?")
+        args.append('"' + name.replace('"', '""') + '"')
+    else:
+        source, order = "FROM jobs j", "j.seq"
+        if name:
+            # LIKE ignores case for ASCII only: other letters are tried in both cases.
+            escaped = [c if c not in "\\%_" else "\\" + c for c in name]
+            variants = {""}
+            for c, e in zip(name, escaped, strict=True):
+                cases = {e, e.lower(), e.upper()} if not c.isascii() else {e}
+                variants = {v + x for v in variants for x in cases}
+            where.append("(" + " OR ".join("j.name LIKE ? ESCAPE '\\'" for _ in variants) + ")")
+            args += [f"%{v}%" for v in sorted(variants)]
+    if statuses:
+        where.append(f"j.status IN ({', '.join('?' for _ in statuses)})")
+        args += [str(s) for s in statuses]
+    return source, where, args, order

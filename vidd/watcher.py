@@ -1,6 +1,10 @@
 """The inbox watcher: notices files dropped into the inbox and hands each to Intake once
 it is complete, never while it is still being written.
 
+With `watch.recursive`, files in subfolders (down to `watch.max_depth`) are taken too,
+and the job remembers its subfolder; without it, each subfolder is named once in the log
+as left alone.
+
 Complete means: no process holds it open for writing (asked of Linux with a lease,
 see lease.py), no event for `watch.lease_quiet_seconds`, and the same size and mtime
 on two checks in a row. Where Linux can't answer, `watch.stable_seconds` of quiet
@@ -31,6 +35,7 @@ TICK_S = 0.1  # how often candidates are checked
 STEP_MS = 50  # watchfiles hands over events after this much quiet...
 DEBOUNCE_MS = 400  # ...or after this long, when a writer keeps the events coming
 MAX_CANDIDATES = 10_000  # a flood of files can't grow memory past this; rescans catch up
+MAX_SCAN_ENTRIES = 100_000  # entries one rescan looks at, subfolders included
 ADMIT_SLOTS = 2  # files probed at once
 ARM_WAIT_STEPS = 500  # up to ~5 s for watchfiles to set up
 STOP_GRACE_S = 5.0  # how long stop() lets admissions in flight finish (the rest recover)
@@ -44,12 +49,21 @@ def ignored_name(name: str) -> bool:
     return name.startswith(".") or name.endswith("~") or name.lower().endswith(TEMP_SUFFIXES)
 
 
-def _why_not_taken(mode: int) -> str:
-    """Why an inbox entry that is not a regular file stays where it is."""
+def _why_not_taken(mode: int, max_depth: int | None = None) -> str:
+    """Why an inbox entry that is not a regular file stays where it is. `max_depth`: the
+    bound a folder is past, when the watch is recursive."""
     if stat.S_ISLNK(mode):
         return "it is a symlink, and vidd only takes regular files (move the file in instead)"
+    if stat.S_ISDIR(mode) and max_depth is not None:
+        return (
+            f"it is a folder deeper than watch.max_depth ({max_depth}), so vidd does not "
+            "look into it"
+        )
     if stat.S_ISDIR(mode):
-        return "it is a folder, and vidd does not look into folders in the inbox"
+        return (
+            "it is a folder, and vidd does not look into folders in the inbox while "
+            "watch.recursive is off"
+        )
     if stat.S_ISFIFO(mode):
         return "it is a FIFO (named pipe), and vidd only takes regular files"
     return "it is not a regular file (a socket or a device), and vidd only takes regular files"
@@ -154,7 +168,7 @@ class Watcher:
         changes = awatch(
             self.inbox,
             watch_filter=None,
-            recursive=False,
+            recursive=self.config.watch.recursive,
             step=STEP_MS,
             debounce=DEBOUNCE_MS,
             stop_event=self._watch_stop,
@@ -194,7 +208,7 @@ class Watcher:
             self._rearm = True
             self._rescan_now.set()
             return
-        if path.parent != self.inbox or ignored_name(path.name):
+        if ignored_name(path.name) or self._depth(path) is None:
             return
         cand = self._candidates.get(path)
         if cand is not None:
@@ -209,27 +223,63 @@ class Watcher:
             return
         self._candidates[path] = _Candidate(last_event=time.monotonic())
 
+    def _depth(self, path: Path) -> int | None:
+        """How many subfolders deep `path` is in the inbox (0: at the top); None when it
+        is not a place files are taken from (outside, too deep, in a hidden folder)."""
+        if path.parent == self.inbox:
+            return 0
+        if not self.config.watch.recursive:
+            return None
+        try:
+            folders = path.parent.relative_to(self.inbox).parts
+        except ValueError:
+            return None
+        if len(folders) > self.config.watch.max_depth or any(map(ignored_name, folders)):
+            return None
+        return len(folders)
+
     def _scan(self) -> None:
         present: set[Path] = set()
-        try:
-            with os.scandir(self.inbox) as entries:
-                for entry in entries:
-                    if len(self._candidates) >= MAX_CANDIDATES:
-                        self._overflowed = True
-                        return
-                    if entry.is_file(follow_symlinks=False):
-                        self._note(Path(entry.path), found=True)
-                    elif not ignored_name(entry.name):
-                        with contextlib.suppress(OSError):  # gone since it was listed
-                            self._say_not_taken(Path(entry.path), entry.stat(follow_symlinks=False))
-                            present.add(Path(entry.path))
-        except OSError as e:
-            log.warning("watcher: can't list %s: %s", self.inbox, e)
+        budget = [MAX_SCAN_ENTRIES]
+        if not self._scan_folder(self.inbox, 0, present, budget):
             return
         self.scans += 1
         # Forget what is gone, so that a new entry of the same name is said again.
         for path in self._not_taken.keys() - present:
             del self._not_taken[path]
+
+    def _scan_folder(self, folder: Path, depth: int, present: set[Path], budget: list[int]) -> bool:
+        """Note the files of `folder` (and, when recursive, of its subfolders down to
+        watch.max_depth). False when the inbox itself can't be listed."""
+        watch = self.config.watch
+        subfolders: list[Path] = []
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    budget[0] -= 1
+                    if len(self._candidates) >= MAX_CANDIDATES or budget[0] < 0:
+                        self._overflowed = len(self._candidates) >= MAX_CANDIDATES
+                        return True
+                    if entry.is_file(follow_symlinks=False):
+                        self._note(Path(entry.path), found=True)
+                    elif ignored_name(entry.name):
+                        continue
+                    elif (
+                        watch.recursive
+                        and depth < watch.max_depth
+                        and entry.is_dir(follow_symlinks=False)
+                    ):
+                        subfolders.append(Path(entry.path))
+                    else:
+                        with contextlib.suppress(OSError):  # gone since it was listed
+                            self._say_not_taken(Path(entry.path), entry.stat(follow_symlinks=False))
+                            present.add(Path(entry.path))
+        except OSError as e:
+            log.warning("watcher: can't list %s: %s", folder, e)
+            return folder != self.inbox
+        for sub in subfolders:
+            self._scan_folder(sub, depth + 1, present, budget)
+        return True
 
     def _say_not_taken(self, path: Path, st: os.stat_result) -> None:
         """One log line per entry that is never taken, however often it is seen."""
@@ -237,7 +287,10 @@ class Watcher:
         if self._not_taken.get(path) == ident or len(self._not_taken) >= MAX_CANDIDATES:
             return
         self._not_taken[path] = ident
-        log.warning("watcher: %s stays in the inbox: %s", path.name, _why_not_taken(st.st_mode))
+        watch = self.config.watch
+        why = _why_not_taken(st.st_mode, watch.max_depth if watch.recursive else None)
+        shown = path.relative_to(self.inbox) if path.is_relative_to(self.inbox) else path.name
+        log.warning("watcher: %s stays in the inbox: %s", shown, why)
 
     async def _rescan_loop(self) -> None:
         """Catch missed events, and re-arm if the inbox was replaced or the watch died."""
@@ -300,6 +353,10 @@ class Watcher:
                 continue
             except OSError:
                 continue
+            if stat.S_ISDIR(st.st_mode) and self.config.watch.recursive:
+                del self._candidates[path]  # a new subfolder: look into it now
+                self._rescan_now.set()
+                continue
             if not stat.S_ISREG(st.st_mode):  # folders, symlinks, fifos: never taken
                 del self._candidates[path]
                 self._say_not_taken(path, st)
@@ -338,7 +395,8 @@ class Watcher:
 
     async def _admit(self, path: Path, cand: _Candidate) -> None:
         try:
-            await self.intake.admit(path, "inbox")
+            folder = path.parent.relative_to(self.inbox).as_posix()
+            await self.intake.admit(path, "inbox", folder="" if folder == "." else folder)
         except FileNotFoundError:  # taken away meanwhile
             cand.admitting = False
             self._candidates.pop(path, None)

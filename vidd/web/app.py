@@ -17,7 +17,7 @@ from ..hub import Hub
 from ..notify import Notifier
 from ..services import open_services
 from ..shutdown import WEBSOCKETS_S
-from . import api, media, openapi, pages, status, tus, upload, ws
+from . import api, media, openapi, pages, profiles, status, tus, upload, ws
 from .errors import errors
 from .keys import (
     CONFIG,
@@ -79,6 +79,7 @@ def create_app(
     tus.add_routes(r)
     media.add_routes(r)
     status.add_routes(r)
+    profiles.add_routes(r)
     r.add_get("/ws", ws.websocket)
     r.add_get("/api/openapi.json", openapi.document)
     return app

@@ -67,7 +67,13 @@ SCHEMAS: dict[str, Schema] = {
             **MEDIA_INFO,
         }
     ),
-    "JobError": _obj({"code": STR, "message": STR}),
+    "JobError": _obj(
+        {
+            "code": STR,
+            "message": {**STR, "description": "what went wrong, in plain words"},
+            "detail": {**STR, "description": "the technical text vidd recorded"},
+        }
+    ),
     "Job": _obj(
         {
             "id": {"type": "string", "pattern": ID_PATTERN},
@@ -89,6 +95,18 @@ SCHEMAS: dict[str, Schema] = {
             },
             "error": _nullable(_ref("schemas", "JobError")),
             "log_tail": {**STR, "description": "HandBrakeCLI's last lines; GET of one job only"},
+            # The inbox helper's fields (see vidd/publish.py).
+            "folder": {**STR, "description": "the inbox subfolder it came from; '' for the top"},
+            "rejected_as": {**_nullable(STR), "description": "its file name in rejected/"},
+            "repackaged": {**BOOL, "description": "the result is a stream copy, not an encode"},
+            "published_as": {
+                **_nullable(STR),
+                "description": "where the result was published, under storage.output_dir",
+            },
+            "publish_note": {
+                **_nullable(STR),
+                "description": "a plain sentence when publishing failed or renamed the result",
+            },
         },
         optional=("log_tail",),
     ),
@@ -99,6 +117,18 @@ SCHEMAS: dict[str, Schema] = {
                 **_nullable(STR),
                 "description": "pass as `before` for the next page; null on the last one",
             },
+            "total": {**INT, "description": "how many jobs match `status` and `q`, all pages"},
+        }
+    ),
+    "JobLog": _obj(
+        {
+            "highlights": {
+                "type": "array",
+                "items": STR,
+                "description": "errors and why it stopped first, then how the encode went "
+                "(no disc-library noise); last, `vidd: ...` when vidd did not keep the result",
+            },
+            "lines": {"type": "array", "items": STR, "description": "the log's tail, in order"},
         }
     ),
     "ServerStatus": _obj(
@@ -240,6 +270,12 @@ PAGE = {
 ASSETS = ("text/html", "text/css", "text/javascript", "image/svg+xml", "application/octet-stream")
 
 
+# The id of the job an upload created, on the 201 and on the 422 (a rejected file is a job).
+JOB_ID_HEADER: Schema = {
+    "Vidd-Job-Id": {"required": True, "schema": STR, "description": "the new job's id"}
+}
+
+
 def _upload() -> Schema:
     form = _obj(
         {"file": {"type": "string", "format": "binary"}, "profile": STR}, optional=("profile",)
@@ -247,11 +283,14 @@ def _upload() -> Schema:
     return _op(
         "Upload a video: streamed to disk, then probed and queued.",
         {
-            "201": _json(JOB, "Queued."),
+            "201": {**_json(JOB, "Queued."), "headers": JOB_ID_HEADER},
             "400": _ref("responses", "BadRequest"),
             "408": _error("The body stopped coming, or came too slowly (`too_slow`)."),
             "413": _error("Over `web.max_upload_bytes` (`too_large`)."),
-            "422": _error("Not a video; the message says why (`not_video` and others)."),
+            "422": {
+                **_error("Not a video; the message says why (`not_video` and others)."),
+                "headers": JOB_ID_HEADER,
+            },
             "429": _error(
                 "Too many uploads at once (`busy`), the queue is full (`queue_full`), or too "
                 "many wrong tokens (`too_many_attempts`).",
@@ -272,6 +311,9 @@ def _upload() -> Schema:
     )
 
 
+STATES = "|".join(s.value for s in Status)
+
+
 def _list_jobs() -> Schema:
     def query(name: str, schema: Schema, description: str) -> Schema:
         return {
@@ -290,7 +332,22 @@ def _list_jobs() -> Schema:
         },
         tags=["jobs"],
         parameters=[
-            query("status", _ref("schemas", "Status"), "only jobs in this state"),
+            query(
+                "status",
+                {
+                    "type": "string",
+                    "pattern": "^(" + STATES + ")(,(" + STATES + "))*$",
+                    "example": "failed,rejected",
+                },
+                "only jobs in these states: one, or several separated by commas",
+            ),
+            query(
+                "q",
+                {"type": "string", "maxLength": 100, "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f]*$"},
+                "only jobs whose name holds this text, in any case, taken literally: 2 to "
+                "100 characters, no control characters, spaces around it ignored (empty or "
+                "only spaces: no search)",
+            ),
             query(
                 "limit",
                 {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
@@ -417,13 +474,69 @@ def _paths() -> dict[str, Schema]:
                 tags=["jobs"],
             ),
         },
+        "/api/jobs/{id}/log": {
+            "parameters": [ID_PARAM],
+            "get": _op(
+                "HandBrake's log of the job: the lines that matter, then all of its tail.",
+                {"200": _json(_ref("schemas", "JobLog"), "The log."), "404": NOT_FOUND},
+                tags=["jobs"],
+            ),
+        },
         "/api/jobs/{id}/cancel": {
             "parameters": [ID_PARAM],
             "post": change("Cancel a queued or running job."),
         },
         "/api/jobs/{id}/retry": {
             "parameters": [ID_PARAM],
-            "post": change("Queue a failed or cancelled job again."),
+            "post": _op(
+                "Queue a failed or cancelled job again, with another profile if one is named.",
+                {
+                    "200": _json(JOB, "The job now."),
+                    "400": _error("Not JSON, or no such profile (`unknown_profile`)."),
+                    "404": NOT_FOUND,
+                    "409": CONFLICT,
+                    "413": _error("The body is over 1024 bytes (`too_large`)."),
+                },
+                tags=["jobs"],
+                requestBody={
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"profile": STR},
+                                "additionalProperties": False,
+                            }
+                        }
+                    },
+                },
+            ),
+        },
+        "/api/profiles": {
+            "get": _op(
+                "The profiles to choose between, in the config's order.",
+                {
+                    "200": _json(
+                        _obj(
+                            {
+                                "profiles": {
+                                    "type": "array",
+                                    "items": _obj(
+                                        {
+                                            "name": STR,
+                                            "description": STR,
+                                            "repackage": {"type": "boolean"},
+                                            "default": {"type": "boolean"},
+                                        }
+                                    ),
+                                }
+                            }
+                        ),
+                        "The profiles.",
+                    )
+                },
+                tags=["status"],
+            )
         },
         "/api/status": {
             "get": _op(

@@ -1,8 +1,10 @@
-"""Ready-made bodies of GET /api/jobs pages, dropped on any change the store reports.
+"""Ready-made bodies of GET /api/jobs pages, dropped on any change the store reports,
+and the pages' totals, dropped on any change but progress.
 
 Turning fifty rows into job JSON costs milliseconds; a busy page or dashboard asks for the
 same first page over and over between changes, so it is built once per change, not per
-request.
+request. Counting the jobs a search matches can cost tens of milliseconds at 100k jobs,
+and progress (several times a second while encodes run) never changes how many match.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class PageCache:
         self.hits = 0
         self.misses = 0
         self._bodies: OrderedDict[Hashable, bytes] = OrderedDict()
+        self.counted = 0  # bumped by every change but progress; guards totals like generation
+        self._totals: OrderedDict[Hashable, int] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"<PageCache pages={len(self._bodies)} hits={self.hits} misses={self.misses}>"
@@ -44,12 +48,35 @@ class PageCache:
         while len(self._bodies) > self.max_entries:
             self._bodies.popitem(last=False)
 
+    def total(self, key: Hashable) -> int | None:
+        """How many jobs match a filter (a page's `total`), if known since the last change."""
+        total = self._totals.get(key)
+        if total is not None:
+            self._totals.move_to_end(key)
+        return total
+
+    def put_total(self, key: Hashable, total: int, counted: int) -> None:
+        """Keep `total` if no job changed state, arrived or left since `counted` was read."""
+        if counted != self.counted:
+            return
+        self._totals[key] = total
+        self._totals.move_to_end(key)
+        while len(self._totals) > self.max_entries:
+            self._totals.popitem(last=False)
+
     # The store calls these: any change may move a job between pages or change its JSON.
     def job_changed(self, job: Job, *, progress_only: bool) -> None:
         self._invalidate()
+        if not progress_only:
+            self._recount()
 
     def job_deleted(self, job_id: str) -> None:
         self._invalidate()
+        self._recount()
+
+    def _recount(self) -> None:
+        self.counted += 1
+        self._totals.clear()
 
     def _invalidate(self) -> None:
         self.generation += 1

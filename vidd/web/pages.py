@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .api import find_job
-from .errors import Handler
+from .errors import ApiError, Handler
 from .files import FileAnswer
 from .keys import GUARD, SERVICES
 from .security import is_https, session_cookie
@@ -75,7 +75,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     address = guard.address(request)
     if (wait := guard.backoff.wait_s(address)) > 0:
         raise web.HTTPSeeOther(f"/login?wait={math.ceil(wait)}")
-    form = await request.post()
+    try:
+        form = await request.post()
+    except ValueError as e:  # a multipart type without a usable boundary
+        raise ApiError(400, "bad_request", f"the login form can't be read: {e}") from None
     given = form.get("token", "")
     if not isinstance(given, str) or not guard.token_matches(given.strip()):
         guard.count_failure(request, "a failed login")

@@ -1,16 +1,16 @@
 """What vidd says about itself: GET /api/status (JSON), /healthz (can it work?)
-and /metrics (Prometheus text format)."""
+and /metrics (Prometheus text format, see metrics.py)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from .. import __version__, disk
+from ..metrics import CONTENT_TYPE, Snapshot
 from .errors import error_response
 from .keys import COUNTERS, HUB, SERVICES
 
 STATUS_HEALTH_AGE_S = 1.0  # /api/status is polled hard; its health may be a second old
-PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def add_routes(r: web.UrlDispatcher) -> None:
@@ -58,54 +58,20 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text, rendered by prometheus_client from vidd's own registry."""
     svc = request.app[SERVICES]
-    pool = svc.pool
-    counts = await svc.store.counts()
-    # name -> (type, help, {labels: value})
-    table: dict[str, tuple[str, str, dict[str, int | float]]] = {
-        "vidd_jobs": (
-            "gauge",
-            "Jobs in each state.",
-            {f'{{state="{state}"}}': n for state, n in sorted(counts.items())},
-        ),
-        "vidd_encodes_total": (
-            "counter",
-            "Encodes finished, successful or not.",
-            {"": pool.jobs_complete + pool.jobs_failed},
-        ),
-        "vidd_encodes_failed_total": ("counter", "Encodes that failed.", {"": pool.jobs_failed}),
-        "vidd_encode_seconds_total": (
-            "counter",
-            "Seconds spent encoding.",
-            {"": float(pool.encode_seconds)},
-        ),
-        "vidd_upload_bytes_total": (
-            "counter",
-            "Bytes received in uploads.",
-            {"": request.app[COUNTERS].bytes_uploaded},
-        ),
-        "vidd_uploads_in_progress": (
-            "gauge",
-            "Uploads being received now.",
-            {"": request.app[COUNTERS].uploads_active},
-        ),
-        "vidd_websocket_clients": (
-            "gauge",
-            "Connected WebSocket clients.",
-            {"": len(request.app[HUB].clients)},
-        ),
-        "vidd_queue_depth": ("gauge", "Jobs waiting for a worker.", {"": counts["queued"]}),
-        "vidd_workers_busy": ("gauge", "Encodes running now.", {"": pool.busy}),
-        "vidd_workers_max": ("gauge", "Encodes that may run at once.", {"": pool.max}),
-        "vidd_uptime_seconds": ("gauge", "Seconds since vidd started.", {"": svc.uptime_s}),
-    }
-    lines: list[str] = []
-    for name, (kind, help_, samples) in table.items():
-        lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
-        for labels, value in samples.items():
-            shown = repr(round(value, 3)) if isinstance(value, float) else str(value)
-            lines.append(f"{name}{labels} {shown}")
+    counters = request.app[COUNTERS]
+    snapshot = Snapshot(
+        jobs=await svc.store.counts(),
+        encodes_active=svc.pool.busy,
+        workers_max=svc.pool.max,
+        disk_free_bytes=disk.free_bytes(svc.config.storage.data_dir),
+        uptime_s=svc.uptime_s,
+        upload_bytes=counters.bytes_uploaded,
+        uploads_active=counters.uploads_active,
+        websocket_clients=len(request.app[HUB].clients),
+    )
     return web.Response(
-        body=("\n".join(lines) + "\n").encode(),
-        headers={"Content-Type": PROMETHEUS_TYPE, "Cache-Control": "no-store"},
+        body=svc.metrics.render(snapshot),
+        headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"},
     )

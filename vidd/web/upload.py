@@ -41,6 +41,7 @@ MAX_FIELD_BYTES = 256  # the profile field
 MAX_NAME_CHARS = 200
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file itself
 RETRY_S = 30  # Retry-After for a busy or full answer
+JOB_ID_HEADER = "Vidd-Job-Id"  # on every answer that created a job (201, 422)
 
 
 def add_routes(r: web.UrlDispatcher) -> None:
@@ -113,10 +114,13 @@ async def create_job(request: web.Request) -> web.Response:
                 raise
     finally:
         counters.uploads_active -= 1
+    created = {JOB_ID_HEADER: job.id}  # the job exists either way; a CLI prints its id
     if job.status is Status.REJECTED:
-        reason = job.error.message if job.error else "HandBrake can't read this file"
-        raise ApiError(422, job.error.code if job.error else "not_video", reason)
-    return web.json_response(job.to_json(), status=201)
+        reason = (
+            job.error.to_json()["message"] if job.error else "This isn't a video vidd can read."
+        )
+        raise ApiError(422, job.error.code if job.error else "not_video", reason, created)
+    return web.json_response(job.to_json(), status=201, headers=created)
 
 
 async def _receive(
@@ -238,7 +242,7 @@ def _first_line(e: Exception) -> str:
 
 
 def check_profile(request: web.Request, profile: str | None) -> None:
-    profiles = request.app[CONFIG].encode.profiles
+    profiles = request.app[SERVICES].config.encode.profiles  # live: a reload may add one
     if profile is not None and profile not in profiles:
         choices = ", ".join(sorted(profiles))
         raise ApiError(400, "unknown_profile", f"unknown profile; choose one of {choices}")
