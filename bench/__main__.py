@@ -19,7 +19,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import batch, drop, fanout, playback, repackage, slow_clients, status_scale, upload
+from . import (
+    batch,
+    cli_submit,
+    drop,
+    fanout,
+    playback,
+    repackage,
+    slow_clients,
+    status_scale,
+    tus,
+    upload,
+)
 from .harness import HANDBRAKE, Context, Result
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -39,6 +50,8 @@ CASES: dict[str, Case] = {
     "status_scale": status_scale.case_status_scale,
     "slow_clients": slow_clients.case_slow_clients,
     "repackage": repackage.case_repackage,
+    "cli_submit": cli_submit.case_cli_submit,
+    "tus": tus.case_tus,
 }
 COLUMNS = ("case", "figure", "measured", "reference", "ratio", "target", "result")
 

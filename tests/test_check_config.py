@@ -106,6 +106,9 @@ def test_a_data_dir_vidd_cannot_write(tmp_path):
         f"storage.data_dir: vidd can't write to {blocker / 'var'}: {blocker} is not a folder" in x
         for x in lines
     ), lines
+    path = write_config(tmp_path, storage={"output_dir": str(blocker / "published")})
+    (line,) = problems(check(path))
+    assert "storage.output_dir: vidd can't write to" in line and "is not a folder" in line
     # as root every folder is writable; /proc is not, even for root
     path = write_config(tmp_path, storage={"data_dir": "/proc/vidd-data"})
     assert any("storage.data_dir: vidd can't write" in x for x in problems(check(path)))

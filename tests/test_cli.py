@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -367,6 +368,11 @@ def test_unreachable_exits_3(tmp_path, capsys):
     assert cli.main(["status", "--url", url]) == cli.UNREACHABLE
     assert cli.main(["submit", str(video(tmp_path)), "--url", url]) == cli.UNREACHABLE
     assert "cannot reach the daemon" in capsys.readouterr().err
+    # several files: after the first 3, no more are tried; --json keeps stdout JSON
+    files = [str(video(tmp_path, f"{n}.avi", 1000)) for n in "ab"]
+    assert cli.main(["submit", "--json", "--parallel", "1", *files, "--url", url]) == 3
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["error"]["code"] == "unreachable"
 
 
 def test_help_documents_exit_codes(capsys):
@@ -379,14 +385,16 @@ def test_help_documents_exit_codes(capsys):
 # -- against a real daemon -----------------------------------------------------------------
 
 
-def vidd_cmd(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def vidd_cmd(*args: str, timeout: float = 90, cache: Path | None = None):
     env = {k: v for k, v in os.environ.items() if k not in ("VIDD_URL", "VIDD_TOKEN")}
+    if cache is not None:  # where submit remembers unfinished uploads
+        env["XDG_CACHE_HOME"] = str(cache)
     return run_vidd(*args, timeout=timeout, env=env)
 
 
 def test_submit_real_clip_to_running_daemon(daemon_factory, clip):
     d = daemon_factory(web={"port": free_port(), "host": "127.0.0.1", "token": TOKEN})
-    r = vidd_cmd("submit", str(clip), "--url", d.url, "--token", TOKEN)
+    r = vidd_cmd("submit", str(clip), "--url", d.url, "--token", TOKEN, cache=d.data)
     assert r.returncode == 0, r.stdout + r.stderr + d.log()
     job_id, status, where = r.stdout.strip().split("\t")
     assert status == "done" and where.startswith(d.url)
@@ -411,8 +419,10 @@ def test_submit_several_files_to_running_daemon(daemon_factory, clip, tmp_path):
     notes.write_text("hello\n" * 200)
     second = tmp_path / "second.avi"
     second.write_bytes(clip.read_bytes())
-    r = vidd_cmd("submit", str(clip), str(notes), str(second), "--url", d.url)
+    r = vidd_cmd("submit", str(clip), str(notes), str(second), "--url", d.url, cache=tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr  # the text file was rejected
+    assert "PATCH /api/uploads/" in d.log()  # sent the resumable way (tus)
+    assert json.loads((tmp_path / "vidd" / "uploads.json").read_text()) == {}  # all finished
     lines = [line.split("\t") for line in r.stdout.splitlines()]
     assert [x[1] for x in lines] == ["done", "rejected", "done"]
     rejected_id = lines[1][0]
@@ -424,6 +434,8 @@ def test_submit_several_files_to_running_daemon(daemon_factory, clip, tmp_path):
     assert r.returncode == 0, r.stderr
     r = vidd_cmd("wait", lines[0][0], lines[2][0], "--url", d.url)
     assert r.returncode == 0 and r.stdout.count("\tdone\t") == 2
+    r = vidd_cmd("jobs", "--status", "failed,rejected", "--search", "notes", "--url", d.url)
+    assert r.returncode == 0 and rejected_id in r.stdout and lines[0][0] not in r.stdout
     r = vidd_cmd("delete", rejected_id, "--url", d.url)
     assert r.returncode == 0 and r.stdout == f"{rejected_id}\tdeleted\n"
     r = vidd_cmd("jobs", "--url", d.url, "--limit", "1")
@@ -537,6 +549,10 @@ async def test_address_and_token_come_from_the_config(imitation, tmp_path, monke
     monkeypatch.setenv("VIDD_CONFIG", str(tmp_path / "nope.toml"))
     assert await run("status", token=None) == cli.USAGE
     assert "file not found" in capsys.readouterr().err
+    assert await run("status", "--config", str(tmp_path), token=None) == cli.USAGE
+    assert "cannot read it" in capsys.readouterr().err  # a folder: words, no traceback
+    assert cli.main(["serve", "--config", str(tmp_path)]) == cli.USAGE
+    assert "cannot read it" in capsys.readouterr().err
 
 
 def test_config_is_found_in_order(tmp_path, monkeypatch):
@@ -569,3 +585,21 @@ def test_serve_says_which_config_it_uses(tmp_path):
         proc.terminate()
         proc.wait(20)
     assert f"config: {path} (from $VIDD_CONFIG)" in log.read_text()
+
+
+async def test_ctrl_c_stops_following_at_once(imitation, tmp_path):
+    files = [str(video(tmp_path, f"hang-{n}.avi", 1000)) for n in "ab"]  # never end
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vidd", "submit", *files, "--url", imitation.url, "--token", TOKEN,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    for _ in range(200):  # both uploaded and being followed
+        if len(imitation.polls) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert len(imitation.polls) == 2
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == cli.INTERRUPTED, err
+    assert b"stopped following; the jobs already sent go on" in err
+    assert b"Traceback" not in err and out == b""

@@ -4,10 +4,13 @@ a restart, and a broken file leaves the running config in place."""
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import signal
 import urllib.error
+import urllib.parse
 import urllib.request
+from http.cookies import SimpleCookie
 from pathlib import Path
 
 from testkit.daemon import Daemon, get_json, wait_for, write_config
@@ -47,12 +50,17 @@ def status(d: Daemon, token: str = "") -> int:
         return e.code
 
 
+def summaries(d: Daemon) -> list[str]:
+    """The reload's one line each time: it names the file (other lines may come first)."""
+    return [x for x in d.log().splitlines() if "reload: " in x and "config.toml" in x]
+
+
 def hangup(d: Daemon, expect: str) -> None:
     """SIGHUP, then wait for the reload's line in the log."""
-    seen = d.log().count("reload: ")
+    seen = len(summaries(d))
     d.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: d.log().count("reload: ") > seen, timeout=15)
-    line = [x for x in d.log().splitlines() if "reload: " in x][-1]
+    wait_for(lambda: len(summaries(d)) > seen, timeout=15)
+    line = summaries(d)[-1]
     assert expect in line, line
 
 
@@ -124,6 +132,7 @@ def test_new_profiles_and_log_level_apply(daemon_factory, clip, tmp_path):
         daemon={"shutdown_timeout_s": 1.0, "log_level": "warning"},
     )
     hangup(d, "applied encode.profiles, daemon.log_level = 'warning'")
+    assert "profile(s) web-full-rate removed" in d.log()
     assert "fast" in get_json(d.url + "/api/status")["profiles"]
     job = Client(d.url).upload(clip, "fast")
     assert job["profile"] == "fast"
@@ -139,3 +148,43 @@ def test_changed_keys_and_merge(make_config):
     assert live.web.port == old.web.port  # needs a restart: the running value stays
     assert set(changed_keys(old, live)) <= set(RELOADABLE)
     assert isinstance(live, config_mod.Config)
+
+
+def login(d: Daemon, token: str) -> str:
+    """POST the login form; the session cookie it sets ("" when refused)."""
+    conn = http.client.HTTPConnection(d.config.web.host, d.config.web.port, timeout=10)
+    body = urllib.parse.urlencode({"token": token})
+    conn.request("POST", "/login", body, {"Content-Type": "application/x-www-form-urlencoded"})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    cookie = SimpleCookie(resp.getheader("Set-Cookie") or "")
+    return cookie["vidd_session"].value if "vidd_session" in cookie else ""
+
+
+def with_cookie(d: Daemon, session: str) -> int:
+    req = urllib.request.Request(d.url + "/api/status")
+    req.add_header("Cookie", f"vidd_session={session}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_a_new_token_ends_the_old_sessions(daemon_factory, tmp_path):
+    old, new = "b" * 64, "c" * 64
+    d = daemon_factory(web={"token": old}, daemon={"shutdown_timeout_s": 1.0})
+    session = login(d, old)
+    assert session and with_cookie(d, session) == 200
+
+    write_config(
+        tmp_path, web={"port": d.config.web.port, "token": new}, daemon={"shutdown_timeout_s": 1.0}
+    )
+    hangup(d, "applied web.token")
+    assert "1 browser session(s) ended" in d.log()
+    assert with_cookie(d, session) == 401  # logged in with the old token: no more
+    assert status(d, new) == 200
+    fresh = login(d, new)  # the login form takes the new token
+    assert fresh and with_cookie(d, fresh) == 200
+    assert status(d, old) == 401  # (last: a wrong token starts a backoff)

@@ -48,3 +48,20 @@ def test_a_pipe_gets_milestones_only():
 def test_sizes_and_durations():
     assert terminal.size(512) == "512 B" and terminal.size(5 << 30) == "5.0 GiB"
     assert terminal.duration(3725) == "1h02m05s" and terminal.duration(59) == "59s"
+
+
+def test_a_result_goes_above_the_board_which_is_drawn_again_below_it():
+    out = Tty()
+    board = terminal.Board(out)
+    board.line("a.avi").upload(100, 100)
+    board.line("b.avi").upload(100, 100)
+    before = len(out.getvalue())
+    board.above("job1\tdone\thttp://x/watch/job1", out)  # stdout and stderr: one terminal
+    after = out.getvalue()[before:]
+    # up over the board, clear it, the result, then the board again from there (no "up")
+    head, board_again = after.split("job1\tdone\thttp://x/watch/job1\n")
+    assert head == "\x1b[2A\r\x1b[J"
+    assert "\x1b[" not in board_again.replace("\x1b[K", "")
+    assert board_again.count("\n") == 2 and "a.avi" in board_again and "b.avi" in board_again
+    board.changed(force=True)  # the next redraw goes up over the new board only
+    assert out.getvalue().endswith(board_again) and "\x1b[2A" in out.getvalue()[-400:]

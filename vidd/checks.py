@@ -230,6 +230,8 @@ def _folders(cfg: Config) -> list[str]:
     st = cfg.storage
     folders = {"storage.data_dir": st.data_dir}
     folders["storage.inbox" if st.inbox is not None else "storage.data_dir (inbox/)"] = st.inbox_dir
+    if st.output_dir is not None:
+        folders["storage.output_dir"] = st.output_dir
     problems = []
     for key, folder in folders.items():
         if (why := unwritable(folder)) is not None:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import __version__, config
+from . import __version__, config, tus_client
 from .client import Client, FileChanged, Refused, Unreachable
 from .config_location import Location, NoConfig, find_config
 from .job import Status, is_valid_id
@@ -133,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         default=50,
         help=f"at most N jobs, 1-{MAX_LIMIT} (default 50)",
     )
+    jobs.add_argument("--search", metavar="TEXT", help="only jobs whose name holds TEXT")
     jobs.add_argument("--before", type=_job_id, metavar="ID", help="the page after job ID")
 
     for name, help, run in (
@@ -194,10 +195,17 @@ def _config_web(given: str | None) -> config.Web | None:
         return None
     try:
         return config.load(where.path, require_tools=False).web
-    except (config.ConfigError, OSError):
+    except (config.ConfigError, OSError) as e:
         if where.explicit:
-            raise
+            raise _config_error(where, e) from None
         return None  # a system config this user can't read: the defaults, then a 401 hint
+
+
+def _config_error(where: Location, e: Exception) -> config.ConfigError:
+    if isinstance(e, config.ConfigError):
+        return e
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return config.ConfigError(f"{where.path}: cannot read it: {reason}")
 
 
 def _url_of(host: str, port: int) -> str:
@@ -206,6 +214,11 @@ def _url_of(host: str, port: int) -> str:
     elif host == "::":
         host = "::1"
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _json_error(code: str, message: str, **more: Any) -> str:
+    """One line of JSON for a file or job that could not be followed (submit, wait)."""
+    return json.dumps({**more, "error": {"code": code, "message": message}}, ensure_ascii=False)
 
 
 def _print_json(data: Any) -> None:
@@ -225,11 +238,11 @@ def _local(args: argparse.Namespace) -> int:
         return _check_config(where, as_json=args.json)
     try:
         cfg = config.load(where.path)
-    except config.ConfigError as e:
+    except (config.ConfigError, OSError) as e:
         from .checks import unknown_keys_of
 
         # A misspelt key: every one, each with the nearest real key.
-        for line in unknown_keys_of(where.path) or [str(e)]:
+        for line in unknown_keys_of(where.path) or [str(_config_error(where, e))]:
             print(f"vidd: {line}", file=sys.stderr)
         return USAGE
     from . import daemon
@@ -276,10 +289,12 @@ class Batch:
             except Unreachable as e:
                 self.unreachable.set()
                 code, line = UNREACHABLE, f"vidd: cannot reach the daemon: {e}"
+                if self.as_json:
+                    line = _json_error("unreachable", str(e))
             except Refused as e:
                 code, line = REFUSED, f"vidd: the daemon refused: {_api_message(e)}"
                 if self.as_json:
-                    line = json.dumps({"error": {"code": e.code, "message": e.message}})
+                    line = _json_error(e.code, e.message, status=e.status)
             except Stopped:
                 return
             self._done(i, code, line)
@@ -310,7 +325,7 @@ class Batch:
                 code, text = result
                 # Refusals and unreachable daemons are errors: stderr, as for one command.
                 error = code in (UNREACHABLE, REFUSED) and not self.as_json
-                print(text, file=sys.stderr if error else sys.stdout, flush=True)
+                self.board.above(text, sys.stderr if error else sys.stdout)
                 self._printed += 1
 
 
@@ -332,9 +347,11 @@ def _submit_one(
     client: Client, path: Path, args: argparse.Namespace, progress: Progress
 ) -> tuple[int, str]:
     try:
-        job = client.upload(path, args.profile, on_progress=progress.upload)
+        job = _send(client, path, args.profile, progress)
     except (OSError, FileChanged) as e:
         progress.ended("error", str(e))
+        if args.json:
+            return USAGE, _json_error("unreadable", str(e), file=str(path))
         return USAGE, f"vidd: {clean(str(path))}: {clean(str(e))}"
     except Refused as e:
         if e.status == 422:  # not a video: the daemon recorded it as a rejected job
@@ -342,19 +359,37 @@ def _submit_one(
             rejected = {
                 "id": "-",  # a daemon older than the Vidd-Job-Id header
                 "name": path.name,
-                **(e.job or {}),
-                "status": "rejected",
                 "error": {"code": e.code, "message": e.message},
+                **(e.job or {}),  # the whole job when the daemon sends it
+                "status": "rejected",
             }
             return JOB_FAILED, _result(rejected, client, args.json)
         progress.ended("refused", e.message)
         raise
     progress.uploaded(job)
+    if job.get("status") == "rejected":  # not a video (the resumable way answers 201)
+        error = job.get("error") or {}
+        progress.ended("rejected", str(error.get("message") or ""))
+        return JOB_FAILED, _result({"name": path.name, **job}, client, args.json)
     if args.no_wait:
         progress.ended("uploaded", str(job.get("status")))
         return OK, _result(job, client, args.json, no_wait=True)
     job = _follow(client, job, progress)
     return (OK if job.get("status") == "done" else JOB_FAILED), _result(job, client, args.json)
+
+
+def _send(client: Client, path: Path, profile: str | None, progress: Progress) -> dict[str, Any]:
+    """The resumable way (tus: a dropped connection or a restarted daemon resumes, and so
+    does a second `vidd submit` of the same file); one multipart POST for a daemon
+    without it."""
+    try:
+        return tus_client.send(
+            client, path, profile, progress.upload, resume_file=tus_client.default_resume_file()
+        )
+    except Refused as e:
+        if e.status not in (404, 405):
+            raise
+    return client.upload(path, profile, on_progress=progress.upload)
 
 
 def _wait(client: Client, args: argparse.Namespace) -> int:
@@ -415,7 +450,7 @@ def _status(client: Client, args: argparse.Namespace) -> int:
 
 
 def _jobs(client: Client, args: argparse.Namespace) -> int:
-    page = client.jobs_page(args.status, args.limit, args.before)
+    page = client.jobs_page(args.status, args.limit, args.before, args.search)
     jobs, next_before = page["jobs"], page.get("next_before")
     if args.json:
         _print_json(page)

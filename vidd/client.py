@@ -66,10 +66,17 @@ class Client:
         return list(self.jobs_page(status, limit)["jobs"])
 
     def jobs_page(
-        self, status: str | None = None, limit: int | None = None, before: str | None = None
+        self,
+        status: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+        search: str | None = None,
     ) -> dict[str, Any]:
-        """One page of jobs, newest first: {"jobs": [...], "next_before": ID | None, ...}."""
+        """One page of jobs, newest first: {"jobs": [...], "next_before": ID | None, ...};
+        `search` is part of a name (the API's `q`)."""
         query: dict[str, str] = {}
+        if search:
+            query["q"] = search
         if status:
             query["status"] = status
         if limit is not None:

@@ -113,6 +113,12 @@ class Reloader:
         for holder in (svc, svc.pool, svc.encoder, svc.intake):
             holder.config = live
         svc.pool.resize(live.encode.max_parallel)
+        if removed := sorted(set(old.encode.profiles) - set(live.encode.profiles)):
+            log.warning(
+                "reload: profile(s) %s removed; a queued job that names one fails when it "
+                "starts (retry it with another profile)",
+                ", ".join(removed),
+            )
         if live.web.token != old.web.token:
             self.guard.token = live.web.token
             sessions = Sessions(svc.store, live.web.token)

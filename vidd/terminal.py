@@ -68,14 +68,31 @@ class Board:
             now = time.monotonic()
             if not force and now - self._drawn_at < REDRAW_S:
                 return
-            self._drawn_at = now
-            columns = shutil.get_terminal_size().columns
-            out = [f"\x1b[{self._drawn}A"] if self._drawn else []
-            for progress in self._lines:
-                out.append("\r\x1b[K" + progress.text(columns)[: columns - 1] + "\n")
-            self._drawn = len(self._lines)
-            self.stream.write("".join(out))
-            self.stream.flush()
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        self._drawn_at = now
+        columns = shutil.get_terminal_size().columns
+        out = [f"\x1b[{self._drawn}A"] if self._drawn else []
+        for progress in self._lines:
+            out.append("\r\x1b[K" + progress.text(columns)[: columns - 1] + "\n")
+        self._drawn = len(self._lines)
+        self.stream.write("".join(out))
+        self.stream.flush()
+
+    def above(self, text: str, stream: TextIO) -> None:
+        """A line of output (a result on stdout) printed above the board, which is then
+        drawn again below it: on one terminal, the board's lines would otherwise be
+        counted wrong and the result overwritten."""
+        with self._lock:
+            if self.tty and self._drawn:
+                self.stream.write(f"\x1b[{self._drawn}A\r\x1b[J")  # up, and clear below
+                self.stream.flush()
+                self._drawn = 0
+            stream.write(text + "\n")
+            stream.flush()
+            if self.tty:
+                self._draw(time.monotonic())
 
     def say(self, text: str) -> None:
         """A milestone line (not on a terminal, where the board shows it)."""
