@@ -403,6 +403,12 @@ class Store:
         source, where, args, _ = _job_filter(statuses, name)
         if source.startswith("FROM job_names"):
             source = "FROM job_names"  # the index knows names and states: no join needed
+        elif statuses:
+            # A scan of names: through the state index when those states are few, else
+            # one pass over the table (cheaper than a lookup per job of most of them).
+            counts = await self.counts()
+            if sum(counts[str(s)] for s in statuses) * 4 > sum(counts.values()):
+                source = "FROM jobs j NOT INDEXED"
         sql = f"SELECT COUNT(*) {source}" + (" WHERE " + " AND ".join(where) if where else "")
         async with self._reading(name).execute(sql, args) as cur:
             row = await cur.fetchone()
