@@ -28,6 +28,7 @@ from . import (
     repackage,
     slow_clients,
     status_scale,
+    tus,
     upload,
 )
 from .harness import HANDBRAKE, Context, Result
@@ -50,6 +51,7 @@ CASES: dict[str, Case] = {
     "slow_clients": slow_clients.case_slow_clients,
     "repackage": repackage.case_repackage,
     "cli_submit": cli_submit.case_cli_submit,
+    "tus": tus.case_tus,
 }
 COLUMNS = ("case", "figure", "measured", "reference", "ratio", "target", "result")
 

@@ -45,7 +45,7 @@ function bytes(n) {
   const units = ["B", "KB", "MB", "GB", "TB"];
   let i = 0;
   while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
-  return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
+  return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1).replace(/\.0$/, "")} ${units[i]}`;
 }
 
 function count(n) {
@@ -389,7 +389,13 @@ function upsert(job, li) {
 }
 
 function placeCard(li, job) {
-  // Newest first, by creation time; upload cards stay on top.
+  // Newest first, by creation time; upload cards stay on top. A page loaded at the end
+  // is older than every card: straight to the end, without walking the list.
+  const last = jobsList.lastElementChild && jobs.get(jobsList.lastElementChild.dataset.id);
+  if (last && last.created_at >= job.created_at && jobsList.lastElementChild !== li) {
+    jobsList.append(li);
+    return;
+  }
   for (const other of jobsList.children) {
     if (other === li) continue;
     const o = jobs.get(other.dataset.id);
@@ -429,7 +435,7 @@ function oldestShown() {
 }
 
 async function loadPage(reset) {
-  if (!reset && (view.loading || view.next == null)) return;
+  if (!reset && (view.loading || !moreToLoad())) return;
   const generation = reset ? ++view.generation : view.generation;
   view.loading = true;
   renderFooter();
@@ -456,7 +462,12 @@ async function loadPage(reset) {
   view.loaded = true;
   renderFooter();
   // A tall screen may show the end of a short page at once: keep filling it.
-  if (view.next && endVisible()) loadPage(false);
+  if (moreToLoad() && endVisible()) loadPage(false);
+}
+
+// A full last page still names a next one; the total says there is nothing behind it.
+function moreToLoad() {
+  return view.next != null && (view.total == null || jobs.size < view.total);
 }
 
 function endVisible() {
@@ -472,10 +483,10 @@ function renderFooter(problem) {
   if (problem) text = problem;
   else if (view.loading && view.loaded) text = "Loading more…";
   else if (view.loaded && view.total != null && shown) text = `Showing ${count(shown)} of ${count(Math.max(view.total, shown))}`;
-  else if (view.loaded && shown && !view.next) text = `All ${count(shown)} shown`;
+  else if (view.loaded && shown && !moreToLoad()) text = `All ${count(shown)} shown`;
   else if (view.loaded && shown) text = `Showing the newest ${count(shown)}`;
   status.textContent = text;
-  more.hidden = !view.next || view.loading;
+  more.hidden = !moreToLoad() || view.loading;
   const empty = $("empty");
   const uploading = jobsList.querySelector(".card.upload");
   empty.hidden = !view.loaded || shown > 0 || !!uploading || !!problem;
@@ -586,11 +597,18 @@ function setLive(state) {
 // A job the server pushed: kept, moved or dropped so the list keeps matching its filter.
 function liveJob(job) {
   if (pendingUploadFor(job)) return;
-  if (!matches(job)) { if (cards.has(job.id)) remove(job.id); renderFooter(); return; }
+  if (!matches(job)) {
+    if (cards.has(job.id)) {
+      remove(job.id);
+      if (view.total != null) view.total -= 1;
+    }
+    renderFooter();
+    return;
+  }
   if (!cards.has(job.id)) {
     const oldest = oldestShown();
     // Older than every loaded card: it belongs to a page not loaded yet.
-    if (view.next && oldest && job.created_at < oldest.created_at) return;
+    if (moreToLoad() && oldest && job.created_at < oldest.created_at) return;
     if (view.total != null) view.total += 1;
   }
   upsert(job);
@@ -640,6 +658,14 @@ function pendingUploadFor(job) {
   return true;
 }
 
+// The rejected job a 422 without its job JSON was about, as the server pushed it.
+function heldRejection(name) {
+  const held = heldJobs.get(name);
+  if (!held) return null;
+  const rejected = [...held.values()].filter((j) => j.status === "rejected");
+  return rejected.length ? rejected[rejected.length - 1] : null;
+}
+
 function releaseHeld(name, exceptId) {
   const held = heldJobs.get(name);
   if (!held) return;
@@ -659,7 +685,6 @@ function startUpload(file) {
   const p = li.parts;
   li.className = "card upload";
   p.name.removeAttribute("href");
-  p.name.setAttribute("role", "text");
   p.thumb.replaceChildren(el("span", { class: "thumb-icon up", "aria-hidden": "true" }));
   p.pill.textContent = "Uploading";
   p.bar.max = file.size || 1;
@@ -726,8 +751,8 @@ function startUpload(file) {
     done(status, body) {
       if (status === 201 && body && body.id) {
         become(body);
-      } else if (status === 422 && body && body.job) {
-        become(body.job); // uploaded, then turned down: the card says why
+      } else if (status === 422 && body && (body.job || heldRejection(file.name))) {
+        become(body.job || heldRejection(file.name)); // uploaded, then turned down: the card says why
       } else if (status === 401) {
         location.href = "/login";
       } else {

@@ -261,6 +261,7 @@ function setLive(state) {
 }
 
 let backoff = 500;
+let requeryTimer = 0;
 function connect() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(`${scheme}//${location.host}/ws`);
@@ -275,6 +276,10 @@ function connect() {
       render();
     } else if (msg.type === "deleted" && msg.id === jobId) {
       gone();
+    } else if (job && job.status === "queued") {
+      // Another job moved: this one's place in the queue may have too.
+      clearTimeout(requeryTimer);
+      requeryTimer = setTimeout(load, 500);
     }
   });
   ws.addEventListener("close", () => {

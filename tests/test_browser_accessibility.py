@@ -28,9 +28,16 @@ pytestmark = [
 
 def serious(page) -> list[str]:
     """Each serious or critical violation, with the markup it was found in."""
-    response = Axe().run(page).response
+    # label-content-name-mismatch is off by default in axe: a visible word the accessible
+    # name does not contain ("Show log" named "Show the log of ...") is what it finds.
+    options = {"rules": {"label-content-name-mismatch": {"enabled": True}}}
+    response = Axe().run(page, options=options).response
     checked = {rule["id"] for rule in response["passes"] + response["incomplete"]}
-    assert {"color-contrast", "page-has-heading-one"} <= checked  # axe did run
+    assert {
+        "color-contrast",
+        "page-has-heading-one",
+        "label-content-name-mismatch",
+    } <= checked  # axe did run
     return [
         f"{v['id']} ({v['impact']}): {v['help']} — {[n['html'] for n in v['nodes']][:3]}"
         for v in response["violations"]
@@ -80,6 +87,11 @@ def test_no_serious_violations_light_and_dark(daemon_factory, tmp_path, clip):
             page.locator(f'.card.job[data-id="{failed.id}"] button', has_text="Show log").click()
             expect(page.locator(f'.card.job[data-id="{failed.id}"] .log-box')).to_be_visible()
             found[f"page, {scheme}"] = serious(page)
+            # One tab stop per target: a finished card reaches its watch page once.
+            stops = page.locator(
+                f'.card.job[data-id="{done.id}"] a[href="/watch/{done.id}"]:not([tabindex="-1"])'
+            )
+            assert stops.count() == 1
             for job in (failed, done):
                 page.goto(f"{d.url}/watch/{job.id}")
                 page.wait_for_selector('#live[data-state="live"]')

@@ -1,14 +1,17 @@
 """The page with 1,000 jobs in its store: the first paint shows one page and the totals
 of every state, scrolling to the end loads them all, a filter shows only its states, and
-a search finds one job by its name; the page grows by one page of cards at a time."""
+a search finds one job by its name; the page grows by one page of cards at a time; and
+what the server pushes keeps to the filter."""
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from testkit.browser import CHROMIUM, CHROMIUM_ARGS, start_with_jobs
+from testkit.daemon import get_json, wait_for
 from testkit.jobs import ended_job, mixed_jobs
 from vidd.job import Status
 
@@ -42,7 +45,7 @@ def test_a_thousand_jobs(daemon_factory, tmp_path):
         # First paint: one page, and the totals of the whole store.
         expect(page.locator("#list-status")).to_have_text(f"Showing {PAGE} of 1,000")
         assert cards.count() == PAGE
-        chip = page.locator('.chip[data-filter="{}"] .chip-count')
+        chip = '.chip[data-filter="{}"] .chip-count'
         expect(page.locator(chip.format("all"))).to_have_text("1,000")
         expect(page.locator(chip.format("ready"))).to_have_text("250")
         expect(page.locator(chip.format("failed"))).to_have_text("500")  # failed + rejected
@@ -99,3 +102,64 @@ def test_a_thousand_jobs(daemon_factory, tmp_path):
         expect(page.locator("#list-status")).to_have_text(f"Showing {PAGE} of 250")
         browser.close()
     assert problems == []
+
+
+# Remembers every state a card in the list had while the test ran.
+WATCH_STATES = """() => {
+  const list = document.getElementById('jobs');
+  window.statesSeen = new Set();
+  new MutationObserver(() => {
+    for (const c of list.querySelectorAll('.card.job')) window.statesSeen.add(c.dataset.status);
+  }).observe(list, { childList: true, subtree: true, attributes: true });
+}"""
+
+
+def post(url: str) -> int:
+    req = urllib.request.Request(url, method="POST", data=b"")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return int(r.status)
+
+
+def delete(url: str) -> int:
+    req = urllib.request.Request(url, method="DELETE")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return int(r.status)
+
+
+def test_live_updates_keep_the_filter(daemon_factory, tmp_path):
+    jobs = mixed_jobs(240)  # 60 of each state: the failed filter has two pages
+    d = start_with_jobs(daemon_factory, tmp_path, jobs, watch={"enabled": False})
+    newest_failed = jobs[-3]  # 237 % 4 == 1: failed
+    newest_rejected = jobs[-2]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.goto(d.url + "/")
+        page.wait_for_selector('#live[data-state="live"]')
+        page.locator('.chip[data-filter="failed"]').click()
+        status = page.locator("#list-status")
+        expect(status).to_have_text(f"Showing {PAGE} of 120")
+        page.evaluate(WATCH_STATES)
+
+        # Retried elsewhere: it leaves the filter while it waits, and comes back when it
+        # fails again (the seeded job has no source file), in its place.
+        assert post(f"{d.url}/api/jobs/{newest_failed.id}/retry") == 200
+        wait_for(
+            lambda: get_json(f"{d.url}/api/jobs/{newest_failed.id}")["status"] == "failed",
+            timeout=10,
+        )
+        card = page.locator(f'.card.job[data-id="{newest_failed.id}"]')
+        expect(card).to_have_attribute("data-status", "failed")
+        assert page.evaluate("[...window.statesSeen]") and set(
+            page.evaluate("[...window.statesSeen]")
+        ) <= {"failed", "rejected"}
+        ids = page.locator(".card.job").evaluate_all("cards => cards.map(c => c.dataset.id)")
+        assert len(ids) == len(set(ids)) == PAGE
+        assert ids[1] == newest_failed.id  # after the newest rejected one, as before
+
+        # Deleted elsewhere: its card goes, the count follows.
+        assert delete(f"{d.url}/api/jobs/{newest_rejected.id}") == 200
+        expect(page.locator(f'.card.job[data-id="{newest_rejected.id}"]')).to_have_count(0)
+        expect(status).to_have_text(f"Showing {PAGE - 1} of 119")
+        expect(page.locator("#failed-alert")).to_have_text("119 failed")
+        browser.close()

@@ -362,7 +362,8 @@ def check_jobs(s: Stress, d: Daemon, jobs: list[dict[str, Any]]) -> None:
                 kept = d.data / "sources" / f"{job['id']}{os.path.splitext(inp.name)[1]}"
                 assert sha256(kept) == inp.digest, f"{what}: {kept.name} is not this input"
             elif not inp.uploaded:
-                aside = d.data / "rejected" / f"{job['id']}{os.path.splitext(inp.name)[1]}"
+                assert job["rejected_as"] == f"{job['id']}-{inp.name}", what
+                aside = d.data / "rejected" / job["rejected_as"]
                 assert sha256(aside) == inp.digest, f"{what}: {aside.name} is not this input"
 
 
@@ -398,7 +399,7 @@ def check_files(s: Stress, d: Daemon, jobs: list[dict[str, Any]]) -> None:
     )
     rejected = {p.name for p in (data / "rejected").iterdir()}
     expected_rejected = {
-        f"{j['id']}{ext[j['id']]}"
+        f"{j['id']}-{j['name']}"
         for j in jobs
         if j["status"] == "rejected" and origin[j["name"]] == "inbox"
     }

@@ -109,6 +109,9 @@ async def test_an_upload_in_three_patches_becomes_a_job(client, clip):
     # A PATCH after the end is told the upload is complete.
     resp = await send(client, url, 0, b"x")
     assert resp.status == 409 and resp.headers["Upload-Offset"] == str(len(data))
+    # A client whose final answer was lost asks again at the end: the same job.
+    resp = await send(client, url, len(data), b"")
+    assert resp.status == 204 and resp.headers["Vidd-Job-Id"] == job_id
 
 
 async def test_creation_with_upload(client, clip):
@@ -374,3 +377,14 @@ async def test_uploads_survive_a_restart_of_the_services(aiohttp_client, make_co
     assert client.app[SERVICES].disk.reserved == 5
     resp = await send(client, url, 5, b"67890")
     assert resp.status == 204 and resp.headers["Vidd-Job-Status"] == "rejected"
+
+
+async def test_the_page_gets_tus_js_client_and_its_licence(client):
+    index = await (await client.get("/")).text()
+    assert index.index("/static/tus.min.js") < index.index("/static/uploads.js")
+    resp = await client.get("/static/tus.min.js")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/javascript")
+    assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+    assert "tus" in await resp.text()
+    resp = await client.get("/static/tus.LICENSE")
+    assert resp.status == 200 and "MIT License" in await resp.text()

@@ -16,7 +16,7 @@ import pytest
 from testkit.daemon import get_json, wait_for
 from testkit.noisy_clip import make_noisy_clip
 from vidd.client import Client, Refused
-from vidd.tus_client import TusSender
+from vidd.tus_client import TusSender, send
 
 CHUNK = 1 << 20
 
@@ -122,3 +122,14 @@ def test_a_refusal_is_not_retried(daemon_factory, video, tmp_path):
         small.write_bytes(b"x" * 100)
         TusSender(Client(vidd.url)).send(small, "nope")
     assert e.value.status == 400 and e.value.code == "unknown_profile"
+
+
+def test_send_is_a_drop_in_for_client_upload(vidd, video, tmp_path):
+    job = send(Client(vidd.url), video, "web", resume_file=tmp_path / "resume.json")
+    assert job["name"] == "noisy.avi" and job["status"] in ("queued", "running", "done")
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"just some notes\n" * 64)
+    with pytest.raises(Refused) as e:
+        send(Client(vidd.url), notes)
+    assert e.value.status == 422 and e.value.job and e.value.job["status"] == "rejected"
+    assert e.value.message

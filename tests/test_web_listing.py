@@ -57,9 +57,12 @@ def fill(count: int) -> list[Job]:
 async def listing(aiohttp_client, make_config):
     """A client of an app whose store holds COUNT jobs, and those jobs, newest first."""
     client = await aiohttp_client(create_app(make_config(watch={"enabled": False})))
+    svc = client.app[SERVICES]
+    # The queued jobs stay queued (they have no files): the pool takes none of them.
+    await svc.pool.drain(0)
     jobs = fill(COUNT)
     # Before any request: add_many tells no listener, so no page may be cached yet.
-    await client.app[SERVICES].store.add_many(jobs)
+    await svc.store.add_many(jobs)
     return client, jobs[::-1]
 
 

@@ -215,6 +215,8 @@ class Publisher:
 
     async def recover(self) -> int:
         """At start-up: publish what a crash left pending. Returns how many."""
+        if self.enabled:
+            log.info("publish: each result is also saved in %s by its own name", self.output_dir)
         pending = await self.store.publish_pending()
         for job in pending:
             if not self.enabled:  # output_dir was turned off since: nothing to do

@@ -176,6 +176,8 @@ class Store:
         # A second connection for reads: in WAL mode they never wait for the writer, so
         # the API keeps answering while a write waits out a lock someone else holds.
         self._reader: aiosqlite.Connection | None = None
+        # A third for name searches: a scan of 100k names never holds up the other reads.
+        self._searcher: aiosqlite.Connection | None = None
         self._listeners: list[Listener] = []
         # Counts per state, kept between changes: /api/status asks far more often than
         # jobs change state. `_generation` keeps a count read across a change from sticking.
@@ -194,11 +196,18 @@ class Store:
             self._reader.row_factory = aiosqlite.Row
             await self._reader.execute("PRAGMA busy_timeout = 5000")
             await self._reader.execute("PRAGMA query_only = 1")
+            self._searcher = await aiosqlite.connect(self.path, isolation_level=None)
+            self._searcher.row_factory = aiosqlite.Row
+            await self._searcher.execute("PRAGMA busy_timeout = 5000")
+            await self._searcher.execute("PRAGMA query_only = 1")
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
+        searcher, self._searcher = self._searcher, None
+        if searcher is not None:
+            await searcher.close()
         reader, self._reader = self._reader, None
         db, self._db = self._db, None
         if reader is not None:
@@ -352,7 +361,7 @@ class Store:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY {order} DESC LIMIT ?"
-        async with self._read.execute(sql, (*args, limit)) as cur:
+        async with self._reading(name).execute(sql, (*args, limit)) as cur:
             jobs = [_job(row) for row in await cur.fetchall()]
         if not name:
             return await self._with_positions(jobs)
@@ -369,9 +378,17 @@ class Store:
         if not statuses and source.startswith("FROM job_names"):
             source, where = "FROM job_names", ["job_names MATCH ?"]  # no join needed
         sql = f"SELECT COUNT(*) {source}" + (" WHERE " + " AND ".join(where) if where else "")
-        async with self._read.execute(sql, args) as cur:
+        async with self._reading(name).execute(sql, args) as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    def _reading(self, name: str) -> aiosqlite.Connection:
+        """The connection for a read: searches by name have their own."""
+        if not name:
+            return self._read
+        if self._searcher is None:
+            raise StoreClosed("the store is closed")
+        return self._searcher
 
     # --- writes: new jobs ------------------------------------------------------
 

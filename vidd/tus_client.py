@@ -3,7 +3,8 @@ PATCH the file in chunks, and after a dropped connection or a daemon restart ask
 server for its offset (HEAD) and go on from there. The upload's URL is remembered per
 file in a small JSON file, so a second `vidd submit` of the same file resumes it too.
 
-The entry point is `send(client, path, profile, on_progress)`; it returns the job JSON.
+The entry point is `send(client, path, profile, on_progress)`, a drop-in for
+`Client.upload`: the job's JSON, or Refused(422) with the job for a file that is not a video.
 An exception raised by `on_progress` stops the upload and is passed on unchanged.
 """
 
@@ -299,8 +300,19 @@ def send(
     *,
     resume_file: Path | None = None,
 ) -> dict[str, Any]:
-    """`vidd submit`'s way in: a resumable upload of `path`; the job's JSON."""
-    return TusSender(client, resume_file=resume_file).send(path, profile, on_progress)
+    """`vidd submit`'s way in, a drop-in for `Client.upload`: a resumable upload of `path`,
+    its job's JSON; a file that is not a video is Refused(422) with its job, as there."""
+    job = TusSender(client, resume_file=resume_file).send(path, profile, on_progress)
+    if job.get("status") == "rejected":
+        found = job.get("error")
+        err: dict[str, Any] = found if isinstance(found, dict) else {}
+        raise Refused(
+            422,
+            str(err.get("code", "not_video")),
+            str(err.get("message", "HandBrake can't read this file")),
+            job=job,
+        )
+    return job
 
 
 def default_resume_file() -> Path:

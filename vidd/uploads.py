@@ -123,6 +123,7 @@ class Uploads:
         self._promises: dict[str, disk.Reservation] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._writers: dict[str, asyncio.Task[Any]] = {}
+        self._admitting: set[str] = set()  # never cancelled: the file is the intake's now
         self._sweeper: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -254,6 +255,11 @@ class Uploads:
         or `admit` raise, always after the bytes that arrived have been committed."""
         async with self._writing(upload_id) as took_over:
             upload = await self.find(upload_id)
+            if upload.job_id is not None and offset == upload.length:
+                # Asked again for the end (its answer was lost): the same job, once more.
+                job = await self.store.get(upload.job_id)
+                if job is not None:
+                    return upload, job
             if took_over and upload.job_id is None and offset < upload.received:
                 # The client resends from where it last heard: its view wins over bytes
                 # the connection it gave up on delivered after that.
@@ -264,8 +270,14 @@ class Uploads:
                 upload = await self._receive(upload, read, checksum)
             if not upload.complete:
                 return upload, None
-            job = await admit(self.layout.partial_upload(upload.id), upload.name, upload.profile)
-            await self.store.upload_became(upload.id, job.id)
+            self._admitting.add(upload.id)
+            try:
+                job = await admit(
+                    self.layout.partial_upload(upload.id), upload.name, upload.profile
+                )
+                await self.store.upload_became(upload.id, job.id)
+            finally:
+                self._admitting.discard(upload.id)
             if (promise := self._promises.pop(upload.id, None)) is not None:
                 promise.release()
             log.info("uploads: %s complete: job %s (%s)", upload.id, job.id, job.status.value)
@@ -289,7 +301,7 @@ class Uploads:
         assert me is not None
         old = self._writers.get(upload_id)
         took_over = old is not None and old is not me and not old.done()
-        if took_over:
+        if took_over and upload_id not in self._admitting:
             assert old is not None
             log.info("uploads: %s: a new request takes over from one still running", upload_id)
             old.cancel()

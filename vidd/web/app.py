@@ -18,6 +18,7 @@ from ..notify import Notifier
 from ..services import open_services
 from ..shutdown import WEBSOCKETS_S
 from . import api, media, openapi, pages, profiles, status, tus, upload, ws
+from .error_page import error_pages
 from .errors import errors
 from .keys import (
     CONFIG,
@@ -58,7 +59,7 @@ def create_app(
 ) -> web.Application:
     guard = Guard(config.web)
     app = web.Application(
-        middlewares=[errors, guard_middleware(guard)],
+        middlewares=[error_pages, errors, guard_middleware(guard)],  # outermost first
         client_max_size=MAX_FORM_BYTES,
     )
     app[CONFIG] = config

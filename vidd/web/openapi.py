@@ -807,7 +807,9 @@ def build() -> Schema:
             "description": "Video conversion daemon. Every error is "
             '`{"error": {"code": "...", "message": "..."}}`, also for a method a path does '
             "not have (405, with Allow), a request that can't be parsed (400), and a "
-            "connection over the caps (503 `too_many_connections`, before any route is read).",
+            "connection over the caps (503 `too_many_connections`, before any route is read). "
+            "Outside /api/, a request whose Accept names text/html (a browser opening a page) "
+            "gets its error as a small HTML page instead, the same for every request.",
         },
         "paths": _paths() | _tus_paths(),
         "components": {
