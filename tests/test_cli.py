@@ -422,7 +422,7 @@ def test_submit_several_files_to_running_daemon(daemon_factory, clip, tmp_path):
     r = vidd_cmd("submit", str(clip), str(notes), str(second), "--url", d.url, cache=tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr  # the text file was rejected
     assert "PATCH /api/uploads/" in d.log()  # sent the resumable way (tus)
-    assert json.loads((tmp_path / "vidd" / "uploads.json").read_text()) == {}  # all finished
+    assert list((tmp_path / "vidd" / "uploads").iterdir()) == []  # all finished: none to resume
     lines = [line.split("\t") for line in r.stdout.splitlines()]
     assert [x[1] for x in lines] == ["done", "rejected", "done"]
     rejected_id = lines[1][0]
@@ -432,6 +432,7 @@ def test_submit_several_files_to_running_daemon(daemon_factory, clip, tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["status"] == "rejected"
     r = vidd_cmd("logs", rejected_id, "--url", d.url)
     assert r.returncode == 0, r.stderr
+    assert "not a video" in r.stdout  # why, first
     r = vidd_cmd("wait", lines[0][0], lines[2][0], "--url", d.url)
     assert r.returncode == 0 and r.stdout.count("\tdone\t") == 2
     r = vidd_cmd("jobs", "--status", "failed,rejected", "--search", "notes", "--url", d.url)

@@ -109,10 +109,21 @@ async def test_without_the_token_a_browser_is_told_to_sign_in(aiohttp_client, ma
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 def test_chromium_shows_the_page_and_the_way_back(daemon_factory):
     sync_api = pytest.importorskip("playwright.sync_api")
+    axe = pytest.importorskip("axe_playwright_python.sync_playwright")
     d = daemon_factory(env=daemon_env(), watch={"enabled": False})
     problems: list[str] = []
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for scheme in ("light", "dark"):  # axe-core: no serious or critical violation
+            page = browser.new_page(color_scheme=scheme)
+            page.goto(f"{d.url}/{MARKER}")
+            response = axe.Axe().run(page).response
+            assert "color-contrast" in {r["id"] for r in response["passes"]}, scheme
+            bad = [
+                v["id"] for v in response["violations"] if v["impact"] in ("serious", "critical")
+            ]
+            assert bad == [], (scheme, bad)
+            page.close()
         page = browser.new_page()
         page.on("pageerror", lambda e: problems.append(str(e)))
         # A 404 logs "Failed to load resource" by itself; anything else (CSP) is a problem.

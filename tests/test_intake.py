@@ -328,3 +328,27 @@ async def test_a_stop_after_the_store_queued_the_job_leaves_the_file_with_it(
     assert job.status is Status.QUEUED
     assert (cfg.storage.sources_dir / f"{job.id}.avi").read_bytes() == clip.read_bytes()
     assert not path.exists()
+
+
+async def test_a_subfolder_is_remembered_as_clean_words(env, clip: Path) -> None:
+    cfg, store, intake = env
+    folder = "trip/day\x1b[31m one\u202e"
+    (cfg.storage.inbox_dir / folder).mkdir(parents=True)
+    path = drop(cfg, clip, f"{folder}/holiday.avi")
+    job = await intake.admit(path, "inbox", folder=folder)
+    assert job.status is Status.QUEUED
+    assert job.folder == "trip/day[31m one"  # no control or bidi characters
+    assert (await store.get(job.id)) == job
+    assert not path.exists() and (cfg.storage.inbox_dir / folder).is_dir()  # left in place
+
+
+async def test_a_rejected_file_keeps_a_recognisable_clean_name(env) -> None:
+    cfg, store, intake = env
+    name = "my notes\u202etxt.exe"
+    path = cfg.storage.inbox_dir / name
+    path.write_text(TEXT)
+    job = await intake.admit(path, "inbox")
+    assert job.status is Status.REJECTED
+    assert job.rejected_as == f"{job.id}-my notestxt.exe"
+    assert (cfg.storage.rejected_dir / job.rejected_as).read_text() == TEXT
+    assert job.to_json()["rejected_as"] == job.rejected_as

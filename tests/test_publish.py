@@ -246,3 +246,19 @@ async def test_a_failure_is_a_note_not_a_crash(env) -> None:
     assert job.publish_note.startswith("The result could not be saved to the output folder")
     assert publisher.failed == 1
     assert await store.publish_pending() == []
+
+
+async def test_a_publication_cut_off_by_a_stop_is_finished_at_the_next_start(env) -> None:
+    cfg, store, layout = env
+    job_id = await done_job(store, layout, "holiday.mov")
+    publisher = Publisher(cfg, store, layout)
+    publisher.later(job_id)
+    await publisher.stop(timeout_s=0)  # vidd stops before the publication could run
+    assert [j.id for j in await store.publish_pending()] == [job_id]
+    assert list(cfg.storage.output_dir.iterdir()) == []
+    after_restart = Publisher(cfg, store, layout)
+    assert await after_restart.recover() == 1
+    await after_restart.stop(timeout_s=10)
+    job = await store.get(job_id)
+    assert job is not None and job.published_as == "holiday.mp4"
+    assert (cfg.storage.output_dir / "holiday.mp4").samefile(layout.video(job_id))

@@ -133,3 +133,26 @@ def test_send_is_a_drop_in_for_client_upload(vidd, video, tmp_path):
         send(Client(vidd.url), notes)
     assert e.value.status == 422 and e.value.job and e.value.job["status"] == "rejected"
     assert e.value.message
+
+
+def test_uploads_remembered_at_once_from_many_threads_are_all_kept(tmp_path: Path) -> None:
+    """Several sends of one `vidd submit` share the resume file: none loses another's URL
+    (a shared temp name or an unlocked read-modify-write would)."""
+    resume = tmp_path / "resume.json"
+    senders = [TusSender(Client("http://127.0.0.1:9"), resume_file=resume) for _ in range(8)]
+
+    def remember(i: int) -> None:
+        for j in range(25):
+            senders[i]._remember(f"file-{i}-{j}", f"/api/uploads/{i}-{j}")
+
+    threads = [threading.Thread(target=remember, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    kept = json.loads(resume.read_text())
+    assert len(kept) == 8 * 25
+    assert kept["file-7-24"] == "/api/uploads/7-24"
+    senders[0]._forget("file-7-24")
+    assert "file-7-24" not in json.loads(resume.read_text())
+    assert not list(tmp_path.glob(".resume-*.tmp"))

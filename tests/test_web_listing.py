@@ -284,3 +284,38 @@ def test_progress_keeps_totals_but_not_pages():
     cache.put_total("filter", 8, cache.counted)
     cache.job_deleted(job.id)
     assert cache.total("filter") is None
+
+
+async def test_the_index_keeps_up_with_every_change(listing):
+    """States change, jobs come and go: the name index (which holds states too) still
+    agrees with the jobs table, by FTS5's own check and by what searches find."""
+    client, jobs = listing
+    store = client.app[SERVICES].store
+    for job in jobs:
+        if job.status is Status.FAILED:
+            await store.retry(job.id)
+        elif job.status is Status.QUEUED and "trip" in job.name:
+            await store.cancel(job.id, was=Status.QUEUED)
+        elif job.status is Status.REJECTED and "HOLIDAY" in job.name:
+            await store.delete(job.id)
+    with sqlite3.connect(store.path) as conn:
+        # rank 1: compare the index with the content it was built from (the jobs table).
+        conn.execute("INSERT INTO job_names (job_names, rank) VALUES ('integrity-check', 1)")
+        now_jobs = {
+            row[0]: (row[1], Status(row[2]))
+            for row in conn.execute("SELECT id, name, status FROM jobs ORDER BY seq DESC")
+        }
+    conn.close()
+    for text in ("holiday", "trip", "HOLIDAY 00", "ip"):
+        for wanted in ((Status.QUEUED,), (Status.CANCELLED, Status.REJECTED), ()):
+            expected = [
+                i
+                for i, (name, status) in now_jobs.items()
+                if text.lower() in name.lower() and (not wanted or status in wanted)
+            ]
+            query = {"q": text, "limit": 500}
+            if wanted:
+                query["status"] = ",".join(str(s) for s in wanted)
+            page = await get(client, **query)
+            assert [j["id"] for j in page["jobs"]] == expected, (text, wanted)
+            assert page["total"] == len(expected), (text, wanted)

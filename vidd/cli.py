@@ -5,6 +5,8 @@ running daemon over its HTTP API. Every command that prints takes `--json`."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -382,14 +384,24 @@ def _send(client: Client, path: Path, profile: str | None, progress: Progress) -
     """The resumable way (tus: a dropped connection or a restarted daemon resumes, and so
     does a second `vidd submit` of the same file); one multipart POST for a daemon
     without it."""
+    record = _resume_record(path)
     try:
-        return tus_client.send(
-            client, path, profile, progress.upload, resume_file=tus_client.default_resume_file()
-        )
+        return tus_client.send(client, path, profile, progress.upload, resume_file=record)
     except Refused as e:
         if e.status not in (404, 405):
-            raise
-    return client.upload(path, profile, on_progress=progress.upload)
+            raise  # a rejected file (422) too: its job comes with the refusal
+        return client.upload(path, profile, on_progress=progress.upload)
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if not json.loads(record.read_text(encoding="utf-8")):
+                record.unlink()  # nothing left to resume
+
+
+def _resume_record(path: Path) -> Path:
+    """Where an unfinished upload of `path` is remembered: one small file per source file,
+    since the files of one `submit` are sent at once and would race over a shared one."""
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+    return tus_client.default_resume_file().parent / "uploads" / f"{digest}.json"
 
 
 def _wait(client: Client, args: argparse.Namespace) -> int:
@@ -501,8 +513,12 @@ def _logs(client: Client, args: argparse.Namespace) -> int:
     lines = [clean(str(x)) for x in log.get("lines") or []]
     if highlights:
         print("\n".join(highlights))
-        print("--- the log's end:")
-    print("\n".join(lines) if lines else "(no log)")
+        if lines:
+            print("--- the log's end:")
+    if lines:
+        print("\n".join(lines))
+    elif not highlights:
+        print("(no log)")
     return OK
 
 
@@ -559,4 +575,4 @@ def _human(key: str, value: Any) -> str:
             return duration(float(value))
     if isinstance(value, list):
         return ", ".join(clean(str(v)) for v in value) or "-"
-    return clean(str(value))
+    return clean(str(value)) or "-"

@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 MAX_NUMBER = 1000  # "holiday (1000).mp4" is the last try: past that a folder is a mess
 COPY_CHUNK = 1 << 20
-STOP_GRACE_S = 5.0
+# At a stop: a hard link takes no time, and a long copy is abandoned (it stays pending and
+# the next start finishes it), so the stop stays inside shutdown.py's stages.
+STOP_GRACE_S = 1.0
 # Errors of a hard link that mean "this filesystem pair can't": copy instead.
 NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC

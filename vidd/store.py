@@ -136,6 +136,32 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX uploads_expires_at ON uploads (expires_at);
     """,
+    # 7: the name index holds each job's state too, so that a search within some states
+    # ("failed" jobs named "holiday") is counted by the index alone, which skips to the
+    # jobs in those states instead of looking up every job with the name.
+    """
+    DROP TRIGGER jobs_name_insert;
+    DROP TRIGGER jobs_name_delete;
+    DROP TRIGGER jobs_name_update;
+    DROP TABLE job_names;
+    CREATE VIRTUAL TABLE job_names USING fts5(
+        name, status, content = 'jobs', content_rowid = 'seq', tokenize = 'trigram'
+    );
+    INSERT INTO job_names (job_names) VALUES ('rebuild');
+    CREATE TRIGGER jobs_name_insert AFTER INSERT ON jobs BEGIN
+        INSERT INTO job_names (rowid, name, status) VALUES (new.seq, new.name, new.status);
+    END;
+    CREATE TRIGGER jobs_name_delete AFTER DELETE ON jobs BEGIN
+        INSERT INTO job_names (job_names, rowid, name, status)
+            VALUES ('delete', old.seq, old.name, old.status);
+    END;
+    CREATE TRIGGER jobs_name_update AFTER UPDATE OF name, status ON jobs
+        WHEN old.name IS NOT new.name OR old.status IS NOT new.status BEGIN
+        INSERT INTO job_names (job_names, rowid, name, status)
+            VALUES ('delete', old.seq, old.name, old.status);
+        INSERT INTO job_names (rowid, name, status) VALUES (new.seq, new.name, new.status);
+    END;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -375,8 +401,14 @@ class Store:
             counts = await self.counts()
             return sum(counts[str(s)] for s in statuses) if statuses else sum(counts.values())
         source, where, args, _ = _job_filter(statuses, name)
-        if not statuses and source.startswith("FROM job_names"):
-            source, where = "FROM job_names", ["job_names MATCH ?"]  # no join needed
+        if source.startswith("FROM job_names"):
+            source = "FROM job_names"  # the index knows names and states: no join needed
+        elif statuses:
+            # A scan of names: through the state index when those states are few, else
+            # one pass over the table (cheaper than a lookup per job of most of them).
+            counts = await self.counts()
+            if sum(counts[str(s)] for s in statuses) * 4 > sum(counts.values()):
+                source = "FROM jobs j NOT INDEXED"
         sql = f"SELECT COUNT(*) {source}" + (" WHERE " + " AND ".join(where) if where else "")
         async with self._reading(name).execute(sql, args) as cur:
             row = await cur.fetchone()
@@ -850,15 +882,20 @@ MIN_INDEXED_CHARS = 3
 def _job_filter(statuses: Collection[Status], name: str) -> tuple[str, list[str], list[Any], str]:
     """(FROM clause, WHERE terms, their arguments, the column to order and page by) for
     jobs in `statuses` whose name holds `name`. The search is always literal: the name
-    goes in as one quoted FTS5 string, or as LIKE patterns with their wildcards escaped."""
+    goes in as one quoted FTS5 string, or as LIKE patterns with their wildcards escaped.
+    With the name index, its WHERE terms name only the index (count_jobs relies on it)."""
     where: list[str] = []
     args: list[Any] = []
     if len(name) >= MIN_INDEXED_CHARS:
         # The index drives (newest first, stopping at the page's end); each hit looks
         # up its job by primary key. CROSS JOIN keeps SQLite from turning that around.
         source, order = "FROM job_names f CROSS JOIN jobs j ON j.seq = f.rowid", "f.rowid"
+        query = 'name : "' + name.replace('"', '""') + '"'
+        if statuses:  # states are words of the enum: no quote in them
+            query += " AND (" + " OR ".join(f'status : "{s}"' for s in statuses) + ")"
         where.append("job_names MATCH ?")
-        args.append('"' + name.replace('"', '""') + '"')
+        args.append(query)
+        return source, where, args, order
     else:
         source, order = "FROM jobs j", "j.seq"
         if name:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import hashlib
 import http.client
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -275,21 +277,32 @@ class TusSender:
         return data if isinstance(data, dict) else {}
 
     def _remember(self, key: str, url: str) -> None:
-        if self.resume_file is not None:
-            self._save({**self._load(), key: url})
+        self._update(lambda data: data.__setitem__(key, url))
 
     def _forget(self, key: str) -> None:
-        if self.resume_file is not None and key in (data := self._load()):
-            del data[key]
-            self._save(data)
+        self._update(lambda data: data.pop(key, None))
 
-    def _save(self, data: dict[str, Any]) -> None:
-        assert self.resume_file is not None
+    def _update(self, change: Callable[[dict[str, Any]], object]) -> None:
+        """Read, change and write the resume file under a lock, through a temp file of its
+        own: several sends at once (threads or processes) never lose each other's URLs."""
+        if self.resume_file is None:
+            return
+        folder = self.resume_file.parent
         with contextlib.suppress(OSError):  # resuming is a convenience, never a failure
-            self.resume_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.resume_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data), encoding="utf-8")
-            os.replace(tmp, self.resume_file)
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(self.resume_file.with_suffix(".lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                data = self._load()
+                change(data)
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=".resume-", suffix=".tmp")
+                try:
+                    with os.fdopen(fd, "w", encoding="utf-8") as f:
+                        json.dump(data, f)
+                    os.replace(tmp, self.resume_file)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+                    raise
 
 
 def send(
