@@ -526,6 +526,7 @@ $("search").addEventListener("input", () => {
   searchTimer = setTimeout(() => {
     const text = $("search").value.trim().slice(0, 100);
     const q = text.length >= 2 ? text : ""; // one letter matches nearly everything
+    $("search-hint").hidden = text.length !== 1;
     if (q === view.q) return;
     view.q = q;
     loadPage(true);

@@ -89,7 +89,10 @@ def test_a_thousand_jobs(daemon_factory, tmp_path):
 
         # A search, on the server: one job among 1,000, in every filter that holds it.
         page.locator('.chip[data-filter="all"]').click()
+        page.locator("#search").fill("b")  # one letter: not a search yet, and it says so
+        expect(page.locator("#search-hint")).to_be_visible()
         page.locator("#search").fill("BIRTHDAY-uniq")
+        expect(page.locator("#search-hint")).to_be_hidden()
         expect(cards).to_have_count(1)
         expect(cards.locator(".name")).to_have_text(NEEDLE)
         expect(page.locator("#list-status")).to_have_text("Showing 1 of 1")
