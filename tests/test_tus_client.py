@@ -155,4 +155,4 @@ def test_uploads_remembered_at_once_from_many_threads_are_all_kept(tmp_path: Pat
     assert kept["file-7-24"] == "/api/uploads/7-24"
     senders[0]._forget("file-7-24")
     assert "file-7-24" not in json.loads(resume.read_text())
-    assert not list(tmp_path.glob(".resume-*.tmp"))
+    assert [p.name for p in tmp_path.iterdir()] == ["resume.json"]  # no temp or lock file left

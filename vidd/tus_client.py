@@ -290,7 +290,8 @@ class TusSender:
         folder = self.resume_file.parent
         with contextlib.suppress(OSError):  # resuming is a convenience, never a failure
             folder.mkdir(parents=True, exist_ok=True)
-            with open(self.resume_file.with_suffix(".lock"), "a") as lock:
+            lock = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)  # the folder is the lock
+            try:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 data = self._load()
                 change(data)
@@ -303,6 +304,8 @@ class TusSender:
                     with contextlib.suppress(OSError):
                         os.unlink(tmp)
                     raise
+            finally:
+                os.close(lock)
 
 
 def send(
