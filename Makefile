@@ -15,8 +15,9 @@ CONFIG ?= config.toml
 run: deps-run $(VENV)/.run
 	$(VENV)/bin/vidd serve --config $(CONFIG)
 
+# Two workers: most tests wait on a daemon, a browser or HandBrake, so both cores stay busy.
 test: deps-test $(VENV)/.test
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 lint: $(VENV)/.test
 	$(VENV)/bin/ruff check vidd tests bench testkit
