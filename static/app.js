@@ -3,7 +3,6 @@
 // Every name a user chose is rendered with textContent: nothing from the server is HTML.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const jobsList = $("jobs");
 const jobs = new Map(); // id -> job JSON, for the cards on the page
 const cards = new Map(); // id -> <li>
@@ -28,26 +27,6 @@ let online = false;
 
 // --- small helpers ------------------------------------------------------------------------
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "text") node.textContent = value;
-    else if (key === "class") node.className = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else if (value !== false && value != null) node.setAttribute(key, value === true ? "" : value);
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
-
-function bytes(n) {
-  if (n == null) return "";
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let i = 0;
-  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
-  return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1).replace(/\.0$/, "")} ${units[i]}`;
-}
-
 // Live regions are read out when their text is set, even to the same words.
 function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
@@ -55,14 +34,6 @@ function setText(node, text) {
 
 function count(n) {
   return Number(n || 0).toLocaleString("en");
-}
-
-function clock(seconds) {
-  if (seconds == null || !isFinite(seconds)) return "";
-  const s = Math.max(0, Math.round(seconds));
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
-  const mm = h ? String(m).padStart(2, "0") : String(m);
-  return (h ? `${h}:` : "") + `${mm}:${String(r).padStart(2, "0")}`;
 }
 
 function eta(seconds) {
@@ -76,34 +47,6 @@ const STATUS_LABEL = {
   admitting: "Checking", queued: "Waiting", running: "Converting", done: "Ready",
   failed: "Failed", cancelled: "Cancelled", rejected: "Not a video",
 };
-
-class ApiFailure extends Error {
-  constructor(message, status) { super(message); this.status = status; }
-}
-
-async function api(method, path, json) {
-  const init = { method, headers: { Accept: "application/json" } };
-  if (json !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(json);
-  }
-  let resp;
-  try { resp = await fetch(path, init); } catch { throw new ApiFailure("vidd can't be reached right now.", 0); }
-  if (resp.status === 401) { location.href = "/login"; throw new ApiFailure("Please sign in again.", 401); }
-  let body = null;
-  try { body = await resp.json(); } catch { /* not JSON */ }
-  if (!resp.ok) {
-    const msg = body && body.error ? body.error.message : `The server answered ${resp.status}.`;
-    throw new ApiFailure(msg, resp.status);
-  }
-  return body;
-}
-
-function sentence(text) {
-  text = (text || "").trim();
-  if (!text) return "";
-  return text[0].toUpperCase() + text.slice(1).replace(/([^.!?])$/, "$1.");
-}
 
 function profileInfo(job) {
   const known = profiles.find((p) => p.name === job.profile);

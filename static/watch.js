@@ -3,42 +3,10 @@
 // The file name is only ever set with textContent.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const jobId = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
-
-function bytes(n) {
-  const units = ["B", "KB", "MB", "GB", "TB"];
-  let i = 0;
-  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
-  return `${n >= 100 || i === 0 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
-}
-
-function clock(seconds) {
-  const s = Math.max(0, Math.round(seconds || 0));
-  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
-  return (h ? `${h}:${String(m).padStart(2, "0")}` : String(m)) + `:${String(r).padStart(2, "0")}`;
-}
 
 function when(iso) {
   return iso ? new Date(iso).toLocaleString() : "";
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "text") node.textContent = value;
-    else if (key === "class") node.className = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else if (value !== false && value != null) node.setAttribute(key, value === true ? "" : value);
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
-
-function sentence(text) {
-  text = (text || "").trim();
-  if (!text) return "";
-  return text[0].toUpperCase() + text.slice(1).replace(/([^.!?])$/, "$1.");
 }
 
 function detail(term, value) {
@@ -51,25 +19,6 @@ function media(info) {
   const codecs = [info.video_codec, ...(info.audio_codecs || [])].filter(Boolean).join(" + ");
   return [clock(info.duration), info.width ? `${info.width}×${info.height}` : "", codecs, bytes(info.size)]
     .filter(Boolean).join(" · ");
-}
-
-async function api(method, path, json) {
-  const init = { method, headers: { Accept: "application/json" } };
-  if (json !== undefined) {
-    init.headers["Content-Type"] = "application/json";
-    init.body = JSON.stringify(json);
-  }
-  let resp;
-  try { resp = await fetch(path, init); } catch { throw new Error("vidd can't be reached right now."); }
-  if (resp.status === 401) { location.href = "/login"; throw new Error("Please sign in again."); }
-  let body = null;
-  try { body = await resp.json(); } catch { /* not JSON */ }
-  if (!resp.ok) {
-    const error = new Error(body && body.error ? body.error.message : `The server answered ${resp.status}.`);
-    error.status = resp.status;
-    throw error;
-  }
-  return body;
 }
 
 const STATE = {
