@@ -18,6 +18,7 @@ from vidd.encoder import Encoder
 from vidd.intake import Intake
 from vidd.job import Job, Status
 from vidd.layout import Layout
+from vidd.metrics import Metrics
 from vidd.pool import Pool
 from vidd.store import Store
 
@@ -221,3 +222,17 @@ def _status(d: Daemonless, job_id: str) -> str:
     with sqlite3.connect(d.cfg.storage.db_path) as db:
         row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return str(row[0]) if row else ""
+
+
+async def test_an_encode_is_counted_once_though_its_done_job_changes_again(
+    rigs, clip: Path
+) -> None:
+    d = rigs()
+    await d.start()
+    metrics = Metrics()
+    d.store.subscribe(metrics)
+    job = await d.add(clip)
+    await d.changes.until(lambda: any(j.id == job.id and j.poster for j in d.changes.jobs))
+    dones = [j for j in d.changes.jobs if j.id == job.id and j.status is Status.DONE]
+    assert len(dones) == 2  # the end, then its poster
+    assert metrics.ended["done"] == 1
