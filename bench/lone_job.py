@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from typing import Any
 
 from .batch import _bare_one
 from .harness import Context, JobWatch, Result, Vidd, percentile, stage
@@ -17,12 +18,19 @@ TARGET_S = 0.3
 
 
 async def case_lone_job(ctx: Context) -> list[Result]:
+    vidd_s, bare_s = await lone_runs(ctx, "lone")
+    return [result(vidd_s, bare_s)]
+
+
+async def lone_runs(ctx: Context, folder: str, **sections: Any) -> tuple[list[float], list[float]]:
+    """RUNS drops into one idle vidd (vidd's defaults but for `sections`), each after a bare
+    run of the same clip: (drop -> done seconds, bare run seconds)."""
     clip = ctx.clip10()
     bare_dir = ctx.workdir / "lone-bare"
     bare_dir.mkdir(parents=True, exist_ok=True)
     vidd_s: list[float] = []
     bare_s: list[float] = []
-    with Vidd(ctx.workdir / "lone") as vidd:  # vidd's defaults
+    with Vidd(ctx.workdir / folder, **sections) as vidd:
         names = [f"lone-{i}.avi" for i in range(RUNS)]
         staged = [stage(clip, vidd.data / "staging", n) for n in names]
         async with JobWatch(vidd) as watch:
@@ -57,19 +65,21 @@ async def case_lone_job(ctx: Context) -> list[Result]:
                     raise RuntimeError(f"{name} was not converted:\n{vidd.log_tail()}")
                 vidd_s.append(done - t0)
                 await asyncio.sleep(SETTLE_S)
+    return vidd_s, bare_s
+
+
+def result(vidd_s: list[float], bare_s: list[float]) -> Result:
     overhead = [v - b for v, b in zip(vidd_s, bare_s, strict=True)]
     p50 = percentile(overhead, 50)
     bare50 = percentile(bare_s, 50)
-    return [
-        Result(
-            case="lone_job",
-            figure=f"drop -> done minus a bare encode (p50 of {RUNS})",
-            measured=f"{p50:.2f} s (drop -> done p50 {percentile(vidd_s, 50):.2f} s)",
-            reference=f"bare HandBrakeCLI p50 {bare50:.2f} s",
-            ratio=percentile(vidd_s, 50) / bare50,
-            target=f"overhead <= {TARGET_S:g} s",
-            met=p50 <= TARGET_S,
-            note="ratio: vidd's drop -> done p50 / the bare encode's p50",
-            data={"vidd_s": vidd_s, "bare_s": bare_s, "overhead_s": overhead},
-        )
-    ]
+    return Result(
+        case="lone_job",
+        figure=f"drop -> done minus a bare encode (p50 of {RUNS})",
+        measured=f"{p50:.2f} s (drop -> done p50 {percentile(vidd_s, 50):.2f} s)",
+        reference=f"bare HandBrakeCLI p50 {bare50:.2f} s",
+        ratio=percentile(vidd_s, 50) / bare50,
+        target=f"overhead <= {TARGET_S:g} s",
+        met=p50 <= TARGET_S,
+        note="ratio: vidd's drop -> done p50 / the bare encode's p50",
+        data={"vidd_s": vidd_s, "bare_s": bare_s, "overhead_s": overhead},
+    )
