@@ -18,18 +18,20 @@ TARGET_S = 0.3
 
 
 async def case_lone_job(ctx: Context) -> list[Result]:
-    vidd_s, bare_s = await lone_runs(ctx, "lone")
-    return [result(vidd_s, bare_s)]
+    return [result(*await lone_runs(ctx, "lone"))]
 
 
-async def lone_runs(ctx: Context, folder: str, **sections: Any) -> tuple[list[float], list[float]]:
+async def lone_runs(
+    ctx: Context, folder: str, **sections: Any
+) -> tuple[list[float], list[float], list[list[float]]]:
     """RUNS drops into one idle vidd (vidd's defaults but for `sections`), each after a bare
-    run of the same clip: (drop -> done seconds, bare run seconds)."""
+    run of the same clip: (drop -> done, the bare run, drop -> [queued, running]), seconds."""
     clip = ctx.clip10()
     bare_dir = ctx.workdir / "lone-bare"
     bare_dir.mkdir(parents=True, exist_ok=True)
     vidd_s: list[float] = []
     bare_s: list[float] = []
+    stages: list[list[float]] = []
     with Vidd(ctx.workdir / folder, **sections) as vidd:
         names = [f"lone-{i}.avi" for i in range(RUNS)]
         staged = [stage(clip, vidd.data / "staging", n) for n in names]
@@ -64,11 +66,12 @@ async def lone_runs(ctx: Context, folder: str, **sections: Any) -> tuple[list[fl
                 if done is None:
                     raise RuntimeError(f"{name} was not converted:\n{vidd.log_tail()}")
                 vidd_s.append(done - t0)
+                stages.append([(watch.when(name, s) or t0) - t0 for s in ("queued", "running")])
                 await asyncio.sleep(SETTLE_S)
-    return vidd_s, bare_s
+    return vidd_s, bare_s, stages
 
 
-def result(vidd_s: list[float], bare_s: list[float]) -> Result:
+def result(vidd_s: list[float], bare_s: list[float], stages: list[list[float]]) -> Result:
     overhead = [v - b for v, b in zip(vidd_s, bare_s, strict=True)]
     p50 = percentile(overhead, 50)
     bare50 = percentile(bare_s, 50)
@@ -80,6 +83,8 @@ def result(vidd_s: list[float], bare_s: list[float]) -> Result:
         ratio=percentile(vidd_s, 50) / bare50,
         target=f"overhead <= {TARGET_S:g} s",
         met=p50 <= TARGET_S,
-        note="ratio: vidd's drop -> done p50 / the bare encode's p50",
-        data={"vidd_s": vidd_s, "bare_s": bare_s, "overhead_s": overhead},
+        note="ratio: vidd's drop -> done p50 / the bare encode's p50; drop -> queued p50 "
+        f"{percentile([q for q, _ in stages], 50):.2f} s, -> running p50 "
+        f"{percentile([r for _, r in stages], 50):.2f} s",
+        data={"vidd_s": vidd_s, "bare_s": bare_s, "overhead_s": overhead, "stages_s": stages},
     )
