@@ -65,6 +65,8 @@ def test_kill_9_mid_encode_then_restart_completes(
             lambda: (j := the_job(again))["status"] in ("done", "failed") and j, timeout=90
         )
         assert job["status"] == "done", job
+        # its poster follows the done record (made in tmp/, then renamed into videos/)
+        wait_for(lambda: the_job(again)["output"]["poster_url"], timeout=30)
         assert list((again.data / "tmp").iterdir()) == []
         assert (again.data / "videos" / f"{job['id']}.mp4").stat().st_size > 0
     finally:

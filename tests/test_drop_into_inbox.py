@@ -49,6 +49,8 @@ def test_a_dropped_clip_becomes_a_web_mp4(
     boxes = mp4_top_boxes(video)
     assert boxes.index("moov") < boxes.index("mdat"), boxes  # the index is at the front
     assert abs(float(info["format"]["duration"]) - job["source"]["duration"]) < 1.0
+    # the poster follows the done record a moment later, as a change of the done job
+    wait_for(lambda: jobs(d)[0]["output"]["poster_url"], timeout=30)
     assert (d.data / "videos" / f"{job['id']}.jpg").stat().st_size > 0
     assert (d.data / "sources" / f"{job['id']}.avi").exists()
     assert list((d.data / "tmp").iterdir()) == []

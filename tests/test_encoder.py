@@ -143,8 +143,9 @@ async def test_a_real_encode_is_verified_and_published(clip, make_config):
     assert result.output.size == video.stat().st_size
     assert abs(result.output.duration - job.source.duration) < 0.5
 
-    assert result.poster
     poster = cfg.storage.videos_dir / f"{job.id}.jpg"
+    assert not poster.exists()  # the job is done without it; the pool asks for it after
+    assert await encoder.make_poster(job.id, result.output.duration)
     assert poster.read_bytes()[:3] == b"\xff\xd8\xff"
     picture = ffprobe(poster)["streams"][0]
     assert picture["width"] == min(480, job.source.width)
@@ -383,8 +384,9 @@ async def test_a_missing_handbrake_or_source_fails_cleanly(
 async def test_a_poster_failure_does_not_fail_the_job(clip, make_config):
     cfg = make_config(PROFILES, encode={"ffmpeg": "/bin/false"})
     job = await intake_job(cfg, clip)
-    result = await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
-    assert result.poster is False
+    encoder = Encoder(cfg, Layout(cfg.storage))
+    result = await encoder.run(job, lambda p: None)
+    assert await encoder.make_poster(job.id, result.output.duration) is False
     assert (cfg.storage.videos_dir / f"{job.id}.mp4").stat().st_size == result.output.size
     assert not (cfg.storage.videos_dir / f"{job.id}.jpg").exists()
     assert list(cfg.storage.tmp_dir.iterdir()) == []

@@ -250,7 +250,18 @@ def settled(d: Daemon) -> list[dict[str, Any]] | None:
     jobs: list[dict[str, Any]] = get_json(d.url + "/api/jobs?limit=500")["jobs"]
     if any(j["status"] not in TERMINAL for j in jobs):
         return None
+    if posters_owed(d):  # a done job's poster follows its done record
+        return None
     return jobs
+
+
+def posters_owed(d: Daemon) -> int:
+    db = sqlite3.connect(d.config.storage.db_path)
+    try:
+        [[owed]] = db.execute("SELECT COUNT(*) FROM jobs WHERE poster_pending = 1").fetchall()
+    finally:
+        db.close()
+    return int(owed)
 
 
 @pytest.mark.timeout(300)
@@ -425,5 +436,7 @@ def check_database(s: Stress, d: Daemon) -> None:
         assert set(statuses) <= TERMINAL, f"{ctx} jobs not ended (admitting?): {statuses}"
         counted = {k: n for k, n in db.execute("SELECT status, n FROM job_counts") if n}
         assert counted == statuses, f"{ctx} job_counts {counted} != {statuses}"
+        [[owed]] = db.execute("SELECT COUNT(*) FROM jobs WHERE poster_pending = 1").fetchall()
+        assert owed == 0, f"{ctx} {owed} poster(s) still owed"
     finally:
         db.close()

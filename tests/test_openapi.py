@@ -167,7 +167,9 @@ def seed(live: Live, clip: Path, clip_h264: Path, headers: dict[str, str]) -> No
 
     def settled() -> bool:
         states = {http.get(f"{url}/api/jobs/{i}").json()["status"] for i in (done, failed)}
-        return states == {"done", "failed"}
+        # the poster follows the done record a moment later
+        poster = (http.get(f"{url}/api/jobs/{done}").json()["output"] or {}).get("poster_url")
+        return states == {"done", "failed"} and bool(poster)
 
     wait_for(settled, timeout=60)
     some = [done, failed, cancelled, rejected[0]]

@@ -102,7 +102,8 @@ async def test_a_queued_job_wakes_the_pool_and_converts(rig: Rig, clip: Path) ->
     assert "Encode done" in (await rig.store.get(job.id)).log_tail  # type: ignore[union-attr]
     assert rig.pool.jobs_complete == 1 and rig.pool.busy == 0
     statuses = [s for _, i, s, p, _ in rig.rec.events if i == job.id and not p]
-    assert statuses == [Status.ADMITTING, Status.QUEUED, Status.RUNNING, Status.DONE]
+    assert statuses[:4] == [Status.ADMITTING, Status.QUEUED, Status.RUNNING, Status.DONE]
+    assert statuses[4:] in ([], [Status.DONE])  # the poster, a moment after done
     # progress updates reach the store at most 4 times a second
     times = [t for t, i, _, p, _ in rig.rec.events if i == job.id and p]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]

@@ -111,7 +111,12 @@ async def test_what_ffmpeg_cant_read_is_a_failure(tmp_path: Path) -> None:
 
 def ended(d: Daemon, count: int) -> dict[str, dict[str, Any]] | None:
     js = get_json(d.url + "/api/jobs?limit=100")["jobs"]
-    done = {j["name"]: j for j in js if j["status"] in FINAL}
+    # a done job's poster follows its done record: wait for it too
+    done = {
+        j["name"]: j
+        for j in js
+        if j["status"] in FINAL and (j["status"] != "done" or j["output"]["poster_url"])
+    }
     return done if len(done) >= count else None
 
 

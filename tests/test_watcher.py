@@ -394,3 +394,43 @@ async def test_stop_is_idempotent(env, clip: Path) -> None:
     await asyncio.sleep(0.8)
     assert await store.list_jobs() == []
     assert "watching=False" in repr(watcher)
+
+
+async def test_a_file_renamed_in_whole_skips_the_quiet_time_a_written_one_waits(
+    make_config, clip: Path, tmp_path: Path
+) -> None:
+    quiet = 4.0  # long, so that which rule took a file shows
+    cfg = make_config(
+        watch={"stable_seconds": 30.0, "lease_quiet_seconds": quiet, "rescan_seconds": 60.0}
+    )
+    cfg.storage.data_dir.mkdir(parents=True)
+    old = time.time() - 3600
+    async with Store(cfg.storage.db_path) as store:
+        recorder = Recorder()
+        store.subscribe(recorder)
+        watcher = Watcher(cfg, Intake(cfg, store, Layout(cfg.storage)))
+        await watcher.start()
+        try:
+            # Written an hour ago elsewhere, then renamed in: its arrival is its only event.
+            staged = tmp_path / "staged.avi"
+            shutil.copyfile(clip, staged)
+            os.utime(staged, (old, old))
+            dropped = time.monotonic()
+            os.rename(staged, cfg.storage.inbox_dir / "whole.avi")
+            (job,) = await wait_jobs(store, 1, timeout=quiet * 3)
+            assert job.status is Status.QUEUED and job.name == "whole.avi"
+            assert recorder.added[job.id] - dropped < quiet
+
+            # Written in the inbox itself, then given an old mtime: a second event, so the
+            # quiet time holds (counted from that last event).
+            in_place = cfg.storage.inbox_dir / "written.avi"
+            in_place.write_bytes(clip.read_bytes())
+            await asyncio.sleep(0.5)  # its writing is seen, as its own event
+            assert await store.list_jobs() == [job]  # fresh content: not taken
+            os.utime(in_place, (old, old))
+            last_event = time.monotonic()
+            jobs = await wait_jobs(store, 2, timeout=quiet * 4)
+            (second,) = [j for j in jobs if j.name == "written.avi"]
+            assert recorder.added[second.id] - last_event >= quiet - 0.05
+        finally:
+            await watcher.stop()

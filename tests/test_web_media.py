@@ -27,7 +27,9 @@ async def done_job(client, clip, headers=None) -> dict:
     job_id = (await resp.json())["id"]
     for _ in range(1200):
         body = await (await client.get(f"/api/jobs/{job_id}", headers=headers)).json()
-        if body["status"] not in ("queued", "running"):
+        # done, and its poster, which follows the done record a moment later
+        poster = (body.get("output") or {}).get("poster_url")
+        if body["status"] not in ("queued", "running", "done") or poster:
             break
         await asyncio.sleep(0.05)
     assert body["status"] == "done", body

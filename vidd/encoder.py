@@ -67,7 +67,6 @@ class EncodeFailed(Exception):
 @dataclass(frozen=True)
 class EncodeResult:
     output: MediaInfo
-    poster: bool
     log_tail: str
     repackaged: bool = False  # a stream copy by ffmpeg (repackage.py), not an encode
 
@@ -159,7 +158,6 @@ class Encoder:
         self.config = config
         self.layout = layout
         self.running: dict[str, asyncio.subprocess.Process] = {}
-        self._nice: dict[str, int] = {}  # each running job's current nice, for its poster
         self._killed: set[str] = set()  # by kill_all: reported as such, not as a crash
 
     def __repr__(self) -> str:
@@ -181,8 +179,6 @@ class Encoder:
         ]
 
     def renice(self, job_id: str, nice: int) -> bool:
-        if job_id in self._nice:
-            self._nice[job_id] = nice
         proc = self.running.get(job_id)
         return proc is not None and proc.returncode is None and children.set_nice(proc, nice)
 
@@ -195,40 +191,37 @@ class Encoder:
     async def run(
         self, job: Job, on_progress: Callable[[Progress], None], *, nice: int = 0
     ) -> EncodeResult:
-        """Encode a job into videos/<id>.mp4 (and a poster). Raises EncodeFailed."""
+        """Encode a job into videos/<id>.mp4. Raises EncodeFailed. The poster is not made
+        here: the job is done without it, and make_poster adds it a moment later."""
         self.layout.clear_tmp_of(job.id)  # leftovers of an attempt vidd did not see through
-        self._nice[job.id] = nice
         try:
             repackaged = await self._repackage(job, nice)
             if repackaged is not None:
                 output, log_tail = repackaged
             else:
                 output, log_tail = await self._encode(job, on_progress, nice)
-            video, image = self.layout.outputs(job.id)
-            work = self.layout.work(job.id)
-            try:
-                has_poster = await poster.make(
-                    self.config.encode.ffmpeg,
-                    video,
-                    self.layout.tmp_poster(job.id),
-                    image,
-                    output.duration,
-                    nice=self._nice[job.id],
-                    box=children.Box(
-                        home=work, reads=(video,), pass_env=self.config.encode.child_env
-                    ),
-                )
-            except BaseException:  # cancelled while making the poster: no output then
-                for path in (video, image):
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
-                raise
         finally:
             self.layout.clear_tmp_of(job.id)  # the work folder, HandBrake's leftovers in it
-            self._nice.pop(job.id, None)
-        return EncodeResult(
-            output=output, poster=has_poster, log_tail=log_tail, repackaged=repackaged is not None
-        )
+        return EncodeResult(output=output, log_tail=log_tail, repackaged=repackaged is not None)
+
+    async def make_poster(self, job_id: str, duration: float, *, nice: int = 0) -> bool:
+        """The poster of a done job's video, into videos/<id>.jpg. False if it could not be
+        made (logged): a missing poster never fails a job. Cancelled, it leaves no file."""
+        video, image = self.layout.outputs(job_id)
+        work = self.layout.work(job_id)
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            return await poster.make(
+                self.config.encode.ffmpeg,
+                video,
+                self.layout.tmp_poster(job_id),
+                image,
+                duration,
+                nice=nice,
+                box=children.Box(home=work, reads=(video,), pass_env=self.config.encode.child_env),
+            )
+        finally:
+            self.layout.clear_tmp_of(job_id)
 
     async def _repackage(self, job: Job, nice: int) -> tuple[MediaInfo, str] | None:
         """For a profile with `repackage`: stream-copy a source that is H.264/AAC already

@@ -9,6 +9,7 @@ good (done, failed or cancelled), with the seconds from its start to its end.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from prometheus_client.registry import Collector
 from . import __version__
 from .job import Job, Status
 
+COUNTED_MAX = 1000  # ends remembered, far more than can change again at once
 # The text format every Prometheus reads (what generate_latest writes).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RESULTS = (Status.DONE, Status.FAILED, Status.CANCELLED)
@@ -103,6 +105,9 @@ class Metrics:
         self._now = _Now()
         self.registry.register(self._now)
         self.ended = {str(r): 0 for r in RESULTS}  # the counter's values, for repr
+        # The ends counted lately (job id, finished_at): a done job changes again after its
+        # end (its poster, its publishing), and an encode is counted once.
+        self._counted: OrderedDict[tuple[str, object], None] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"<Metrics encodes={self.ended}>"
@@ -111,6 +116,12 @@ class Metrics:
     def job_changed(self, job: Job, *, progress_only: bool) -> None:
         if progress_only or job.status not in RESULTS or job.started_at is None:
             return  # not the end of an encode (a queued job cancelled never ran)
+        key = (job.id, job.finished_at)
+        if key in self._counted:
+            return  # the same end again: a later change of the ended job
+        self._counted[key] = None
+        if len(self._counted) > COUNTED_MAX:
+            self._counted.popitem(last=False)
         self.encodes.labels(str(job.status)).inc()
         self.ended[str(job.status)] += 1
         if job.finished_at is not None:

@@ -9,6 +9,11 @@ store that cannot take the record is retried with backoff, the output kept meanw
 Claims, cancels and deletes of running jobs are serialised by one lock, and a job's task
 is never cancelled itself (only its encode is), so it always releases its slot and
 records its end.
+
+A job is done as soon as its verified video is in videos/; its poster (ffmpeg, a fraction
+of a second) is made a moment later, off the slot, and recorded as a change of the done
+job. The done record says the poster is still owed (`poster_pending`), so a stop or a
+crash in between only delays it: the next start makes it (or adopts the one a crash left).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ RECORD_RETRY_MAX_S = 15.0
 CLAIM_RETRY_S = 5.0
 ABANDON_S = 1.0  # at the end of a stop: how long records the store refuses still get
 DISK_RECHECK_S = 5.0
+# At the interrupt stage of a stop: how long cancelled posters get to be reaped.
+POSTER_STOP_S = 3.0
 
 
 class Stop(enum.StrEnum):
@@ -124,6 +131,9 @@ class Pool:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._abandon = False  # the last shutdown stage: stop retrying records
+        self._posters: dict[str, asyncio.Task[None]] = {}  # job id -> its poster being made
+        self._posters_closed = False  # stopping: owed posters wait for the next start
+        self._poster_recovery: asyncio.Task[None] | None = None
         # Held from a claim until its task is registered, and by cancels and deletes, so
         # that a cancel never falls between a claim and the start of its encode.
         self._claiming = asyncio.Lock()
@@ -162,6 +172,10 @@ class Pool:
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="pool")
+        if self.config.encode.ffmpeg:
+            self._poster_recovery = asyncio.create_task(
+                self._recover_posters(), name="poster-recovery"
+            )
 
     @property
     def alive(self) -> bool:
@@ -297,10 +311,11 @@ class Pool:
             lambda: self.store.finish(
                 job_id,
                 result.output,
-                poster=result.poster,
+                poster=False,
                 log_tail=result.log_tail,
                 repackaged=result.repackaged,
                 publish=publish,
+                poster_pending=bool(self.config.encode.ffmpeg),
             ),
             f"done ({result.output.size} bytes, {how})",
             result=result,
@@ -343,6 +358,69 @@ class Pool:
             self.layout.source(job).unlink(missing_ok=True)  # only now: output verified
         if outcome.result is not None and self.publisher is not None:
             self.publisher.later(job.id)
+        if outcome.result is not None and self.config.encode.ffmpeg:
+            self._poster_later(job.id, outcome.result.output.duration, run.nice)
+
+    # --- posters, after done ------------------------------------------------------
+
+    def _poster_later(self, job_id: str, duration: float, nice: int) -> None:
+        if self._posters_closed or job_id in self._posters:
+            return  # still owed in the store: the next start makes it
+        task = asyncio.create_task(self._poster(job_id, duration, nice), name=f"poster-{job_id}")
+        self._posters[job_id] = task
+        task.add_done_callback(lambda _: self._posters.pop(job_id, None))
+
+    async def _poster(self, job_id: str, duration: float, nice: int) -> None:
+        """Make a done job's poster, then record it (the hub publishes the job again)."""
+        try:
+            made = await self.encoder.make_poster(job_id, duration, nice=nice)
+            await self.store.poster_made(job_id, made)
+        except KeyError:  # deleted meanwhile: the poster belongs to nobody
+            self.layout.poster(job_id).unlink(missing_ok=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # still owed in the store: the next start tries again
+            log.warning("job %s: poster not recorded: %s", job_id, e)
+
+    async def _recover_posters(self) -> None:
+        """At start-up: the posters a stop or a crash left owed. One a crash left made
+        (renamed into videos/, not yet recorded) is taken as it is."""
+        try:
+            owed = await self.store.posters_pending()
+        except Exception as e:
+            log.warning("pool: could not list the posters still owed: %s", e)
+            return
+        if owed:
+            log.info("pool: making %d poster(s) a stop or a crash left owed", len(owed))
+        for job in owed:
+            if self._posters_closed:
+                return
+            image = self.layout.poster(job.id)
+            try:
+                if image.is_file() and image.stat().st_size > 0:
+                    await self.store.poster_made(job.id, True)
+                    continue
+            except KeyError:
+                continue
+            except Exception as e:
+                log.warning("job %s: poster not recorded: %s", job.id, e)
+                continue
+            duration = job.output.duration if job.output is not None else 0.0
+            self._poster_later(job.id, duration, ENCODE_NICE)
+            task = self._posters.get(job.id)
+            if task is not None:
+                await asyncio.wait([task])  # one at a time: the queue's encodes come first
+
+    async def _close_posters(self) -> None:
+        """Stop making posters; the owed ones stay owed for the next start."""
+        self._posters_closed = True
+        tasks = list(self._posters.values())
+        if self._poster_recovery is not None:
+            tasks.append(self._poster_recovery)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=POSTER_STOP_S)
 
     def _progress_writer(self, job_id: str) -> Callable[[Progress], None]:
         last_sent = 0.0
@@ -416,10 +494,14 @@ class Pool:
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
+        deadline = time.monotonic() + timeout_s
         tasks = [r.task for r in self._running.values() if r.task is not None]
         if tasks:
             log.info("pool: waiting up to %.0f s for %d encode(s)", timeout_s, len(tasks))
             await asyncio.wait(tasks, timeout=timeout_s)
+        posters = list(self._posters.values())  # the finished encodes' posters, if in time
+        if posters and deadline > time.monotonic():
+            await asyncio.wait(posters, timeout=deadline - time.monotonic())
 
     async def interrupt(self, timeout_s: float) -> None:
         """Stop the encodes still running and put their jobs back in the queue, all within
@@ -434,6 +516,7 @@ class Pool:
             if pending:  # only records the store refuses are left: the next start requeues
                 self._abandon = True
                 await asyncio.wait(pending, timeout=ABANDON_S)
+        await self._close_posters()
 
     async def stop(self, timeout_s: float) -> None:
         """Drain, then interrupt (idempotent), the interrupt within its shutdown stage."""

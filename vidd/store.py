@@ -162,6 +162,12 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO job_names (rowid, name, status) VALUES (new.seq, new.name, new.status);
     END;
     """,
+    # 8: a done job's poster is made just after it is marked done (pool.py); until then
+    # `poster_pending` says it is owed, so a crash in between is made good at the next start.
+    """
+    ALTER TABLE jobs ADD COLUMN poster_pending INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX jobs_poster_pending ON jobs (seq) WHERE poster_pending = 1;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -177,7 +183,7 @@ INSERT_SQL = """INSERT INTO jobs (id, name, status, profile, origin, source_ext,
         log_tail, intake_path, folder)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 # Columns a transition may set besides its own (`more`): what the inbox records.
-MORE_COLUMNS = frozenset({"rejected_as", "repackaged", "publish_pending"})
+MORE_COLUMNS = frozenset({"rejected_as", "repackaged", "publish_pending", "poster_pending"})
 # How a job can be born: through the intake (admitting, then queued or rejected), or
 # already queued or rejected.
 NEW_STATES = frozenset({Status.ADMITTING, Status.QUEUED, Status.REJECTED})
@@ -508,16 +514,22 @@ class Store:
         log_tail: str,
         repackaged: bool = False,
         publish: bool = False,
+        poster_pending: bool = False,
     ) -> Job:
         """A running job's output is verified and in videos/. With `publish`, the job is
-        marked as still to be published to storage.output_dir in the same write."""
+        marked as still to be published to storage.output_dir in the same write; with
+        `poster_pending`, as still owed its poster (see poster_made)."""
         return await self.transition(
             job_id,
             Status.DONE,
             output=output,
             poster=poster,
             log_tail=log_tail,
-            more={"repackaged": int(repackaged), "publish_pending": int(publish)},
+            more={
+                "repackaged": int(repackaged),
+                "publish_pending": int(publish),
+                "poster_pending": int(poster_pending),
+            },
         )
 
     async def fail(self, job_id: str, error: JobError, *, log_tail: str = "") -> Job:
@@ -756,6 +768,30 @@ class Store:
             f"""UPDATE jobs SET publish_pending = 0, published_as = ?, publish_note = ?
                 WHERE id = ? AND status = 'done' RETURNING {ALL_COLUMNS}""",
             (published_as, note, job_id),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise KeyError(job_id)
+        return await self._changed(_job(row))
+
+    # --- posters made after done (pool.py) ---------------------------------------------
+
+    async def posters_pending(self) -> list[Job]:
+        """Done jobs still owed their poster (a stop or a crash came between)."""
+        async with self._read.execute(
+            f"SELECT {ALL_COLUMNS} FROM jobs WHERE poster_pending = 1 AND status = 'done' "
+            "ORDER BY seq"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_job(r) for r in rows]
+
+    async def poster_made(self, job_id: str, made: bool) -> Job:
+        """The poster of a done job is in videos/ (`made`), or could not be made; either
+        way it is no longer owed. KeyError when the job is gone or not done."""
+        async with self._conn.execute(
+            f"""UPDATE jobs SET poster = ?, poster_pending = 0
+                WHERE id = ? AND status = 'done' RETURNING {ALL_COLUMNS}""",
+            (int(made), job_id),
         ) as cur:
             row = await cur.fetchone()
         if row is None:

@@ -9,6 +9,11 @@ Complete means: no process holds it open for writing (asked of Linux with a leas
 see lease.py), no event for `watch.lease_quiet_seconds`, and the same size and mtime
 on two checks in a row. Where Linux can't answer, `watch.stable_seconds` of quiet
 stands in for the lease.
+
+A file renamed in whole (its arrival its only event, its content unchanged for
+`watch.lease_quiet_seconds` by its mtime) needs no quiet after the rename: it moved no
+data, so only the lease and the two checks stand between it and the intake. Any other
+event (a write, a close, a change of mode) puts it back on the quiet rule.
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ def _why_not_taken(mode: int, max_depth: int | None = None) -> str:
 class _Candidate:
     last_event: float  # monotonic time of the last event (or of being found)
     sig: tuple[int, int] | None = None  # (size, mtime_ns) at the previous check
+    events: int = 0  # events seen for it (a rescan's finding is none)
     admitting: bool = False
     failed_sig: tuple[int, int] | None = None  # what admit failed on; retried once it changes
     failed_at: float = 0.0
@@ -215,13 +221,15 @@ class Watcher:
             # A rescan only wakes a failed file, so a missed event can't strand it.
             if not found or cand.failed_sig is not None:
                 cand.last_event = time.monotonic()
+            if not found:
+                cand.events += 1
             return
         if deleted:
             return
         if len(self._candidates) >= MAX_CANDIDATES:
             self._overflowed = True
             return
-        self._candidates[path] = _Candidate(last_event=time.monotonic())
+        self._candidates[path] = _Candidate(last_event=time.monotonic(), events=0 if found else 1)
 
     def _depth(self, path: Path) -> int | None:
         """How many subfolders deep `path` is in the inbox (0: at the top); None when it
@@ -332,6 +340,7 @@ class Watcher:
         watch = self.config.watch
         quiet_needed = watch.lease_quiet_seconds
         now = time.monotonic()
+        wall_ns = time.time_ns()
         for path, cand in list(self._candidates.items()):
             if len(self._admitting) >= ADMIT_SLOTS:
                 break
@@ -343,8 +352,9 @@ class Watcher:
                 continue  # a passing failure: wait out the backoff
             quiet = now - cand.last_event
             # Stat from one tick before the quiet time is up, so the two stats that
-            # must agree are done by the time it is.
-            if quiet < quiet_needed - TICK_S:
+            # must agree are done by the time it is; a file that may have been renamed
+            # in whole, at once.
+            if quiet < quiet_needed - TICK_S and cand.events > 1:
                 continue
             try:
                 st = os.lstat(path)
@@ -368,7 +378,11 @@ class Watcher:
                     cand.failed_at = now  # touched but unchanged: still failed
                     continue
                 cand.failed_sig = None
-            if sig != prev or quiet < quiet_needed:
+            if sig != prev:
+                continue
+            # Its arrival its only event, and no write for the quiet time: renamed in.
+            renamed_in = cand.events <= 1 and wall_ns - st.st_mtime_ns >= quiet_needed * 1e9
+            if quiet < quiet_needed and not renamed_in:
                 continue
             try:
                 writer = lease.has_writer(path)
@@ -427,3 +441,6 @@ class Watcher:
             del self._candidates[path]
         if os.path.lexists(path):  # a new file of the same name came meanwhile
             self._note(path, found=False)
+            again = self._candidates.get(path)
+            if again is not None:  # its own events went to the one admitted: no fast path
+                again.events = max(again.events, 2)
