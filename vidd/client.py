@@ -206,10 +206,7 @@ class Client:
             raise Unreachable(f"{self.url}: {_reason(e)}") from None
         if len(body) > MAX_RESPONSE:
             raise Refused(resp.status, "bad_response", "the answer is too large")
-        try:
-            data = json.loads(body) if body else None
-        except ValueError:
-            data = None
+        data = _json(body)
         if resp.status >= 400:
             code, message = _error_of(data, resp.status, resp.reason)
             raise Refused(resp.status, code, message, _created_job(data, resp))
@@ -260,6 +257,14 @@ def _object(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise Refused(200, "bad_response", "expected a JSON object")
     return data
+
+
+def _json(body: bytes) -> Any:
+    """The body's JSON; None for an empty body or one that isn't JSON."""
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
 
 
 def _error_of(data: Any, status: int, reason: str) -> tuple[str, str]:

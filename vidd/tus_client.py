@@ -25,7 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .client import CHUNK, Client, FileChanged, ProgressFn, Refused, Unreachable
+from .client import (
+    CHUNK,
+    Client,
+    FileChanged,
+    ProgressFn,
+    Refused,
+    Unreachable,
+    _error_of,
+    _json,
+    _reason,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +167,7 @@ class TusSender:
                     conn.putheader(k, v)
                 conn.endheaders()
             except OSError as e:
-                raise _Dropped(_words(e)) from None
+                raise _Dropped(_reason(e)) from None
             f.seek(offset)
             sent = 0
             while sent < size:
@@ -170,7 +180,7 @@ class TusSender:
                 try:
                     conn.send(piece)
                 except OSError as e:
-                    raise _Dropped(_words(e)) from None
+                    raise _Dropped(_reason(e)) from None
                 sent += len(piece)
                 if on_progress:  # outside any try: its exception stops the upload
                     on_progress(offset + sent, length)
@@ -205,9 +215,9 @@ class TusSender:
     # --- plumbing -------------------------------------------------------------------------
 
     def client_headers(self) -> dict[str, str]:
-        headers = {"User-Agent": "vidd-cli"}
-        if self.client.token:
-            headers["Authorization"] = f"Bearer {self.client.token}"
+        # The client's own (agent, token), less its Accept: tus answers aren't all JSON.
+        headers = self.client._headers()
+        del headers["Accept"]
         return headers
 
     def _path(self, path: str) -> str:
@@ -224,7 +234,7 @@ class TusSender:
             try:
                 conn.request(method, url, headers={**self.client_headers(), **headers})
             except OSError as e:
-                raise _Dropped(_words(e)) from None
+                raise _Dropped(_reason(e)) from None
             status, resp_headers, body = self._answer(conn)
         finally:
             conn.close()
@@ -237,14 +247,11 @@ class TusSender:
             resp = conn.getresponse()
             body = resp.read(1 << 20)
         except (OSError, http.client.HTTPException) as e:
-            raise _Dropped(_words(e)) from None
+            raise _Dropped(_reason(e)) from None
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, body
 
     def _raise(self, status: int, body: bytes) -> None:
-        data = _json(body)
-        err = data.get("error") if isinstance(data, dict) else None
-        code = str(err.get("code", "error")) if isinstance(err, dict) else "http_error"
-        message = str(err.get("message", "")) if isinstance(err, dict) else f"HTTP {status}"
+        code, message = _error_of(_json(body), status, "")
         if status in RETRY_STATUSES:
             raise _Dropped(f"{status} {code}: {message}")
         raise Refused(status, code, message)
@@ -353,16 +360,3 @@ def _sha256_of(f: BinaryIO, offset: int, size: int) -> str:
         h.update(piece)
         left -= len(piece)
     return base64.b64encode(h.digest()).decode()
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body) if body else None
-    except ValueError:
-        return None
-
-
-def _words(e: BaseException) -> str:
-    if isinstance(e, TimeoutError):
-        return "timed out"
-    return getattr(e, "strerror", None) or str(e) or type(e).__name__
