@@ -40,9 +40,11 @@ def stalling(folder: Path, **encode: object) -> dict[str, object]:
 
 
 def status(d: Daemon, token: str = "") -> int:
-    req = urllib.request.Request(d.url + "/api/status")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
+    return _status_with(d, {"Authorization": f"Bearer {token}"} if token else {})
+
+
+def _status_with(d: Daemon, headers: dict[str, str]) -> int:
+    req = urllib.request.Request(d.url + "/api/status", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return int(r.status)
@@ -163,13 +165,7 @@ def login(d: Daemon, token: str) -> str:
 
 
 def with_cookie(d: Daemon, session: str) -> int:
-    req = urllib.request.Request(d.url + "/api/status")
-    req.add_header("Cookie", f"vidd_session={session}")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as e:
-        return e.code
+    return _status_with(d, {"Cookie": f"vidd_session={session}"})
 
 
 def test_a_new_token_ends_the_old_sessions(daemon_factory, tmp_path):
