@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Hashable
+from typing import Any
 
 from ..job import Job
 
@@ -43,10 +44,7 @@ class PageCache:
         """Keep `body` if nothing changed since `generation` was read."""
         if generation != self.generation:
             return
-        self._bodies[key] = body
-        self._bodies.move_to_end(key)
-        while len(self._bodies) > self.max_entries:
-            self._bodies.popitem(last=False)
+        self._keep(self._bodies, key, body)
 
     def total(self, key: Hashable) -> int | None:
         """How many jobs match a filter (a page's `total`), if known since the last change."""
@@ -59,10 +57,14 @@ class PageCache:
         """Keep `total` if no job changed state, arrived or left since `counted` was read."""
         if counted != self.counted:
             return
-        self._totals[key] = total
-        self._totals.move_to_end(key)
-        while len(self._totals) > self.max_entries:
-            self._totals.popitem(last=False)
+        self._keep(self._totals, key, total)
+
+    def _keep(self, entries: OrderedDict[Hashable, Any], key: Hashable, value: object) -> None:
+        """Put `value` in `entries` as the newest, dropping the oldest past max_entries."""
+        entries[key] = value
+        entries.move_to_end(key)
+        while len(entries) > self.max_entries:
+            entries.popitem(last=False)
 
     # The store calls these: any change may move a job between pages or change its JSON.
     def job_changed(self, job: Job, *, progress_only: bool) -> None:

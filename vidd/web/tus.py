@@ -18,7 +18,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import formatdate
-from pathlib import Path
 
 from aiohttp import ClientPayloadError, StreamReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -221,12 +220,11 @@ async def _write(request: web.Request, upload_id: str, offset: int) -> tuple[Upl
         counters.bytes_uploaded += len(buf)
         return bytes(buf)
 
-    async def admit(path: Path, name: str, profile: str | None) -> Job:
-        return await multipart.admit(request, path, name, profile)
-
     try:
         with multipart.disk_full_answers():
-            return await _uploads(request).write(upload_id, offset, read, checksum, admit)
+            return await _uploads(request).write(
+                upload_id, offset, read, checksum, functools.partial(multipart.admit, request)
+            )
     except UploadGone:
         raise _gone() from None
     except OffsetMismatch as e:
@@ -327,7 +325,7 @@ def _state_headers(upload: Upload) -> dict[str, str]:
 def _offset_headers(upload: Upload, job: Job | None) -> dict[str, str]:
     headers = {"Upload-Offset": str(upload.received), **_expires(upload)}
     if job is not None:
-        headers |= {"Vidd-Job-Id": job.id, "Vidd-Job-Status": job.status.value}
+        headers |= {multipart.JOB_ID_HEADER: job.id, "Vidd-Job-Status": job.status.value}
     return headers
 
 

@@ -29,6 +29,7 @@ from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError
 from .. import disk, probe
 from ..intake import QueueFull, clean_name
 from ..job import Job, Status
+from ..words import plain
 from .errors import ApiError, error_response
 from .keys import CONFIG, COUNTERS, GUARD, SERVICES
 
@@ -117,7 +118,9 @@ async def create_job(request: web.Request) -> web.Response:
     created = {JOB_ID_HEADER: job.id}  # the job exists either way; a CLI prints its id
     if job.status is Status.REJECTED:
         reason = (
-            job.error.to_json()["message"] if job.error else "This isn't a video vidd can read."
+            plain(job.error.code, job.error.message)
+            if job.error
+            else "This isn't a video vidd can read."
         )
         raise ApiError(422, job.error.code if job.error else "not_video", reason, created)
     return web.json_response(job.to_json(), status=201, headers=created)
