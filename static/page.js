@@ -59,3 +59,23 @@ function sentence(text) {
   if (!text) return "";
   return text[0].toUpperCase() + text.slice(1).replace(/([^.!?])$/, "$1.");
 }
+
+// The server's pushes on /ws, each parsed and handed to onMessage; the page's own
+// setLive(state) hears "live" and "offline". A lost connection is opened again, backing
+// off with jitter so a restarting server isn't stampeded.
+function liveSocket(onMessage) {
+  let backoff = 500;
+  const open = () => {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${scheme}//${location.host}/ws`);
+    ws.addEventListener("open", () => { backoff = 500; setLive("live"); });
+    ws.addEventListener("message", (ev) => onMessage(JSON.parse(ev.data)));
+    ws.addEventListener("close", () => {
+      setLive("offline");
+      const wait = backoff + Math.random() * backoff * 0.3;
+      backoff = Math.min(backoff * 2, 15000);
+      setTimeout(open, wait);
+    });
+  };
+  open();
+}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit.browser import CHROMIUM, CHROMIUM_ARGS, daemon_env
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, daemon_env, throttle
 from testkit.daemon import get_json, wait_for
 from testkit.noisy_clip import make_noisy_clip
 
@@ -37,15 +37,6 @@ def received(url: str) -> int:
     found = re.search(r"^vidd_upload_bytes_total (\S+)$", text, re.M)
     assert found, text
     return int(float(found.group(1)))
-
-
-def throttle(page, upload: int) -> None:
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": upload},
-    )
 
 
 def open_page(p, url: str, problems: list[str]):
