@@ -27,9 +27,8 @@ from .upload import (
     cp_seconds,
     curl_multipart,
     make_random,
+    short_of_space,
 )
-
-NEED_FREE = 6 * GiB
 
 
 async def _tus_send(vidd: Vidd, path: Path, chunk_size: int) -> tuple[float, int, int, str]:
@@ -47,9 +46,7 @@ async def _tus_send(vidd: Vidd, path: Path, chunk_size: int) -> tuple[float, int
 async def case_tus(ctx: Context) -> list[Result]:
     folder = ctx.workdir / "tus"
     folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
-    if free < NEED_FREE:
-        msg = f"skipped: {free / GiB:.1f} GiB free, needs {NEED_FREE / GiB:.0f} GiB"
+    if msg := short_of_space(folder):
         return [Result("tus", "2 GiB tus upload", msg, target="ratio <= 2.0")]
     curl = shutil.which("curl")
     big = folder / "big.bin"

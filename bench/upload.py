@@ -45,6 +45,14 @@ async def _timed(args: list[str], timeout: float) -> tuple[float, bytes]:
     return elapsed, out
 
 
+def short_of_space(folder: Path) -> str | None:
+    """Why the case is skipped when `folder`'s disk has less than NEED_FREE free."""
+    free = shutil.disk_usage(folder).free
+    if free < NEED_FREE:
+        return f"skipped: {free / GiB:.1f} GiB free, needs {NEED_FREE / GiB:.0f} GiB"
+    return None
+
+
 async def cp_seconds(big: Path) -> float:
     """Seconds `cp` takes to copy `big` beside itself on the same disk, the reference."""
     # Each copy starts with nothing dirty waiting to be written back.
@@ -72,9 +80,7 @@ def curl_multipart(curl: str, big: Path, url: str) -> list[str]:
 async def case_upload(ctx: Context) -> list[Result]:
     folder = ctx.workdir / "upload"
     folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
-    if free < NEED_FREE:
-        msg = f"skipped: {free / GiB:.1f} GiB free, needs {NEED_FREE / GiB:.0f} GiB"
+    if msg := short_of_space(folder):
         return [Result("upload", "2 GiB multipart POST", msg, target="ratio <= 2.0")]
     curl = shutil.which("curl")
     if curl is None:
