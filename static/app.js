@@ -290,17 +290,7 @@ async function fillLog(box, id) {
       return;
     }
   }
-  const parts = [];
-  if (highlights.length) parts.push(el("pre", { class: "log highlights", tabindex: "0", text: highlights.join("\n") }));
-  if (lines.length) {
-    const all = el("details", { class: "log-all" },
-      el("summary", { text: `All ${lines.length} lines of the log` }),
-      el("pre", { class: "log", tabindex: "0", text: lines.join("\n") }));
-    if (!highlights.length) all.open = true;
-    parts.push(all);
-  }
-  if (!parts.length) parts.push(el("p", { class: "meta", text: "HandBrake wrote nothing for this job." }));
-  box.replaceChildren(...parts);
+  showLog(box, highlights, lines);
 }
 
 // A job that leaves the queue moves everyone behind it up one place; the server only

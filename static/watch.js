@@ -131,15 +131,7 @@ async function fillLog() {
   } catch {
     lines = (job.log_tail || "").split("\n").filter(Boolean);
   }
-  const parts = [];
-  if (highlights.length) parts.push(el("pre", { class: "log highlights", tabindex: "0", text: highlights.join("\n") }));
-  if (lines.length) {
-    parts.push(el("details", { class: "log-all", open: !highlights.length },
-      el("summary", { text: `All ${lines.length} lines of the log` }),
-      el("pre", { class: "log", tabindex: "0", text: lines.join("\n") })));
-  }
-  if (!parts.length) parts.push(el("p", { class: "meta", text: "HandBrake wrote nothing for this job." }));
-  box.replaceChildren(...parts);
+  showLog(box, highlights, lines);
 }
 
 function showProblem(message) {
