@@ -166,6 +166,10 @@ async def case_status_scale(ctx: Context) -> list[Result]:
     return _results(small, large)
 
 
+def _latency(run: dict[str, Any]) -> str:
+    return f"p50 {ms(run['p50_s'])}, p99 {ms(run['p99_s'])}, {run['rps']:.0f} req/s"
+
+
 def _results(small: dict[str, Any], large: dict[str, Any]) -> list[Result]:
     rows: list[Result] = []
     for name, path in ENDPOINTS.items():
@@ -176,9 +180,8 @@ def _results(small: dict[str, Any], large: dict[str, Any]) -> list[Result]:
             Result(
                 case="status_scale",
                 figure=f"GET {path}, {CLIENTS} clients, 100k jobs",
-                measured=f"p50 {ms(big['p50_s'])}, p99 {ms(big['p99_s'])}, {big['rps']:.0f} req/s",
-                reference=f"100 jobs: p50 {ms(s['p50_s'])}, p99 {ms(s['p99_s'])}, "
-                f"{s['rps']:.0f} req/s",
+                measured=_latency(big),
+                reference=f"100 jobs: {_latency(s)}",
                 ratio=ratio,
                 target="p99 <= 20 ms; p50 ratio <= 1.5",
                 met=met,
@@ -196,9 +199,8 @@ def _results(small: dict[str, Any], large: dict[str, Any]) -> list[Result]:
             Result(
                 case="status_scale",
                 figure=f"GET /api/jobs?q= ({what}), {SEARCH_CLIENTS} clients, 100k jobs",
-                measured=f"p50 {ms(big['p50_s'])}, p99 {ms(big['p99_s'])}, {big['rps']:.0f} req/s",
-                reference=f"100 jobs: p50 {ms(s['p50_s'])}, p99 {ms(s['p99_s'])}, "
-                f"{s['rps']:.0f} req/s",
+                measured=_latency(big),
+                reference=f"100 jobs: {_latency(s)}",
                 ratio=ratio,
                 target=f"p99 <= {SEARCH_P99_S * 1000:.0f} ms",
                 met=met,

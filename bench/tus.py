@@ -17,10 +17,18 @@ from pathlib import Path
 from vidd.client import Client
 from vidd.tus_client import CHUNK_SIZE, TusSender
 
-from .harness import Context, GiB, MiB, Result, RssSampler, Vidd, rss_bytes
-from .upload import CURL_TIMEOUT_S, MB, SIZE, _timed, make_random
-
-NEED_FREE = 6 * GiB
+from .harness import Context, GiB, Result, RssSampler, Vidd, rss_bytes
+from .upload import (
+    CURL_TIMEOUT_S,
+    MB,
+    SIZE,
+    _timed,
+    big_upload_vidd,
+    cp_seconds,
+    curl_multipart,
+    make_random,
+    short_of_space,
+)
 
 
 async def _tus_send(vidd: Vidd, path: Path, chunk_size: int) -> tuple[float, int, int, str]:
@@ -38,9 +46,7 @@ async def _tus_send(vidd: Vidd, path: Path, chunk_size: int) -> tuple[float, int
 async def case_tus(ctx: Context) -> list[Result]:
     folder = ctx.workdir / "tus"
     folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
-    if free < NEED_FREE:
-        msg = f"skipped: {free / GiB:.1f} GiB free, needs {NEED_FREE / GiB:.0f} GiB"
+    if msg := short_of_space(folder):
         return [Result("tus", "2 GiB tus upload", msg, target="ratio <= 2.0")]
     curl = shutil.which("curl")
     big = folder / "big.bin"
@@ -48,27 +54,13 @@ async def case_tus(ctx: Context) -> list[Result]:
     runs: dict[str, tuple[float, int, int, str]] = {}
     multipart: tuple[int, int] | None = None
     try:
-        os.sync()
-        copy = folder / "copy.bin"
-        cp_s, _ = await _timed(["cp", str(big), str(copy)], CURL_TIMEOUT_S)
-        copy.unlink()
-        os.sync()
-        with Vidd(
-            folder,
-            web={"max_upload_bytes": 4 * GiB},
-            storage={"min_free_bytes": 64 * MiB},
-        ) as vidd:
+        cp_s = await cp_seconds(big)
+        with big_upload_vidd(folder) as vidd:
             await asyncio.sleep(1.0)
             if curl is not None:  # the reference for memory: the multipart path
                 before = rss_bytes(vidd.pid)
                 with RssSampler(vidd.pid) as rss:
-                    await _timed(
-                        [
-                            curl, "-sS", "-o", "/dev/null",
-                            "-F", f"file=@{big};filename=big.bin", f"{vidd.url}/api/jobs",
-                        ],
-                        CURL_TIMEOUT_S,
-                    )  # fmt: skip
+                    await _timed(curl_multipart(curl, big, vidd.url), CURL_TIMEOUT_S)
                 multipart = (before, rss.peak)
                 os.sync()
             for label, chunk in (("one PATCH", SIZE), ("50 MiB PATCHes", CHUNK_SIZE)):

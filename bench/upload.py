@@ -45,12 +45,42 @@ async def _timed(args: list[str], timeout: float) -> tuple[float, bytes]:
     return elapsed, out
 
 
+def short_of_space(folder: Path) -> str | None:
+    """Why the case is skipped when `folder`'s disk has less than NEED_FREE free."""
+    free = shutil.disk_usage(folder).free
+    if free < NEED_FREE:
+        return f"skipped: {free / GiB:.1f} GiB free, needs {NEED_FREE / GiB:.0f} GiB"
+    return None
+
+
+async def cp_seconds(big: Path) -> float:
+    """Seconds `cp` takes to copy `big` beside itself on the same disk, the reference."""
+    # Each copy starts with nothing dirty waiting to be written back.
+    os.sync()
+    copy = big.with_name("copy.bin")
+    seconds, _ = await _timed(["cp", str(big), str(copy)], CURL_TIMEOUT_S)
+    copy.unlink()
+    os.sync()
+    return seconds
+
+
+def big_upload_vidd(folder: Path) -> Vidd:
+    """A vidd that takes a file of SIZE bytes, with little free disk asked for beside it."""
+    return Vidd(folder, web={"max_upload_bytes": 4 * GiB}, storage={"min_free_bytes": 64 * MiB})
+
+
+def curl_multipart(curl: str, big: Path, url: str) -> list[str]:
+    """curl POSTing `big` as multipart to vidd at `url`; prints the HTTP status."""
+    return [
+        curl, "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+        "-F", f"file=@{big};filename=big.bin", f"{url}/api/jobs",
+    ]  # fmt: skip
+
+
 async def case_upload(ctx: Context) -> list[Result]:
     folder = ctx.workdir / "upload"
     folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
-    if free < NEED_FREE:
-        msg = f"skipped: {free / GiB:.1f} GiB free, needs {NEED_FREE / GiB:.0f} GiB"
+    if msg := short_of_space(folder):
         return [Result("upload", "2 GiB multipart POST", msg, target="ratio <= 2.0")]
     curl = shutil.which("curl")
     if curl is None:
@@ -58,27 +88,12 @@ async def case_upload(ctx: Context) -> list[Result]:
     big = folder / "big.bin"
     make_random(big, SIZE)
     try:
-        # Each copy starts with nothing dirty waiting to be written back.
-        os.sync()
-        copy = folder / "copy.bin"
-        cp_s, _ = await _timed(["cp", str(big), str(copy)], CURL_TIMEOUT_S)
-        copy.unlink()
-        os.sync()
-        with Vidd(
-            folder,
-            web={"max_upload_bytes": 4 * GiB},
-            storage={"min_free_bytes": 64 * MiB},
-        ) as vidd:
+        cp_s = await cp_seconds(big)
+        with big_upload_vidd(folder) as vidd:
             await asyncio.sleep(1.0)
             before = rss_bytes(vidd.pid)
             with RssSampler(vidd.pid) as rss:
-                up_s, out = await _timed(
-                    [
-                        curl, "-sS", "-o", "/dev/null", "-w", "%{http_code}",
-                        "-F", f"file=@{big};filename=big.bin", f"{vidd.url}/api/jobs",
-                    ],
-                    CURL_TIMEOUT_S,
-                )  # fmt: skip
+                up_s, out = await _timed(curl_multipart(curl, big, vidd.url), CURL_TIMEOUT_S)
             status = out.decode().strip()
             leftovers = [p.name for p in vidd.config.storage.tmp_dir.iterdir()]
     finally:

@@ -290,17 +290,7 @@ async function fillLog(box, id) {
       return;
     }
   }
-  const parts = [];
-  if (highlights.length) parts.push(el("pre", { class: "log highlights", tabindex: "0", text: highlights.join("\n") }));
-  if (lines.length) {
-    const all = el("details", { class: "log-all" },
-      el("summary", { text: `All ${lines.length} lines of the log` }),
-      el("pre", { class: "log", tabindex: "0", text: lines.join("\n") }));
-    if (!highlights.length) all.open = true;
-    parts.push(all);
-  }
-  if (!parts.length) parts.push(el("p", { class: "meta", text: "HandBrake wrote nothing for this job." }));
-  box.replaceChildren(...parts);
+  showLog(box, highlights, lines);
 }
 
 // A job that leaves the queue moves everyone behind it up one place; the server only
@@ -564,43 +554,29 @@ function liveJob(job) {
   renderFooter();
 }
 
-let backoff = 500;
 let connectedBefore = false;
 const lastStatus = new Map(); // id -> the state last pushed for it
-function connect() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(`${scheme}//${location.host}/ws`);
-  ws.addEventListener("open", () => { backoff = 500; setLive("live"); });
-  ws.addEventListener("message", (ev) => {
-    const msg = JSON.parse(ev.data);
-    if (msg.type === "snapshot") {
-      // After a reconnect, the list may have missed deletions: load it again.
-      if (connectedBefore) loadPage(true);
-      else if (view.loaded) for (const job of msg.jobs) liveJob(job);
-      connectedBefore = true;
-      scheduleSummary();
-    } else if (msg.type === "job") {
-      liveJob(msg.job);
-      // Progress alone leaves the counts as they are: ask for them on a change of state.
-      if (lastStatus.get(msg.job.id) !== msg.job.status) {
-        lastStatus.set(msg.job.id, msg.job.status);
-        scheduleSummary();
-      }
-    } else if (msg.type === "deleted") {
-      if (cards.has(msg.id) && view.total != null) view.total -= 1;
-      remove(msg.id);
-      lastStatus.delete(msg.id);
-      renderFooter();
+function onPush(msg) {
+  if (msg.type === "snapshot") {
+    // After a reconnect, the list may have missed deletions: load it again.
+    if (connectedBefore) loadPage(true);
+    else if (view.loaded) for (const job of msg.jobs) liveJob(job);
+    connectedBefore = true;
+    scheduleSummary();
+  } else if (msg.type === "job") {
+    liveJob(msg.job);
+    // Progress alone leaves the counts as they are: ask for them on a change of state.
+    if (lastStatus.get(msg.job.id) !== msg.job.status) {
+      lastStatus.set(msg.job.id, msg.job.status);
       scheduleSummary();
     }
-  });
-  ws.addEventListener("close", () => {
-    setLive("offline");
-    // Back off, with jitter, so a restarting server isn't stampeded.
-    const wait = backoff + Math.random() * backoff * 0.3;
-    backoff = Math.min(backoff * 2, 15000);
-    setTimeout(connect, wait);
-  });
+  } else if (msg.type === "deleted") {
+    if (cards.has(msg.id) && view.total != null) view.total -= 1;
+    remove(msg.id);
+    lastStatus.delete(msg.id);
+    renderFooter();
+    scheduleSummary();
+  }
 }
 
 // --- uploads: one card from the first byte to the job ----------------------------------------
@@ -796,4 +772,4 @@ async function loadProfiles(status) {
 setLive("connecting");
 loadPage(true);
 loadStatus().then(loadProfiles);
-connect();
+liveSocket(onPush);

@@ -59,3 +59,37 @@ function sentence(text) {
   if (!text) return "";
   return text[0].toUpperCase() + text.slice(1).replace(/([^.!?])$/, "$1.");
 }
+
+// A job's HandBrake log in `box`: the lines that matter, then every line behind a click
+// (open when there are no highlights).
+function showLog(box, highlights, lines) {
+  const parts = [];
+  if (highlights.length) parts.push(el("pre", { class: "log highlights", tabindex: "0", text: highlights.join("\n") }));
+  if (lines.length) {
+    parts.push(el("details", { class: "log-all", open: !highlights.length },
+      el("summary", { text: `All ${lines.length} lines of the log` }),
+      el("pre", { class: "log", tabindex: "0", text: lines.join("\n") })));
+  }
+  if (!parts.length) parts.push(el("p", { class: "meta", text: "HandBrake wrote nothing for this job." }));
+  box.replaceChildren(...parts);
+}
+
+// The server's pushes on /ws, each parsed and handed to onMessage; the page's own
+// setLive(state) hears "live" and "offline". A lost connection is opened again, backing
+// off with jitter so a restarting server isn't stampeded.
+function liveSocket(onMessage) {
+  let backoff = 500;
+  const open = () => {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${scheme}//${location.host}/ws`);
+    ws.addEventListener("open", () => { backoff = 500; setLive("live"); });
+    ws.addEventListener("message", (ev) => onMessage(JSON.parse(ev.data)));
+    ws.addEventListener("close", () => {
+      setLive("offline");
+      const wait = backoff + Math.random() * backoff * 0.3;
+      backoff = Math.min(backoff * 2, 15000);
+      setTimeout(open, wait);
+    });
+  };
+  open();
+}

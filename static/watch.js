@@ -131,15 +131,7 @@ async function fillLog() {
   } catch {
     lines = (job.log_tail || "").split("\n").filter(Boolean);
   }
-  const parts = [];
-  if (highlights.length) parts.push(el("pre", { class: "log highlights", tabindex: "0", text: highlights.join("\n") }));
-  if (lines.length) {
-    parts.push(el("details", { class: "log-all", open: !highlights.length },
-      el("summary", { text: `All ${lines.length} lines of the log` }),
-      el("pre", { class: "log", tabindex: "0", text: lines.join("\n") })));
-  }
-  if (!parts.length) parts.push(el("p", { class: "meta", text: "HandBrake wrote nothing for this job." }));
-  box.replaceChildren(...parts);
+  showLog(box, highlights, lines);
 }
 
 function showProblem(message) {
@@ -209,34 +201,21 @@ function setLive(state) {
   setServerActions();
 }
 
-let backoff = 500;
 let requeryTimer = 0;
-function connect() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(`${scheme}//${location.host}/ws`);
-  ws.addEventListener("open", () => { backoff = 500; setLive("live"); });
-  ws.addEventListener("message", (ev) => {
-    const msg = JSON.parse(ev.data);
-    if (msg.type === "snapshot") {
-      if (job) load(); // anything may have changed while we were away
-    } else if (msg.type === "job" && msg.job.id === jobId) {
-      const logTail = job && job.log_tail;
-      job = { ...msg.job, log_tail: msg.job.log_tail || logTail };
-      render();
-    } else if (msg.type === "deleted" && msg.id === jobId) {
-      gone();
-    } else if (job && job.status === "queued") {
-      // Another job moved: this one's place in the queue may have too.
-      clearTimeout(requeryTimer);
-      requeryTimer = setTimeout(load, 500);
-    }
-  });
-  ws.addEventListener("close", () => {
-    setLive("offline");
-    const wait = backoff + Math.random() * backoff * 0.3;
-    backoff = Math.min(backoff * 2, 15000);
-    setTimeout(connect, wait);
-  });
+function onPush(msg) {
+  if (msg.type === "snapshot") {
+    if (job) load(); // anything may have changed while we were away
+  } else if (msg.type === "job" && msg.job.id === jobId) {
+    const logTail = job && job.log_tail;
+    job = { ...msg.job, log_tail: msg.job.log_tail || logTail };
+    render();
+  } else if (msg.type === "deleted" && msg.id === jobId) {
+    gone();
+  } else if (job && job.status === "queued") {
+    // Another job moved: this one's place in the queue may have too.
+    clearTimeout(requeryTimer);
+    requeryTimer = setTimeout(load, 500);
+  }
 }
 
 async function loadProfiles() {
@@ -251,4 +230,4 @@ async function loadProfiles() {
 }
 
 setLive("connecting");
-loadProfiles().then(load).then((found) => { if (found) connect(); });
+loadProfiles().then(load).then((found) => { if (found) liveSocket(onPush); });

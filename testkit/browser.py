@@ -27,6 +27,16 @@ CHROMIUM_ARGS = [
 ]
 
 
+def throttle(page: Any, upload: int) -> None:
+    """Chromium sends at most `upload` bytes a second from `page` (-1: no limit)."""
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": upload},
+    )
+
+
 def daemon_env() -> dict[str, str]:
     """`python -m vidd` runs from the test's folder: make sure it finds this checkout."""
     path = os.environ.get("PYTHONPATH", "")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit.browser import CHROMIUM, CHROMIUM_ARGS, daemon_env
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, daemon_env, throttle
 from testkit.daemon import get_json, wait_for
 from testkit.noisy_clip import make_noisy_clip
 
@@ -39,15 +39,6 @@ def received(url: str) -> int:
     return int(float(found.group(1)))
 
 
-def throttle(page, upload: int) -> None:
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": upload},
-    )
-
-
 def open_page(p, url: str, problems: list[str]):
     browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     context = browser.new_context()
@@ -59,15 +50,20 @@ def open_page(p, url: str, problems: list[str]):
     return browser, context, page
 
 
+def start_slow_upload(page, url: str, video: Path, past: int) -> None:
+    """Pick `video` on a slow link; back once vidd has received more than `past` bytes."""
+    throttle(page, SLOW)
+    page.set_input_files("#file-input", str(video))
+    wait_for(lambda: received(url) > past, timeout=30, interval=0.05)
+
+
 def test_offline_mid_upload_then_back_online(daemon_factory, video):
     d = daemon_factory(env=daemon_env(), watch={"enabled": False})
     size = video.stat().st_size
     problems: list[str] = []
     with sync_playwright() as p:
         browser, context, page = open_page(p, d.url, problems)
-        throttle(page, SLOW)
-        page.set_input_files("#file-input", str(video))
-        wait_for(lambda: received(d.url) > size // 4, timeout=30, interval=0.05)
+        start_slow_upload(page, d.url, video, past=size // 4)
         context.set_offline(True)
         pill = page.locator(".card.upload .pill")
         pill.filter(has_text="Paused").wait_for(timeout=15_000)
@@ -95,9 +91,7 @@ def test_reload_mid_upload_and_pick_the_same_file_resumes(daemon_factory, video)
     problems: list[str] = []
     with sync_playwright() as p:
         browser, context, page = open_page(p, d.url, problems)
-        throttle(page, SLOW)
-        page.set_input_files("#file-input", str(video))
-        wait_for(lambda: received(d.url) > size // 3, timeout=30, interval=0.05)
+        start_slow_upload(page, d.url, video, past=size // 3)
         page.reload()
         page.wait_for_selector('#live[data-state="live"]')
         assert page.locator(".card.job").count() == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from testkit.browser import CHROMIUM, CHROMIUM_ARGS, daemon_env
+from testkit.browser import CHROMIUM, CHROMIUM_ARGS, daemon_env, throttle
 
 pytest.importorskip("playwright")
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
@@ -32,23 +32,20 @@ WATCH_CARDS = """() => {
 }"""
 
 
-def throttle(page, bytes_per_s: int) -> None:
-    cdp = page.context.new_cdp_session(page)
-    cdp.send("Network.enable")
-    cdp.send(
-        "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": bytes_per_s},
-    )
+def open_watched_page(p, url: str):
+    """The page, live, with WATCH_CARDS recording its list."""
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_page()
+    page.goto(url + "/")
+    page.wait_for_selector('#live[data-state="live"]')
+    page.evaluate(WATCH_CARDS)
+    return browser, page
 
 
 def test_one_card_for_an_upload_turned_down(daemon_factory):
     d = daemon_factory(env=daemon_env(), watch={"enabled": False})
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.goto(d.url + "/")
-        page.wait_for_selector('#live[data-state="live"]')
-        page.evaluate(WATCH_CARDS)
+        browser, page = open_watched_page(p, d.url)
         page.set_input_files(
             "#file-input",
             files=[
@@ -73,11 +70,7 @@ def test_one_card_for_an_upload_turned_down(daemon_factory):
 def test_bytes_speed_and_pause_then_the_job_in_the_same_card(daemon_factory, clip):
     d = daemon_factory(env=daemon_env(), watch={"enabled": False})
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.goto(d.url + "/")
-        page.wait_for_selector('#live[data-state="live"]')
-        page.evaluate(WATCH_CARDS)
+        browser, page = open_watched_page(p, d.url)
         throttle(page, 60 * 1024)
         page.set_input_files("#file-input", str(clip))
         meta = page.locator(".card.upload .meta")
