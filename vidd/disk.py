@@ -48,6 +48,11 @@ class Reservation:
         self.remaining -= taken
         self.guard.reserved -= taken
 
+    def unwrote(self, n: int) -> None:
+        """`n` written bytes were taken off the disk to be written again: promised again."""
+        self.remaining += n
+        self.guard.reserved += n
+
     def release(self) -> None:
         """Give back what is left of the promise (a promise that outlived one call)."""
         self.guard.reserved -= self.remaining

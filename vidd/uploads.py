@@ -390,9 +390,7 @@ class Uploads:
         path = self.layout.partial_upload(upload.id)
         await asyncio.get_running_loop().run_in_executor(None, os.truncate, path, offset)
         if (promise := self._promises.get(upload.id)) is not None:
-            back = upload.received - offset  # promised again: they will be written again
-            promise.remaining += back
-            self.guard.reserved += back
+            promise.unwrote(upload.received - offset)
         await self.store.upload_received(upload.id, offset, upload.expires_at)
         return dataclasses.replace(upload, received=offset)
 
