@@ -48,6 +48,11 @@ class Reservation:
         self.remaining -= taken
         self.guard.reserved -= taken
 
+    def unwrote(self, n: int) -> None:
+        """`n` written bytes were taken off the disk to be written again: promised again."""
+        self.remaining += n
+        self.guard.reserved += n
+
     def release(self) -> None:
         """Give back what is left of the promise (a promise that outlived one call)."""
         self.guard.reserved -= self.remaining
@@ -81,13 +86,11 @@ class DiskGuard:
     def reserve(self, size: int) -> Iterator[Reservation]:
         """Promise `size` bytes to a write (DiskFull if that would cross the floor);
         what the write did not use is given back at the end."""
-        self.check(size)
-        self.reserved += size
-        reservation = Reservation(self, size)
+        reservation = self.promise(size)
         try:
             yield reservation
         finally:
-            self.reserved -= reservation.remaining
+            reservation.release()
 
     def promise(self, size: int, *, checked: bool = True) -> Reservation:
         """`reserve` for a write that spans many calls (a resumable upload): the caller

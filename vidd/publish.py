@@ -21,8 +21,10 @@ import errno
 import logging
 import os
 import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import names
 from .config import Config
@@ -211,9 +213,7 @@ class Publisher:
         """Publish a done job's result soon (its record says it is pending)."""
         if not self.enabled:
             return
-        task = asyncio.create_task(self._publish_id(job_id), name=f"publish-{job_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._publish_id(job_id), job_id)
 
     async def recover(self) -> int:
         """At start-up: publish what a crash left pending. Returns how many."""
@@ -225,10 +225,13 @@ class Publisher:
                 await self.store.published(job.id, None, None)
                 continue
             log.warning("publish: %s: finishing a publication cut short (%r)", job.id, job.name)
-            task = asyncio.create_task(self._publish(job, recovering=True))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._publish(job, recovering=True), job.id)
         return len(pending)
+
+    def _spawn(self, publishing: Coroutine[Any, Any, None], job_id: str) -> None:
+        task = asyncio.create_task(publishing, name=f"publish-{job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _publish_id(self, job_id: str) -> None:
         job = await self.store.get(job_id)

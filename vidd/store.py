@@ -755,43 +755,41 @@ class Store:
 
     async def publish_pending(self) -> list[Job]:
         """Done jobs whose result still waits to be published (a crash came between)."""
-        async with self._read.execute(
-            f"SELECT {ALL_COLUMNS} FROM jobs WHERE publish_pending = 1 AND status = 'done' "
-            "ORDER BY seq"
-        ) as cur:
-            rows = await cur.fetchall()
-        return [_job(r) for r in rows]
+        return await self._done_owing("publish_pending")
 
     async def published(self, job_id: str, published_as: str | None, note: str | None) -> Job:
         """Publishing ended: where the result went (None when it could not), and a note."""
-        async with self._conn.execute(
-            f"""UPDATE jobs SET publish_pending = 0, published_as = ?, publish_note = ?
-                WHERE id = ? AND status = 'done' RETURNING {ALL_COLUMNS}""",
-            (published_as, note, job_id),
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            raise KeyError(job_id)
-        return await self._changed(_job(row))
+        return await self._set_done(
+            job_id,
+            "publish_pending = 0, published_as = ?, publish_note = ?",
+            (published_as, note),
+        )
 
     # --- posters made after done (pool.py) ---------------------------------------------
 
     async def posters_pending(self) -> list[Job]:
         """Done jobs still owed their poster (a stop or a crash came between)."""
-        async with self._read.execute(
-            f"SELECT {ALL_COLUMNS} FROM jobs WHERE poster_pending = 1 AND status = 'done' "
-            "ORDER BY seq"
-        ) as cur:
-            rows = await cur.fetchall()
-        return [_job(r) for r in rows]
+        return await self._done_owing("poster_pending")
 
     async def poster_made(self, job_id: str, made: bool) -> Job:
         """The poster of a done job is in videos/ (`made`), or could not be made; either
         way it is no longer owed. KeyError when the job is gone or not done."""
+        return await self._set_done(job_id, "poster = ?, poster_pending = 0", (int(made),))
+
+    async def _done_owing(self, flag: str) -> list[Job]:
+        """Done jobs with the `flag` column set (publish_pending, poster_pending)."""
+        async with self._read.execute(
+            f"SELECT {ALL_COLUMNS} FROM jobs WHERE {flag} = 1 AND status = 'done' ORDER BY seq"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_job(r) for r in rows]
+
+    async def _set_done(self, job_id: str, sets: str, args: tuple[Any, ...]) -> Job:
+        """UPDATE a done job's `sets` (no state change). KeyError when gone or not done."""
         async with self._conn.execute(
-            f"""UPDATE jobs SET poster = ?, poster_pending = 0
+            f"""UPDATE jobs SET {sets}
                 WHERE id = ? AND status = 'done' RETURNING {ALL_COLUMNS}""",
-            (int(made), job_id),
+            (*args, job_id),
         ) as cur:
             row = await cur.fetchone()
         if row is None:

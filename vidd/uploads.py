@@ -13,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -281,7 +282,7 @@ class Uploads:
             if (promise := self._promises.pop(upload.id, None)) is not None:
                 promise.release()
             log.info("uploads: %s complete: job %s (%s)", upload.id, job.id, job.status.value)
-            return Upload(**{**upload.__dict__, "job_id": job.id}), job
+            return dataclasses.replace(upload, job_id=job.id), job
 
     async def delete(self, upload_id: str) -> None:
         """Termination: stops a writer still running, then removes the file and the row
@@ -383,17 +384,15 @@ class Uploads:
             promise.wrote(max(0, keep - upload.received))
         expires_at = self.clock() + self.expiry_s
         await self.store.upload_received(upload.id, keep, expires_at)
-        return Upload(**{**upload.__dict__, "received": keep, "expires_at": expires_at})
+        return dataclasses.replace(upload, received=keep, expires_at=expires_at)
 
     async def _rewind(self, upload: Upload, offset: int) -> Upload:
         path = self.layout.partial_upload(upload.id)
         await asyncio.get_running_loop().run_in_executor(None, os.truncate, path, offset)
         if (promise := self._promises.get(upload.id)) is not None:
-            back = upload.received - offset  # promised again: they will be written again
-            promise.remaining += back
-            self.guard.reserved += back
+            promise.unwrote(upload.received - offset)
         await self.store.upload_received(upload.id, offset, upload.expires_at)
-        return Upload(**{**upload.__dict__, "received": offset})
+        return dataclasses.replace(upload, received=offset)
 
     async def _remove(self, upload_id: str) -> None:
         self.layout.partial_upload(upload_id).unlink(missing_ok=True)
