@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from testkit.tmpfs import tiny_disk
 from vidd import disk
 from vidd.web.app import create_app
 from vidd.web.keys import SERVICES
@@ -326,20 +327,23 @@ async def test_open_uploads_are_capped_429(client):
 
 
 async def test_the_declared_length_is_reserved_507(aiohttp_client, make_config, tmp_path):
-    free = disk.free_bytes(tmp_path)
-    cfg = make_config(
-        watch={"enabled": False},
-        storage={"min_free_bytes": max(0, free - (64 << 20))},
-        web={"max_upload_bytes": 1 << 30},
-    )
-    client = await aiohttp_client(create_app(cfg))
-    guard = client.app[SERVICES].disk
-    url = await create(client, 32 << 20)
-    assert guard.reserved == 32 << 20
-    resp = await client.post("/api/uploads", headers={**TUS, "Upload-Length": str(48 << 20)})
-    assert resp.status == 507 and error_code(await resp.json()) == "disk_full"
-    await client.delete(url, headers=TUS)
-    assert guard.reserved == 0
+    # A disk of its own: the shared disk's free space moves with every other writer.
+    with tiny_disk(tmp_path / "disk", "160m") as data:
+        free = disk.free_bytes(data)
+        cfg = make_config(
+            watch={"enabled": False},
+            storage={"data_dir": str(data / "var"), "min_free_bytes": max(0, free - (64 << 20))},
+            web={"max_upload_bytes": 1 << 30},
+        )
+        client = await aiohttp_client(create_app(cfg))
+        guard = client.app[SERVICES].disk
+        url = await create(client, 32 << 20)
+        assert guard.reserved == 32 << 20
+        resp = await client.post("/api/uploads", headers={**TUS, "Upload-Length": str(48 << 20)})
+        assert resp.status == 507 and error_code(await resp.json()) == "disk_full"
+        await client.delete(url, headers=TUS)
+        assert guard.reserved == 0
+        await client.close()
 
 
 async def test_the_token_and_the_origin_are_checked(aiohttp_client, make_config):
