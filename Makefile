@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_RUN := handbrake-cli ffmpeg python3-venv
-APT_TEST := chromium systemd fonts-dejavu-core
+APT_TEST := chromium systemd fonts-dejavu-core redis-server iproute2 util-linux
 APT_BENCH := nginx curl
 CONFIG ?= config.toml
 
