@@ -289,4 +289,3 @@ def private_config(settings: Settings, folder: Path, args: tuple[str, ...]) -> C
             profiles={PROFILE: Profile(args=args)},
         ),
     )
-
