@@ -16,8 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from testkit import media
 from testkit.daemon import free_port
-from testkit.media import duration
 
 BASE = "/api/workers/attempts/{attempt}"
 MAX_JSON = 64 << 10
@@ -38,6 +38,7 @@ class Attempt:
     claim_status: int = 200  # 409: the attempt is superseded
     stop: bool = False  # progress answers 410 stop
     cut_source_at: int | None = None  # the first GET of the source drops after this many bytes
+    output_answers: list[int] = field(default_factory=list)  # statuses for the first PUTs
     claims: int = 0
     source_requests: list[str | None] = field(default_factory=list)  # their Range headers
     progress: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
@@ -64,10 +65,15 @@ class FakeFront:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def add(self, job: str, source: Path, args: list[str], **knobs: Any) -> Attempt:
+    def add(
+        self, job: str, source: Path, args: list[str], duration: float | None = None, **knobs: Any
+    ) -> Attempt:
+        """A new attempt at `job` (the source's duration as ffprobe reads it unless given)."""
+        if duration is None:
+            duration = media.duration(source)
         attempt = Attempt(
             id=secrets.token_urlsafe(12), token=secrets.token_urlsafe(24), job=job,
-            source=source, args=args, duration=duration(source), **knobs,
+            source=source, args=args, duration=duration, **knobs,
         )  # fmt: skip
         self.attempts[attempt.id] = attempt
         return attempt
@@ -193,6 +199,10 @@ class FakeFront:
         if isinstance(attempt, web.Response):
             return attempt
         attempt.output_puts += 1
+        if attempt.output_answers:
+            await request.read()
+            status = attempt.output_answers.pop(0)
+            return self._error("output", status, "bad_output" if status == 422 else "unavailable")
         if request.content_length is None:
             return self._error("output", 411, "length_required")
         if request.content_length > attempt.max_output_bytes:
