@@ -122,6 +122,7 @@ async def test_an_attempt_is_claimed_downloaded_after_a_cut_encoded_and_sent_bac
 
     assert queue_state(broker) == (0, 0)  # acked
     assert worker.attempt_folders() == []  # the work folder is gone
+    assert broker.password not in worker.log() and attempt.token not in worker.log()
 
 
 async def test_a_claim_refused_with_409_drops_the_task_and_acks_it(broker, front, worker, clips):
