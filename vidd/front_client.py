@@ -119,16 +119,21 @@ def _count(value: Any) -> int:
 
 
 def fit_json(body: dict[str, Any], text_key: str) -> dict[str, Any]:
-    """`body` with its `text_key` cut from the front (a log's end is what matters) until
+    """`body` with its `text_key` cut from the front (a log's end is what matters) so that
     the whole JSON fits in MAX_JSON bytes."""
-    text = str(body.get(text_key, ""))
-    while text:
-        trial = {**body, text_key: text}
-        excess = len(json.dumps(trial).encode()) - MAX_JSON
-        if excess <= 0:
-            return trial
-        text = text[excess:]  # each character dropped shrinks the JSON by a byte or more
-    return {**body, text_key: ""}
+    text = str(body.get(text_key, ""))[-MAX_JSON:]  # every character is a byte or more
+
+    def fits(start: int) -> bool:
+        return len(json.dumps({**body, text_key: text[start:]}).encode()) <= MAX_JSON
+
+    low, high = 0, len(text)  # the first start that fits: the JSON shrinks as it grows
+    while low < high:
+        mid = (low + high) // 2
+        if fits(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return {**body, text_key: text[low:]}
 
 
 class FrontClient:
@@ -181,6 +186,8 @@ class FrontClient:
                     have = 0  # the whole file again: start over
                 elif resp.status != 206:
                     raise Refused(f"GET source: unexpected {resp.status}")
+                elif not resp.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+                    raise Refused("GET source: a 206 that does not start where we asked")
                 with path.open("r+b" if have else "wb") as f:
                     f.seek(have)
                     f.truncate()
@@ -189,9 +196,8 @@ class FrontClient:
                             raise Refused("the source is longer than the front said")
                         f.write(chunk)
                         have += len(chunk)
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            if isinstance(e, OSError) and not isinstance(e, ConnectionError):
-                raise  # our own disk, not the network
+        except (TimeoutError, aiohttp.ClientError, ConnectionError) as e:
+            # (Any other OSError is this host's disk, not the network: it goes up.)
             raise Unreachable(f"GET source: {e!r}") from None
         if have != size:
             raise Unreachable(f"GET source: the download ended at {have} of {size} bytes")
