@@ -216,7 +216,12 @@ class _Run:
         bad = [a for a in self.dispatch.args if a.split("=", 1)[0] in RESERVED_ARGS]
         if bad:
             return await self.failed("bad_profile", f"{bad[0]} is set by vidd itself", "")
-        await self.download()
+        try:
+            await self.download()
+        except Refused as e:  # a 404 (the front lost it) or more bytes than it said
+            return await self.failed(
+                "source_unreadable", f"the source could not be fetched: {e}", ""
+            )
         try:
             result = await asyncio.wait_for(
                 Encoder(self.config, self.layout).run(self.job, self.on_progress),

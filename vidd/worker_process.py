@@ -48,12 +48,19 @@ def run(options: Options) -> int:
         import celery  # noqa: F401  (the optional extra)
     except ImportError:
         raise NoCelery("vidd worker needs Celery: pip install 'vidd[workers]'") from None
+    # Celery warns on every reconnect that version 6 will cancel running tasks on a
+    # connection loss; vidd makes that choice itself (below), so the warning is noise.
+    # (Celery turns its warnings into log records on "py.warnings".)
+    logging.getLogger("py.warnings").addFilter(_not_the_cancel_warning)
     app = make_app(options.broker_url, max_encode_s=options.settings.max_encode_s)
     app.conf.update(
         worker_soft_shutdown_timeout=SOFT_SHUTDOWN_S,
         worker_concurrency=options.concurrency,
         worker_redirect_stdouts=False,
         worker_send_task_events=False,
+        # A broker that goes away never stops an encode: the front's attempt is the record,
+        # and a message redelivered meanwhile finds its attempt claimed (409) and is dropped.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     register(app, options.settings)
     worker = app.Worker(
@@ -69,6 +76,10 @@ def run(options: Options) -> int:
     worker.start()
     code: int = worker.exitcode or 0
     return code
+
+
+def _not_the_cancel_warning(record: logging.LogRecord) -> bool:
+    return "worker_cancel_long_running_tasks_on_connection_loss" not in record.getMessage()
 
 
 def register(app: Any, settings: Settings) -> Any:
