@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,9 @@ class Options:
 def run(options: Options) -> int:
     """Run the worker until it is stopped; returns its exit code."""
     os.environ["REMAP_SIGTERM"] = "SIGQUIT"  # read by billiard when it is first imported
+    common = sys.modules.get("billiard.common")
+    if common is not None and getattr(common, "REMAP_SIGTERM", None) != "SIGQUIT":
+        raise RuntimeError("billiard was imported before vidd worker could remap SIGTERM")
     try:
         import celery  # noqa: F401  (the optional extra)
     except ImportError:
