@@ -107,6 +107,10 @@ SCHEMAS: dict[str, Schema] = {
                 **_nullable(STR),
                 "description": "a plain sentence when publishing failed or renamed the result",
             },
+            "worker": {
+                **_nullable(STR),
+                "description": "the remote worker that runs or ran it; null for a local encode",
+            },
         },
         optional=("log_tail",),
     ),
