@@ -129,8 +129,7 @@ class Attempts:
     async def heartbeat(self, attempt_id: str) -> bool:
         """Record a claimed attempt's sign of life; False when it is not claimed."""
         async with self.store.writer.execute(
-            "UPDATE attempts SET heartbeat_at = ? WHERE id = ? AND state = 'claimed' "
-            "RETURNING 1",
+            "UPDATE attempts SET heartbeat_at = ? WHERE id = ? AND state = 'claimed' RETURNING 1",
             (_ts(now()), attempt_id),
         ) as cur:
             return await cur.fetchone() is not None
@@ -156,14 +155,16 @@ class Attempts:
             return len(list(await cur.fetchall()))
 
     async def supersede_all_except(self, keep: set[str]) -> int:
-        """At start-up: live attempts of every job not adopted (`keep`) end superseded."""
+        """At start-up: live attempts of every job not adopted (`keep`) end: a claimed
+        one as lost (its worker was not heard from in time), a dispatched one superseded."""
         async with self.store.writer.execute(
             f"SELECT {COLUMNS} FROM attempts WHERE state IN (?, ?)", LIVE
         ) as cur:
             rows = [_attempt(r) for r in await cur.fetchall()]
         ended = 0
         for a in rows:
-            if a.job_id not in keep and await self.end(a.id, State.SUPERSEDED):
+            state = State.LOST if a.state is State.CLAIMED else State.SUPERSEDED
+            if a.job_id not in keep and await self.end(a.id, state):
                 ended += 1
         return ended
 

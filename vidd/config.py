@@ -381,7 +381,7 @@ def _check_workers(workers: Workers, path: Path) -> None:
     never quoted back: it holds the Redis password."""
     if workers.mode not in WORKER_MODES:
         raise ConfigError(
-            f"{path}: workers.mode: expected \"local\" or \"celery\", got {workers.mode!r}"
+            f'{path}: workers.mode: expected "local" or "celery", got {workers.mode!r}'
         )
     if workers.lease_s < MIN_LEASE_S:
         raise ConfigError(f"{path}: workers.lease_s: expected at least {MIN_LEASE_S:g} s")
