@@ -14,7 +14,9 @@ It speaks the same --json format. FAKE_HB_MODE picks the behaviour:
   sleep[:S]          progress for S seconds (default 2) of sleeping, then a valid MP4 of
                      the source's duration (ffmpeg's stream copy of the source, index
                      first), WorkDone Error 0, exit 0: an encoder that costs no CPU, for
-                     the bench that measures vidd's own overhead around encodes
+                     the bench that measures vidd's own overhead around encodes; also
+                     chosen by the arguments `--fake-sleep S` (a profile's args reach a
+                     remote worker's HandBrakeCLI where no environment does)
 FAKE_HB_SHOW_ENV=1 prints the environment it got as a line `fake env: {json}` on stderr;
 FAKE_HB_PIDS_OUT names a file (in the job's work folder: vidd's box lets it write only
 there) that gets the pids of the process and its grandchild, also printed on stderr as
@@ -106,6 +108,8 @@ def main(argv: list[str]) -> int:
     if os.environ.get("FAKE_HB_SHOW_ENV"):
         print("fake env: " + json.dumps(dict(os.environ)), file=sys.stderr, flush=True)
     mode = os.environ.get("FAKE_HB_MODE", "ok")
+    if "--fake-sleep" in argv:
+        mode = "sleep:" + argv[argv.index("--fake-sleep") + 1]
     if mode == "ok":
         os.execv(REAL, [REAL, *argv])
     output = argv[argv.index("-o") + 1] if "-o" in argv else None
