@@ -306,6 +306,113 @@ class Network:
         self.close()
 
 
+class LocalHost:
+    """The fallback where namespaces are not allowed (and the bench's plain set-up): a
+    "host" is the sessions of the processes it started, on 127.0.0.1, seeing every file.
+    No partition and no hidden folders: what needs those must use Host."""
+
+    ip = "127.0.0.1"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def popen(
+        self,
+        args: Sequence[str],
+        *,
+        hide: Sequence[Path] = (),
+        env: Mapping[str, str] | None = None,
+        log: IO[bytes] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            list(args),
+            stdin=subprocess.DEVNULL,
+            stdout=log if log is not None else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def pids(self) -> list[int]:
+        """Every live process in the sessions this host started."""
+        sessions = {p.pid for p in self.procs}
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                raw = (entry / "stat").read_text()
+                fields = raw[raw.rindex(")") + 2 :].split()
+                if fields[0] != "Z" and int(fields[3]) in sessions:  # state, ..., session
+                    found.append(int(entry.name))
+        return found
+
+    def pids_named(self, comm: str) -> list[int]:
+        found = []
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/comm").read_text().strip() == comm[:15]:
+                    found.append(pid)
+        return found
+
+    def kill_all(self) -> list[int]:
+        killed = []
+        deadline = time.monotonic() + 10
+        while pids := self.pids():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            killed += pids
+            if time.monotonic() > deadline:
+                raise AssertionError(f"processes of {self.name} survive SIGKILL: {pids}")
+            time.sleep(0.05)
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+        return killed
+
+    def cut(self) -> None:
+        raise NotImplementedError("a local host cannot be partitioned: use a Network")
+
+    def heal(self) -> None:
+        raise NotImplementedError("a local host cannot be partitioned: use a Network")
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+        self.kill_all()
+
+
+class LocalNetwork:
+    """Hosts as plain process sessions on 127.0.0.1 (see LocalHost)."""
+
+    ip = "127.0.0.1"
+
+    def __init__(self) -> None:
+        self.hosts: list[LocalHost] = []
+
+    def up(self) -> Self:
+        return self
+
+    def add_host(self, name: str) -> LocalHost:
+        host = LocalHost(name)
+        self.hosts.append(host)
+        return host
+
+    def close(self) -> None:
+        for host in self.hosts:
+            host.close()
+
+
 def hide_and_exec(argv: list[str]) -> None:
     """In a fresh mount namespace: mount an empty read-only tmpfs over each folder before
     `--`, then exec the command after it."""

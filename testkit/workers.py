@@ -25,7 +25,7 @@ import pytest
 
 from testkit.browser import daemon_env
 from testkit.daemon import TEST_CONFIG, Daemon, write_config
-from testkit.netns import Host, Network, unavailable
+from testkit.netns import Host, LocalHost, LocalNetwork, Network, unavailable
 from testkit.redis import RedisServer, free_port
 from vidd.client import Client
 
@@ -44,7 +44,7 @@ class Worker:
     """One `vidd worker` on its own host, with its work folder and log."""
 
     name: str
-    host: Host
+    host: Host | LocalHost
     work_dir: Path
     log_path: Path
     args: list[str]
@@ -89,6 +89,8 @@ class Cluster:
 
     `front_sections` go over the front's config (a section name to keys); `worker_env`
     is added to each worker's environment; `handbrake` is the workers' HandBrakeCLI.
+    `isolated=False` runs the workers as plain processes on 127.0.0.1 instead (no root
+    needed, no partition, the front's folder not hidden): the bench's set-up.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class Cluster:
         front_sections: Mapping[str, Mapping[str, Any]] | None = None,
         worker_env: Mapping[str, str] | None = None,
         handbrake: str | None = None,
+        isolated: bool = True,
     ) -> None:
         self.folder = folder
         self.front_dir = folder / "front"
@@ -111,7 +114,8 @@ class Cluster:
         self.front_sections = {k: dict(v) for k, v in (front_sections or {}).items()}
         self.worker_env = dict(worker_env or {})
         self.handbrake = handbrake
-        self.network = Network()
+        self.isolated = isolated
+        self.network: Network | LocalNetwork = Network() if isolated else LocalNetwork()
         self.redis: RedisServer | None = None
         self.front: Daemon | None = None
         self.config_path: Path | None = None
@@ -121,7 +125,8 @@ class Cluster:
     # -- bring-up and tear-down ------------------------------------------------------------
 
     def up(self) -> Self:
-        require_hosts()
+        if self.isolated:
+            require_hosts()
         self.network.up()
         self.redis = RedisServer(self.folder / "redis", host=self.network.ip).start()
         self.config_path = self.write_front_config()
@@ -178,7 +183,7 @@ class Cluster:
             log_path=self.folder / f"worker-{name}.log",
             args=args,
             env=env,
-            hide=(self.front_dir,),
+            hide=(self.front_dir,) if self.isolated else (),
         )
         self.workers[name] = worker
         return worker.start() if start else worker
