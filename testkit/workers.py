@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Self
 
-import pytest
-
 from testkit.browser import daemon_env
 from testkit.daemon import TEST_CONFIG, Daemon, write_config
 from testkit.netns import Host, LocalHost, LocalNetwork, Network, unavailable
@@ -36,6 +34,8 @@ ENDED = ("done", "failed", "cancelled", "rejected")
 def require_hosts() -> None:
     """Skip the test, with the reason, where simulated hosts cannot be made."""
     if (why := unavailable()) is not None:
+        import pytest  # the tests' only: the bench runs without namespaces
+
         pytest.skip(f"no simulated worker hosts: {why}")
 
 
@@ -88,7 +88,8 @@ class Cluster:
     hosts each running `vidd worker`. The front's folder is hidden from every host.
 
     `front_sections` go over the front's config (a section name to keys); `worker_env`
-    is added to each worker's environment; `handbrake` is the workers' HandBrakeCLI.
+    is added to each worker's environment; `handbrake` is the workers' HandBrakeCLI;
+    `front_text` is TOML added to the front's config (tables such as profiles).
     `isolated=False` runs the workers as plain processes on 127.0.0.1 instead (no root
     needed, no partition, the front's folder not hidden): the bench's set-up.
     """
@@ -104,6 +105,7 @@ class Cluster:
         worker_env: Mapping[str, str] | None = None,
         handbrake: str | None = None,
         isolated: bool = True,
+        front_text: str = "",
     ) -> None:
         self.folder = folder
         self.front_dir = folder / "front"
@@ -114,6 +116,7 @@ class Cluster:
         self.front_sections = {k: dict(v) for k, v in (front_sections or {}).items()}
         self.worker_env = dict(worker_env or {})
         self.handbrake = handbrake
+        self.front_text = front_text
         self.isolated = isolated
         self.network: Network | LocalNetwork = Network() if isolated else LocalNetwork()
         self.redis: RedisServer | None = None
@@ -152,7 +155,7 @@ class Cluster:
         }
         for name, keys in self.front_sections.items():
             sections.setdefault(name, {}).update(keys)
-        return write_config(self.front_dir, defaults=TEST_CONFIG, **sections)
+        return write_config(self.front_dir, self.front_text, defaults=TEST_CONFIG, **sections)
 
     def start_front(self, timeout: float = 30.0) -> Daemon:
         """Start the front (again, after stop_front: same config, same data and port)."""
