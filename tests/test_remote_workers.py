@@ -201,8 +201,12 @@ def test_a_partitioned_worker_stops_by_itself_and_the_job_is_done_once(cluster, 
 
 def test_a_front_restart_mid_encode_does_not_throw_the_encode_away(tmp_path, slow_clip):
     require_hosts()
-    # A longer lease: the front's stop and start must fit in it on a busy machine.
-    with Cluster(tmp_path, workers=1, lease_s=10.0) as cluster:
+    # A longer lease: the front's stop and start must fit in it on a busy machine. A short
+    # shutdown wait: the front stops before the encode ends, as it would mid-way through
+    # an encode of an hour (it waits shutdown_timeout_s for running encodes first).
+    with Cluster(
+        tmp_path, workers=1, lease_s=10.0, front_sections={"daemon": {"shutdown_timeout_s": 1.0}}
+    ) as cluster:
         cluster.wait_workers_ready()
         job_id = cluster.upload(slow_clip)["id"]
         cluster.wait_running_on(job_id)
