@@ -83,13 +83,44 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _children() -> dict[int, list[int]]:
+    """Every live process's children, from /proc (zombies left out)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            raw = (entry / "stat").read_text()
+            fields = raw[raw.rindex(")") + 2 :].split()
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def _with_descendants(pids: list[int]) -> list[int]:
+    children = _children()
+    found, todo = [], list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.append(pid)
+            todo += children.get(pid, [])
+    return found
+
+
+def _namespace_pids(ns: str) -> list[int]:
+    """The processes of `ns` and their descendants: a host's tools may sit in namespaces of
+    their own (vidd's box gives HandBrakeCLI an empty network namespace), still on the host."""
+    listed = _run(IP, "netns", "pids", ns, check=False)
+    return _with_descendants([int(p) for p in listed.stdout.split() if p.isdigit()])
+
+
 def _kill_namespace(ns: str, timeout: float = 10.0) -> list[int]:
-    """SIGKILL every process of `ns` until none is left; the pids killed."""
+    """SIGKILL every process of `ns` (and their descendants) until none is left; the pids."""
     killed: list[int] = []
     deadline = time.monotonic() + timeout
     while True:
-        listed = _run(IP, "netns", "pids", ns, check=False)
-        pids = [int(p) for p in listed.stdout.split() if p.isdigit()]
+        pids = _namespace_pids(ns)
         if not pids:
             return killed
         for pid in pids:
@@ -186,9 +217,8 @@ class Host:
         )
 
     def pids(self) -> list[int]:
-        """Every process in this host's network namespace."""
-        listed = _run(IP, "netns", "pids", self.ns, check=False).stdout.split()
-        return [int(p) for p in listed if p.isdigit()]
+        """Every process of this host: in its network namespace, and their descendants."""
+        return _namespace_pids(self.ns)
 
     def pids_named(self, comm: str) -> list[int]:
         """The processes of this host whose name (/proc/PID/comm) is `comm`."""
@@ -339,7 +369,10 @@ class LocalHost:
         return proc
 
     def pids(self) -> list[int]:
-        """Every live process in the sessions this host started."""
+        """Every live process in the sessions this host started, and their descendants."""
+        return _with_descendants(self._session_pids())
+
+    def _session_pids(self) -> list[int]:
         sessions = {p.pid for p in self.procs}
         found = []
         for entry in Path("/proc").iterdir():
