@@ -16,9 +16,6 @@ from testkit.noisy_clip import make_noisy_clip
 from testkit.workers import Cluster, require_hosts, wait_until
 
 pytest.importorskip("celery")
-# Until the front (vidd/remote.py) and `vidd worker` are both on this branch.
-pytest.importorskip("vidd.remote")
-pytest.importorskip("vidd.worker_process")
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402
 

@@ -20,9 +20,6 @@ from testkit.noisy_clip import make_noisy_clip
 from testkit.workers import Cluster, require_hosts, wait_until
 
 pytest.importorskip("celery")
-# Until the front (vidd/remote.py) and `vidd worker` are both on this branch.
-pytest.importorskip("vidd.remote")
-pytest.importorskip("vidd.worker_process")
 
 LEASE_S = 4.0
 # What the lease watch may add to lease_s: it looks at heartbeats every so often, and a
