@@ -35,6 +35,14 @@ def slow_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def medium_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """5 s of 480x270 under noise: an encode of a second or two, twice over in a test."""
+    return make_noisy_clip(
+        tmp_path_factory.mktemp("remote") / "medium.avi", seconds=5, size="480x270"
+    )
+
+
+@pytest.fixture(scope="module")
 def small_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_clip(tmp_path_factory.mktemp("remote") / "small.avi", seconds=2)
 
@@ -137,8 +145,8 @@ def _facts(path: Path) -> dict:
     }
 
 
-def test_a_dead_host_s_job_is_done_on_the_other_worker(cluster, slow_clip):
-    job_id = cluster.upload(slow_clip)["id"]
+def test_a_dead_host_s_job_is_done_on_the_other_worker(cluster, medium_clip):
+    job_id = cluster.upload(medium_clip)["id"]
     running = cluster.wait_running_on(job_id)
     dead = cluster.workers[running["worker"]]
     assert dead.handbrake_pids(), "HandBrakeCLI is not running on the host that has the job"
@@ -168,8 +176,8 @@ def test_a_dead_host_s_job_is_done_on_the_other_worker(cluster, slow_clip):
     assert not dead.host.pids()  # the dead host stayed dead
 
 
-def test_a_partitioned_worker_stops_by_itself_and_the_job_is_done_once(cluster, slow_clip):
-    job_id = cluster.upload(slow_clip)["id"]
+def test_a_partitioned_worker_stops_by_itself_and_the_job_is_done_once(cluster, medium_clip):
+    job_id = cluster.upload(medium_clip)["id"]
     running = cluster.wait_running_on(job_id)
     cut = cluster.workers[running["worker"]]
     assert cut.handbrake_pids()
