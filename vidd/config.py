@@ -166,6 +166,22 @@ class Daemon:
 
 
 @dataclass(frozen=True)
+class Workers:
+    """Remote encode workers (issue 13): Celery delivers attempts, vidd stays the record."""
+
+    mode: str = "local"  # "celery": the pool dispatches to remote workers
+    broker_url: str = field(default="", repr=False)  # holds the Redis password: never logged
+    public_url: str = ""  # how workers reach this vidd
+    lease_s: float = field(default=60.0, metadata=_most(DAY_S))
+    max_encode_s: float = field(default=21600.0, metadata=_most(7 * DAY_S))
+    max_attempts: int = field(default=3, metadata=_most(100))
+
+
+WORKER_MODES = ("local", "celery")
+MIN_LEASE_S = 1.0  # a heartbeat is at most every lease_s/4: shorter makes no sense
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path = Path("config.toml")
     storage: Storage = field(default_factory=Storage)
@@ -173,12 +189,13 @@ class Config:
     encode: Encode = field(default_factory=Encode)
     web: Web = field(default_factory=Web)
     daemon: Daemon = field(default_factory=Daemon)
+    workers: Workers = field(default_factory=Workers)
     # Problems that don't stop vidd but leave it doing less (one line each, naming the
     # key): `check-config` prints them and `serve` logs them.
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
-SECTIONS = ("storage", "watch", "encode", "web", "daemon")
+SECTIONS = ("storage", "watch", "encode", "web", "daemon", "workers")
 
 
 def load(path: Path | str, *, require_tools: bool = True) -> Config:
@@ -331,6 +348,7 @@ def _resolve(cfg: Config, base: Path, require_tools: bool) -> Config:
     if not 0 < cfg.web.port < 65536:
         raise ConfigError(f"{path}: web.port: expected 1-65535, got {cfg.web.port}")
     _check_token(cfg.web, path)
+    _check_workers(cfg.workers, path)
     return dataclasses.replace(cfg, storage=storage, encode=enc, warnings=tuple(warnings))
 
 
@@ -355,6 +373,34 @@ def _check_token(web: Web, path: Path) -> None:
             f"{path}: web.token: empty while web.host is {web.host!r}, so anyone who can reach "
             "the port could use vidd; set a token (`openssl rand -hex 32`), or "
             "web.allow_anonymous = true if that is what you mean"
+        )
+
+
+def _check_workers(workers: Workers, path: Path) -> None:
+    """Celery mode needs a broker and the URL workers reach vidd at. The broker URL is
+    never quoted back: it holds the Redis password."""
+    if workers.mode not in WORKER_MODES:
+        raise ConfigError(
+            f'{path}: workers.mode: expected "local" or "celery", got {workers.mode!r}'
+        )
+    if workers.lease_s < MIN_LEASE_S:
+        raise ConfigError(f"{path}: workers.lease_s: expected at least {MIN_LEASE_S:g} s")
+    if workers.max_encode_s < workers.lease_s:
+        raise ConfigError(f"{path}: workers.max_encode_s: expected at least workers.lease_s")
+    if workers.max_attempts < 1:
+        raise ConfigError(f"{path}: workers.max_attempts: expected at least 1")
+    if workers.mode != "celery":
+        return
+    if not workers.broker_url.startswith(("redis://", "rediss://")):
+        raise ConfigError(
+            f"{path}: workers.broker_url: expected a redis:// or rediss:// URL "
+            "(redis://:PASSWORD@HOST:PORT/0) in celery mode"
+        )
+    public = workers.public_url
+    if not public.startswith(("http://", "https://")) or len(public.split("://", 1)[1]) == 0:
+        raise ConfigError(
+            f"{path}: workers.public_url: expected the http(s) URL workers reach this vidd "
+            f"at (like http://10.0.0.5:8080) in celery mode, got {public!r}"
         )
 
 
