@@ -204,6 +204,7 @@ async def test_sigterm_mid_encode_stops_handbrake_and_hands_the_message_back(
     gone = await until(lambda: not handbrake_pids(worker.work_dir), 10, "HandBrake to go")
     assert gone - sent < 5.0
     await until(lambda: worker.proc.poll() is not None, 20, "the worker to exit")
+    assert worker.proc.returncode == 0  # a stop asked for: systemd sees a clean exit
     assert queue_state(broker) == (1, 0)  # back in the queue for another worker
     assert attempt.output is None and attempt.failures == []
     assert worker.attempt_folders() == []
