@@ -224,3 +224,21 @@ async def test_the_broker_going_away_mid_encode_does_not_stop_it(broker, front, 
     await asyncio.sleep(1.0)
     assert attempt.claims == 1  # not delivered again
     assert "CPendingDeprecationWarning" not in worker.log()  # the choice is made, not defaulted
+
+
+async def test_concurrency_2_runs_two_attempts_at_once(broker, front, clips, tmp_path):
+    w = WorkerProcess(broker.url, tmp_path / "worker2", name="two-slots").start(
+        "--concurrency", "2"
+    )
+    try:
+        attempts = [front.add(f"jobc{i}", clips["medium"], SLOW) for i in range(2)]
+        for a in attempts:
+            await dispatch(broker, front, a)
+        await until(lambda: len(handbrake_pids(w.work_dir)) == 2, 60, "two HandBrakes at once")
+        assert all(a.claims == 1 for a in attempts)
+        for a in attempts:
+            a.stop = True  # no need to see them through
+        await until(lambda: not handbrake_pids(w.work_dir), 10, "both HandBrakes to go")
+        await acked(broker)
+    finally:
+        w.stop()
