@@ -3,10 +3,11 @@ late acks, queue `vidd`, no gossip or mingle) whose one task, `vidd.encode`, run
 attempt with worker.py.
 
 A stop hands the running task back: SIGTERM is remapped to Celery's cold shutdown
-(REMAP_SIGTERM=SIGQUIT, set before Celery is imported), which cancels the task; the
-task's process then stops HandBrake's group and exits without acking, so the message
-goes back to the queue (`task_reject_on_worker_lost`). The front's attempt record decides
-what a redelivered message is worth (a claimed attempt is claimed once).
+(REMAP_SIGTERM=SIGQUIT, set before Celery is imported), which signals the task's
+process; that process stops HandBrake's group and exits without acking, and the
+shutdown puts the unacked message back in the queue. The front's attempt record decides
+what a redelivered message is worth (a claimed attempt is claimed once: the front
+dispatches a fresh attempt when the lease lapses).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from .celery_app import TASK_NAME, BadMessage, Dispatch, make_app
+from .celery_app import QUEUE, TASK_NAME, BadMessage, Dispatch, make_app
 from .worker import Settings, run_attempt
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def run(options: Options) -> int:
         hostname=f"vidd@{options.settings.name}",
         pool_cls="prefork",
         concurrency=options.concurrency,
-        queues=["vidd"],
+        queues=[QUEUE],
         without_gossip=True,
         without_mingle=True,
         loglevel=options.loglevel,
