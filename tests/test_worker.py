@@ -28,7 +28,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("worker-clips")
     return {
         "short": make_clip(folder / "short.avi", seconds=2),
-        "medium": make_clip(folder / "medium.avi", seconds=10),  # a few seconds with SLOW
+        "medium": make_clip(folder / "medium.avi", seconds=6),  # a few seconds with SLOW
         "long": make_clip(folder / "long.avi", seconds=20),
     }
 
@@ -215,7 +215,8 @@ async def test_the_broker_going_away_mid_encode_does_not_stop_it(broker, front, 
     await dispatch(broker, front, attempt)
     await encoding(worker, attempt)
     await asyncio.to_thread(broker.stop)  # SIGTERM: Redis writes its append-only file
-    await asyncio.sleep(1.0)
+    await worker.wait_log("Connection to broker lost")
+    await asyncio.sleep(0.3)
     assert handbrake_pids(worker.work_dir)  # still encoding
     await asyncio.to_thread(broker.start)  # the same port and data
     await until(lambda: attempt.output is not None, 90, "the output")
