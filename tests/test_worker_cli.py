@@ -90,6 +90,7 @@ def test_a_work_folder_is_one_workers_own_and_its_leftovers_go(tmp_path, capsys)
         # A second worker on the same folder is refused, before it touches anything.
         assert cli.main(["worker", "--broker", BROKER, "--work-dir", str(work)]) == cli.USAGE
         assert f"another vidd worker uses {work}" in capsys.readouterr().err
+        assert sorted(p.name for p in work.iterdir()) == ["keep.txt"]  # no lock file
     finally:
         os.close(fd)
     fd, removed = take_work_dir(work)  # free again once the first one is gone

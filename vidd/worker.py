@@ -284,11 +284,12 @@ class WorkDirBusy(Exception):
 
 
 def take_work_dir(work_dir: Path) -> tuple[int, int]:
-    """Make the work folder this process's own: an exclusive lock on `.lock` in it, held
-    as long as the returned descriptor stays open (the Celery pool's processes share
-    it), then remove the attempt folders a killed run left. Returns (fd, removed)."""
+    """Make the work folder this process's own: an exclusive lock on the folder itself
+    (no file of its own: the folder stays empty between attempts), held as long as the
+    returned descriptor stays open (the Celery pool's processes share it), then remove
+    the attempt folders a killed run left. Returns (fd, removed)."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(work_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
