@@ -539,6 +539,8 @@ class Pool:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         deadline = time.monotonic() + timeout_s
         tasks = [r.task for r in self._running.values() if r.task is not None]
+        if isinstance(self.encoder, RemoteEncoder):
+            tasks = []  # remote encodes outlive the front: the next start adopts them
         if tasks:
             log.info("pool: waiting up to %.0f s for %d encode(s)", timeout_s, len(tasks))
             await asyncio.wait(tasks, timeout=timeout_s)
