@@ -124,6 +124,7 @@ async def test_claim_once_then_409(front, clip):
     assert claim["source"]["ext"] == ".avi" and claim["source"]["duration"] == pytest.approx(
         2, abs=0.2
     )
+    assert claim["source"]["size"] == clip.stat().st_size  # what the worker downloads
     assert claim["progress_interval_s"] == 0.25 and claim["lease_s"] == 30.0
     assert claim["max_output_bytes"] == front.svc.config.web.max_upload_bytes
 
@@ -162,6 +163,25 @@ async def test_a_browser_is_refused(front, clip):
         resp = await front.call(msg, "POST", "claim", json={"worker": "w"}, headers=headers)
         assert resp.status == 403
         assert_error(await resp.json(), "forbidden")
+
+
+async def test_bodies_that_are_not_the_contracts_are_400(front, clip):
+    await front.upload(clip)
+    msg = await front.dispatcher.next_message(1)
+    for body in ({"worker": ""}, {"worker": "a\nb"}, {"worker": "x" * 101}, {"name": "w"}, [1]):
+        resp = await front.call(msg, "POST", "claim", json=body)
+        assert resp.status == 400, body
+        assert_error(await resp.json(), "bad_request")
+    not_json = await front.call(msg, "POST", "claim", data=b"worker=w")
+    assert not_json.status == 400
+    await front.claim(msg)
+    for body in ({"progress": 1.5}, {"progress": True}, {"progress": 0.5, "fps": -1}, {}):
+        resp = await front.call(msg, "POST", "progress", json=body)
+        assert resp.status == 400, body
+    for body in ({"code": "two words", "message": "m"}, {"code": "x" * 41}, {"code": ""}):
+        resp = await front.call(msg, "POST", "fail", json=body)
+        assert resp.status == 400, body
+    assert await front.progress(msg) == 204  # none of them ended the attempt
 
 
 async def test_size_limits(front, clip, good_output):

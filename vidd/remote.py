@@ -106,11 +106,11 @@ class RemoteEncoder:
         dispatcher: Dispatcher,
         local: Encoder,
     ) -> None:
-        self.config = config
+        self.local = local  # posters are made here, by the local ffmpeg
+        self._config = config
         self.layout = layout
         self.store = store
         self.dispatcher = dispatcher
-        self.local = local  # posters are made here, by the local ffmpeg
         self.attempts = Attempts(store)
         self.waiting: dict[str, _Waiting] = {}
         self._adopted: dict[str, Attempt] = {}  # job id -> its claimed attempt, at start
@@ -125,6 +125,16 @@ class RemoteEncoder:
 
     def __repr__(self) -> str:
         return f"<RemoteEncoder waiting={len(self.waiting)} lost={self.lost}>"
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        """A reload's new config reaches the local encoder (posters) too."""
+        self._config = config
+        self.local.config = config
 
     @property
     def lease_s(self) -> float:
@@ -349,10 +359,12 @@ class RemoteEncoder:
         with contextlib.suppress(Exception):  # the worker's name is news, not the record
             await self.store.set_worker(job.id, worker)
         log.info("job %s: attempt %s claimed by %s", job.id, attempt.id, worker)
-        source = job.source or MediaInfo(size=self._source_size(job))
+        source = job.source or MediaInfo()
+        # The file's own size: the worker downloads exactly this many bytes.
+        size = self._source_size(job)
         return {
             "job": job.id,
-            "source": {**source.to_json(), "ext": job.source_ext},
+            "source": {**source.to_json(), "size": size, "ext": job.source_ext},
             "args": profile.handbrake_args(),
             "lease_s": self.lease_s,
             "progress_interval_s": PROGRESS_INTERVAL_S,

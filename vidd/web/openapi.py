@@ -894,7 +894,16 @@ def _workers_paths() -> dict[str, Schema]:
                     "413": TOO_LARGE_JSON,
                 },
                 requestBody=_json_body(
-                    _obj({"worker": {"type": "string", "minLength": 1, "maxLength": 100}})
+                    _obj(
+                        {
+                            "worker": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 100,
+                                "description": "the worker's name: printable, shown on the page",
+                            }
+                        }
+                    )
                 ),
             ),
         },
@@ -979,7 +988,10 @@ def _workers_paths() -> dict[str, Schema]:
                 requestBody=_json_body(
                     _obj(
                         {
-                            "code": {"type": "string", "minLength": 1, "maxLength": 40},
+                            "code": {
+                                "type": "string",
+                                "pattern": "^[A-Za-z0-9_.-]{1,40}$",
+                            },
                             "message": {"type": "string", "maxLength": 1000},
                             "log_tail": {"type": "string", "maxLength": 65536},
                         },
