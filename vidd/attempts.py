@@ -126,11 +126,12 @@ class Attempts:
             row = await cur.fetchone()
         return None if row is None else _attempt(row)
 
-    async def heartbeat(self, attempt_id: str) -> bool:
-        """Record a claimed attempt's sign of life; False when it is not claimed."""
+    async def heartbeat(self, attempt_id: str, at: datetime | None = None) -> bool:
+        """Record a claimed attempt's sign of life (now, or `at`); False when it is not
+        claimed."""
         async with self.store.writer.execute(
             "UPDATE attempts SET heartbeat_at = ? WHERE id = ? AND state = 'claimed' RETURNING 1",
-            (_ts(now()), attempt_id),
+            (_ts(at or now()), attempt_id),
         ) as cur:
             return await cur.fetchone() is not None
 

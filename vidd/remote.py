@@ -306,6 +306,10 @@ class RemoteEncoder:
             if job_id in self._detached:
                 self._detached.discard(job_id)
                 if w.last_beat is not None:
+                    # Its last heartbeat, to the moment: the next start's adoption counts
+                    # the lease from it (the store has it only to lease_s/4).
+                    heard = now() - timedelta(seconds=time.monotonic() - w.last_beat)
+                    await self.attempts.heartbeat(attempt_id, heard)
                     self._kept.add(job_id)
                     log.info("job %s: left to worker %s (adopted at the next start)",
                              job_id, w.worker)  # fmt: skip
