@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import sys
 from datetime import timedelta
 
 import pytest
@@ -169,3 +170,15 @@ def test_local_is_the_default(make_config):
     cfg = make_config()
     assert cfg.workers.mode == "local" and cfg.workers.lease_s == 60.0
     assert cfg.workers.max_attempts == 3
+
+
+def test_celery_mode_without_the_extra_says_how_to_get_it(make_config, monkeypatch):
+    monkeypatch.setitem(sys.modules, "celery", None)  # as if not installed
+    with pytest.raises(config.ConfigError, match=r"vidd\[workers\]"):
+        make_config(
+            workers={
+                "mode": "celery",
+                "broker_url": "redis://:pw@10.0.0.2:6379/0",
+                "public_url": "http://10.0.0.5:8080",
+            }
+        )

@@ -241,6 +241,20 @@ async def test_cancel_answers_the_next_progress_with_410_and_revokes(front, clip
     assert front.dispatcher.revoked == [msg.attempt]
 
 
+async def test_delete_of_a_running_remote_job_stops_its_worker(front, clip, good_output):
+    job_id = await front.upload(clip)
+    msg = await front.dispatcher.next_message(1)
+    await front.claim(msg)
+    resp = await front.client.delete(f"/api/jobs/{job_id}")
+    assert resp.status == 200
+    assert await front.progress(msg) == 410
+    late = await front.call(msg, "PUT", "output", data=good_output.read_bytes())
+    assert late.status == 409
+    assert not front.svc.layout.video(job_id).exists()
+    attempt = await front.svc.encoder.attempts.get(msg.attempt)
+    assert attempt.state == "cancelled"
+
+
 async def test_a_lapsed_lease_dispatches_a_fresh_attempt_and_refuses_the_stale_output(
     start_front, clip, good_output
 ):

@@ -8,6 +8,7 @@ expected. A missing ffmpeg only costs the posters: it is a line in `Config.warni
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import shutil
 import tomllib
@@ -391,6 +392,10 @@ def _check_workers(workers: Workers, path: Path) -> None:
         raise ConfigError(f"{path}: workers.max_attempts: expected at least 1")
     if workers.mode != "celery":
         return
+    if importlib.util.find_spec("celery") is None:  # found, not imported: that is lazy
+        raise ConfigError(
+            f'{path}: workers.mode: "celery" needs the workers extra: pip install "vidd[workers]"'
+        )
     if not workers.broker_url.startswith(("redis://", "rediss://")):
         raise ConfigError(
             f"{path}: workers.broker_url: expected a redis:// or rediss:// URL "
