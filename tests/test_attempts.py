@@ -140,6 +140,14 @@ def test_token_hash_is_sha256():
             {"mode": "celery", "broker_url": "redis://:pw@h:6379/0", "public_url": "10.0.0.5"},
             "workers.public_url",
         ),
+        (
+            {
+                "mode": "celery",
+                "broker_url": "redis://:pw@h:6379/0",
+                "public_url": "http://vidd.lan",
+            },
+            "web.allowed_hosts",
+        ),
         ({"lease_s": 0.2}, "workers.lease_s"),
         ({"lease_s": 100.0, "max_encode_s": 50.0}, "workers.max_encode_s"),
         ({"max_attempts": 0}, "workers.max_attempts"),
@@ -164,6 +172,18 @@ def test_the_broker_url_is_never_shown(make_config):
     with pytest.raises(config.ConfigError) as e:
         make_config(workers={"mode": "celery", "broker_url": "amqp://:s3cret@h/", "public_url": ""})
     assert "s3cret" not in str(e.value)
+
+
+def test_a_public_host_name_in_allowed_hosts_is_fine(make_config):
+    cfg = make_config(
+        web={"allowed_hosts": ["vidd.lan"]},
+        workers={
+            "mode": "celery",
+            "broker_url": "redis://:pw@h:6379/0",
+            "public_url": "http://vidd.lan:8080",
+        },
+    )
+    assert cfg.workers.public_url == "http://vidd.lan:8080"
 
 
 def test_local_is_the_default(make_config):

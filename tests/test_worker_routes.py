@@ -428,6 +428,27 @@ async def test_api_workers_lists_the_workers_seen(front, clip):
     assert 0 <= body["workers"][0]["last_seen_s"] < 5
 
 
+async def test_with_web_token_only_the_attempt_token_opens_the_worker_routes(
+    aiohttp_client, make_config, clip
+):
+    token = "5" * 64
+    dispatcher = FakeDispatcher()
+    cfg = make_config(**worker_config(), web={"token": token})
+    client = await aiohttp_client(create_app(cfg, dispatcher=dispatcher))
+    front = Front(client, dispatcher)
+    data = aiohttp.FormData()
+    data.add_field("file", clip.read_bytes(), filename=clip.name)
+    resp = await client.post("/api/jobs", data=data, headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 201
+    msg = await dispatcher.next_message(1)
+    assert (await front.claim(msg))["job"]  # the attempt's token, not web.token
+    assert (await client.get("/api/workers")).status == 401  # for people: web.token
+    wrong = await front.call(msg, "POST", "progress", token=token, json={"progress": 0.1})
+    assert wrong.status == 401  # web.token is no attempt's token
+    ok = await client.get("/api/workers", headers={"Authorization": f"Bearer {token}"})
+    assert ok.status == 200
+
+
 async def test_api_workers_in_local_mode(aiohttp_client, make_config):
     client = await aiohttp_client(create_app(make_config(watch={"enabled": False})))
     body = await (await client.get("/api/workers")).json()
