@@ -188,8 +188,8 @@ class Attempts:
         """(worker, the job of its claimed attempt or None, last seen) for each worker
         heard from since `since`, most recently seen first."""
         async with self.store.writer.execute(
-            f"""SELECT {COLUMNS} FROM attempts WHERE worker IS NOT NULL
-                AND COALESCE(heartbeat_at, claimed_at) >= ?""",
+            # A claim sets heartbeat_at too: every claimed attempt has one (indexed).
+            f"SELECT {COLUMNS} FROM attempts WHERE heartbeat_at >= ? AND worker IS NOT NULL",
             (_ts(since),),
         ) as cur:
             rows = [_attempt(r) for r in await cur.fetchall()]
