@@ -292,7 +292,12 @@ class RemoteEncoder:
                 if timeout <= 0:
                     if await self.attempts.end(w.attempt.id, State.LOST, was=(State.CLAIMED,)):
                         return None
-                    timeout = None  # it ended just now (done, failed): its outcome follows
+                    # It ended just now: done or failed, its outcome follows; any other
+                    # end leaves nothing to wait for.
+                    ended = await self.attempts.get(w.attempt.id)
+                    if ended is None or ended.state not in (State.DONE, State.FAILED):
+                        return None
+                    timeout = RECORD_WAIT_S
             try:
                 return await asyncio.wait_for(asyncio.shield(w.outcome), timeout)
             except TimeoutError:
