@@ -249,6 +249,7 @@ async def test_one_ping_at_a_time():
     try:
         reasons = await asyncio.gather(*(dispatcher.ping() for _ in range(5)))
         assert len(set(reasons)) == 1 and reasons[0] is not None
-        assert dispatcher._pings.busy == 0
+        # One thread asked (it may still be importing Celery on a busy machine).
+        assert [t.name for t in threading.enumerate()].count("broker-ping") <= 1
     finally:
         await dispatcher.close()
