@@ -5,6 +5,7 @@ test plays the worker, as contracts.md says a worker talks."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import aiohttp
 import pytest
 
 from testkit.fake_dispatch import FakeDispatcher
+from testkit.jobs import make_job
 from testkit.media import make_clip
 from vidd.celery_app import Dispatch
 from vidd.web.app import create_app
@@ -133,6 +135,17 @@ async def test_claim_once_then_409(front, clip):
     assert_error(await again.json(), "claimed")
     job = await front.job(job_id)
     assert job["status"] == "running" and job["worker"] == "w1"
+
+
+async def test_a_job_queued_without_its_source_facts_is_probed_before_dispatch(front, clip):
+    job = make_job(source_ext=".avi")  # queued with no source facts (no probe at intake)
+    shutil.copyfile(clip, front.svc.layout.source(job))
+    await front.svc.store.add(job)
+    msg = await front.dispatcher.next_message(1)
+    claim = await front.claim(msg)
+    assert claim["job"] == job.id
+    assert claim["source"]["duration"] == pytest.approx(2, abs=0.2)
+    assert claim["source"]["video_codec"] and claim["source"]["size"] == clip.stat().st_size
 
 
 async def test_wrong_token_and_unknown_attempt_get_the_same_401(front, clip):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import struct
@@ -23,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import mp4
+from . import mp4, probe
 from .attempts import LIVE, Attempt, Attempts, State
 from .celery_app import Dispatch
 from .config import Config
@@ -218,6 +219,7 @@ class RemoteEncoder:
         output is in videos/. Raises EncodeFailed, or DispatchFailed (the pool requeues)."""
         lost = 0
         attempt = self._adopted.pop(job.id, None)
+        job = await self._with_source(job)
         while True:
             if attempt is None:
                 attempt = await self._dispatch(job)
@@ -241,6 +243,22 @@ class RemoteEncoder:
             with contextlib.suppress(Exception):
                 await self.store.set_worker(job.id, None)
             attempt = None
+
+    async def _with_source(self, job: Job) -> Job:
+        """The job with its source's facts: a worker needs them (size, duration) and the
+        output is checked against them. Normally the intake probed it; if not, here."""
+        if job.source is not None:
+            return job
+        path = self.layout.source(job)
+        if not path.is_file():
+            raise EncodeFailed("source_missing", f"the source file {job.source_file} is gone")
+        try:
+            source = await probe.probe(self.config.encode.handbrake, path)
+        except probe.NotAVideo as e:
+            raise EncodeFailed("not_a_video", str(e)) from None
+        except probe.HandBrakeMissing as e:
+            raise EncodeFailed("spawn_failed", str(e)) from None
+        return dataclasses.replace(job, source=source)
 
     async def _dispatch(self, job: Job) -> Attempt:
         profile = self.config.encode.profiles.get(job.profile)
@@ -353,6 +371,9 @@ class RemoteEncoder:
         if attempt.state is not State.DISPATCHED:
             raise NotLive(_why(attempt.state))
         job = await self._live_job(attempt)
+        w = self.waiting.get(attempt.id)
+        if w is not None:
+            job = dataclasses.replace(job, source=w.job.source)  # probed here if not before
         profile = self.config.encode.profiles.get(job.profile)
         if profile is None:
             raise NotLive("superseded")
@@ -360,7 +381,6 @@ class RemoteEncoder:
         if claimed is None:
             again = await self.attempts.get(attempt.id)
             raise NotLive(_why(again.state if again else State.SUPERSEDED))
-        w = self.waiting.get(attempt.id)
         if w is not None:
             w.attempt, w.worker = claimed, worker
             w.last_beat = w.beat_written = time.monotonic()
