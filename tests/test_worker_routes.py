@@ -403,6 +403,17 @@ async def test_broker_down_keeps_jobs_queued_and_says_so(start_front, clip):
     assert status["paused"] is None
 
 
+async def test_the_broker_pause_does_not_flap(start_front, clip, caplog):
+    dispatcher = FakeDispatcher()
+    dispatcher.down = "the broker can't be reached"
+    front = await start_front(dispatcher)
+    await front.upload(clip)
+    await asyncio.sleep(2.5)  # past a recheck of the pool's gate
+    said = [r.getMessage() for r in caplog.records if r.name == "vidd.pool"]
+    assert said.count("pool: new encodes paused: the broker can't be reached") == 1, said
+    assert not any("resume" in line for line in said), said
+
+
 async def test_a_failed_send_requeues_the_job_and_pauses(start_front, clip):
     dispatcher = FakeDispatcher()
     front = await start_front(dispatcher)
