@@ -415,6 +415,8 @@ class RemoteEncoder:
         routes. Unauthorized, or NotLive."""
         w = self.waiting.get(attempt_id)
         if w is not None and w.attempt.token_matches(token) and w.attempt.state is State.CLAIMED:
+            if w.outcome.done():  # its output or failure is in already
+                raise NotLive("superseded")
             return w.attempt, w.job
         attempt = await self._authorised(attempt_id, token)
         if attempt.state is not State.CLAIMED:
