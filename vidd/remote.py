@@ -19,13 +19,14 @@ import os
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 from . import mp4, probe
 from .attempts import LIVE, Attempt, Attempts, State
+from .broker import BrokerWatch
 from .celery_app import Dispatch
 from .config import Config
 from .dispatch import Dispatcher, DispatchFailed
@@ -38,7 +39,6 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.25  # what a worker is told: at most 4 progress posts a second
-BROKER_CHECK_S = 2.0  # the broker is pinged this often (in a thread), its state cached
 RECORD_WAIT_S = 60.0  # how long an output's answer waits for the pool's done record
 MAX_LOG_TAIL = 64 * 1024
 SEEN_WINDOW_S = 3600.0  # GET /api/workers lists workers heard from within this
@@ -89,13 +89,6 @@ class WorkerSeen:
     last_seen_s: float
 
 
-@dataclass
-class _Broker:
-    reason: str | None = None  # why it can't be used; None when it answers
-    checked: float | None = None  # monotonic
-    first: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 class RemoteEncoder:
     """Runs jobs on remote workers; `waiting` maps an attempt id to what waits on it."""
 
@@ -119,8 +112,7 @@ class RemoteEncoder:
         self._kept: set[str] = set()  # of those, the ones whose worker goes on
         self._recorded: dict[str, asyncio.Future[Job | None]] = {}
         self._seen: dict[str, tuple[str | None, float]] = {}  # worker -> (job, monotonic)
-        self._broker = _Broker()
-        self._broker_task: asyncio.Task[None] | None = None
+        self.broker = BrokerWatch(dispatcher)
         self._background: set[asyncio.Task[Any]] = set()
         self.lost = 0
 
@@ -144,47 +136,25 @@ class RemoteEncoder:
     # --- the broker ----------------------------------------------------------------
 
     def start(self) -> None:
-        """Watch the broker from now on (a ping every BROKER_CHECK_S, in a thread)."""
-        if self._broker_task is None:
-            self._broker_task = asyncio.create_task(self._watch_broker(), name="broker-watch")
+        """Watch the broker from now on (a ping every broker.CHECK_S, in a thread)."""
+        self.broker.start()
 
     async def close(self) -> None:
-        tasks = [t for t in (self._broker_task, *self._background) if t is not None]
+        await self.broker.close()
+        tasks = list(self._background)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.dispatcher.close()
 
-    async def _watch_broker(self) -> None:
-        while True:
-            reason = await self.dispatcher.ping()
-            self._set_broker(reason)
-            await asyncio.sleep(BROKER_CHECK_S)
-
-    def _set_broker(self, reason: str | None) -> None:
-        was = self._broker.reason if self._broker.checked is not None else None
-        if reason is not None and (was is None or self._broker.checked is None):
-            log.warning("workers: the broker is down: %s; dispatching waits", reason)
-        elif reason is None and was is not None:
-            log.info("workers: the broker is back; dispatching resumes")
-        self._broker.reason = reason
-        self._broker.checked = time.monotonic()
-        self._broker.first.set()
-
     async def unavailable(self) -> str | None:
-        """Why no job can be dispatched now (the broker's last ping), or None. Waits only
-        for the very first ping."""
-        if self._broker.checked is None:
-            self.start()
-            await self._broker.first.wait()
-        return self._broker.reason
+        """Why no job can be dispatched now (the broker's last ping), or None."""
+        return await self.broker.unavailable()
 
     @property
     def broker_state(self) -> str | None:
         """ "up", "down", or None before the first ping (never waits)."""
-        if self._broker.checked is None:
-            return None
-        return "down" if self._broker.reason is not None else "up"
+        return self.broker.state
 
     # --- the pool's side: the Encoder interface ------------------------------------
 
@@ -277,7 +247,7 @@ class RemoteEncoder:
             await self.dispatcher.send(message)
         except DispatchFailed as e:
             await self.attempts.end(attempt.id, State.FAILED)
-            self._set_broker(str(e))
+            self.broker.heard(str(e))
             raise
         log.info("job %s: dispatched as attempt %s (#%d)", job.id, attempt.id, attempt.number)
         return attempt
