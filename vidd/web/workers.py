@@ -33,7 +33,7 @@ from .upload import Pace
 log = logging.getLogger(__name__)
 
 BASE = "/api/workers/attempts/"
-# Any segment: an id that is not an attempt's gets the same 401 as a wrong token.
+# Any segment: a malformed id gets the same 401 as an unknown one (no oracle, no 404).
 ATTEMPT = "{attempt}"
 MAX_JSON_BYTES = 64 * 1024
 MAX_WORKER_NAME = 100

@@ -1,0 +1,86 @@
+"""systemd/vidd-worker.service: systemd's own checks (verify, security) and its promises:
+the broker's password only in the environment file, its own user and work folder, a stop
+that hands the encode back in time."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from vidd import worker, worker_process
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "systemd" / "vidd-worker.service"
+ANALYZE = shutil.which("systemd-analyze")
+needs_analyze = pytest.mark.skipif(
+    ANALYZE is None, reason="systemd-analyze is not installed (`make test` installs systemd)"
+)
+
+
+def directives(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key, []).append(value)
+    return out
+
+
+@needs_analyze
+def test_verify_is_silent(tmp_path):
+    # verify wants ExecStart's binary to exist: /opt/vidd/bin/vidd exists only once installed.
+    text = UNIT.read_text()
+    assert "ExecStart=/opt/vidd/bin/vidd worker\n" in text
+    copy = tmp_path / "vidd-worker.service"
+    copy.write_text(
+        text.replace("ExecStart=/opt/vidd/bin/vidd", f"ExecStart={shutil.which('true')}")
+    )
+    r = subprocess.run(
+        [ANALYZE, "verify", copy.name], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
+
+
+@needs_analyze
+def test_security_exposure_at_most_2():
+    r = subprocess.run(
+        [ANALYZE, "security", "--offline=true", "--no-pager", str(UNIT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    last = r.stdout.strip().splitlines()[-1]
+    m = re.search(r"exposure level for vidd-worker\.service: (\d+\.\d+)", last)
+    assert m and float(m.group(1)) <= 2.0, r.stdout
+
+
+def test_unit_keeps_its_promises():
+    d = directives(UNIT.read_text())
+    one = {k: v[-1] for k, v in d.items()}
+    # The password: from a root-only environment file, never on the command line.
+    assert one["EnvironmentFile"] == "/etc/vidd/worker.env"
+    assert "--broker" not in one["ExecStart"] and "redis://" not in one["ExecStart"]
+    # Its own user and work folder ($STATE_DIRECTORY, the worker's default --work-dir).
+    assert one["User"] == one["Group"] == "vidd-worker"
+    assert one["StateDirectory"] == "vidd-worker" and one["DynamicUser"] == "yes"
+    assert "--work-dir" not in one["ExecStart"]
+    # SIGTERM to the main process, which cancels the encode and hands the task back in
+    # less than TimeoutStopSec.
+    assert one["KillMode"] == "mixed"
+    assert float(one["TimeoutStopSec"]) > worker_process.SOFT_SHUTDOWN_S + worker.KILL_GRACE_S + 5
+    # Every hardening line carries a comment right above it (or above its pair).
+    lines = UNIT.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("# --- Hardening"))
+    end = lines.index("[Install]")
+    for i in range(start + 1, end):
+        if lines[i] and not lines[i].startswith("#"):
+            j = i - 1
+            while lines[j] and not lines[j].startswith("#"):
+                j -= 1
+            assert lines[j].startswith("#") and i - j <= 2, lines[i]
