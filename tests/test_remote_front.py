@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import shutil
 import socket
@@ -24,6 +25,7 @@ import pytest
 from testkit.daemon import free_port
 from testkit.fake_dispatch import FakeDispatcher
 from testkit.media import make_clip
+from vidd.broker import BrokerWatch
 from vidd.celery_app import QUEUE, TASK_NAME, Dispatch
 from vidd.dispatch import CeleryDispatcher, DispatchFailed, Threads
 from vidd.web.app import create_app
@@ -253,3 +255,22 @@ async def test_one_ping_at_a_time():
         assert [t.name for t in threading.enumerate()].count("broker-ping") <= 1
     finally:
         await dispatcher.close()
+
+
+async def test_the_broker_watch_says_each_change_once(caplog):
+    caplog.set_level(logging.INFO, logger="vidd.broker")
+    dispatcher = FakeDispatcher()
+    watch = BrokerWatch(dispatcher)
+    assert watch.state is None  # never waits, never guesses
+    assert await watch.unavailable() is None and watch.state == "up"
+    for _ in range(3):
+        watch.heard("the broker can't be reached: refused")
+    assert watch.state == "down" and await watch.unavailable() == watch.reason
+    watch.heard(None)
+    watch.heard(None)
+    await watch.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "vidd.broker"]
+    assert said == [
+        "workers: the broker is down: the broker can't be reached: refused; dispatching waits",
+        "workers: the broker is back; dispatching resumes",
+    ]

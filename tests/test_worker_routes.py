@@ -5,6 +5,7 @@ test plays the worker, as contracts.md says a worker talks."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -404,6 +405,7 @@ async def test_broker_down_keeps_jobs_queued_and_says_so(start_front, clip):
 
 
 async def test_the_broker_pause_does_not_flap(start_front, clip, caplog):
+    caplog.set_level(logging.INFO, logger="vidd.pool")
     dispatcher = FakeDispatcher()
     dispatcher.down = "the broker can't be reached"
     front = await start_front(dispatcher)

@@ -145,7 +145,11 @@ SCHEMAS: dict[str, Schema] = {
             "disk": _obj({"free_bytes": INT, "min_free_bytes": INT, "reserved_bytes": INT}),
             "watching": BOOL,
             "health": _obj({"ok": BOOL, "problems": {"type": "array", "items": STR}}),
-            "paused": {**_nullable(STR), "description": "why new encodes wait, if they do"},
+            "paused": {
+                **_nullable(STR),
+                "description": "why new encodes wait, if they do (the disk guard; with remote "
+                "workers, the broker)",
+            },
             "inbox_troubles": {
                 "type": "array",
                 "items": _obj({"name": STR, "reason": STR, "retry_in_s": _nullable(NUM)}),
