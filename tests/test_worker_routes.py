@@ -17,6 +17,7 @@ import pytest
 from testkit.fake_dispatch import FakeDispatcher
 from testkit.jobs import make_job
 from testkit.media import make_clip
+from vidd import remote
 from vidd.celery_app import Dispatch
 from vidd.web.app import create_app
 from vidd.web.keys import SERVICES
@@ -485,3 +486,18 @@ async def test_api_workers_in_local_mode(aiohttp_client, make_config):
         json={"worker": "w"},
     )
     assert resp.status == 401
+
+
+async def test_an_attempt_unclaimed_for_long_gets_one_warning(
+    start_front, clip, caplog, monkeypatch
+):
+    monkeypatch.setattr(remote, "UNCLAIMED_WARN_S", 1.5)  # 300 s in earnest
+    front = await start_front(lease_s=1.0)
+    job_id = await front.upload(clip)
+    msg = await front.dispatcher.next_message(1)
+    await asyncio.sleep(3.0)  # nobody claims it: three rounds of the watch
+    said = [r.getMessage() for r in caplog.records if r.name == "vidd.remote"]
+    warned = [line for line in said if "not claimed" in line]
+    assert len(warned) == 1, said
+    assert job_id in warned[0] and msg.attempt in warned[0] and "127.0.0.1:9" in warned[0]
+    assert (await front.job(job_id))["status"] == "running"  # waiting is no failure

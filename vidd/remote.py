@@ -42,6 +42,7 @@ PROGRESS_INTERVAL_S = 0.25  # what a worker is told: at most 4 progress posts a 
 RECORD_WAIT_S = 60.0  # how long an output's answer waits for the pool's done record
 MAX_LOG_TAIL = 64 * 1024
 SEEN_WINDOW_S = 3600.0  # GET /api/workers lists workers heard from within this
+UNCLAIMED_WARN_S = 300.0  # an attempt unclaimed this long gets one line in the log
 
 
 class Unauthorized(Exception):
@@ -272,9 +273,18 @@ class RemoteEncoder:
             self.waiting.pop(attempt.id, None)
 
     async def _watch(self, w: _Waiting) -> EncodeResult | None:
+        waited = 0.0
         while True:
             if w.last_beat is None:
                 timeout: float | None = self.lease_s  # not claimed yet: no lease runs
+                if waited < UNCLAIMED_WARN_S <= waited + self.lease_s:
+                    # Waiting for a free worker is normal; this long, it is worth a word.
+                    log.warning(
+                        "job %s: attempt %s not claimed after %.0f s: are workers running, "
+                        "and can they reach %s (workers.public_url)?",
+                        w.job.id, w.attempt.id, waited, self.config.workers.public_url,
+                    )  # fmt: skip
+                waited += self.lease_s
             else:
                 timeout = w.last_beat + self.lease_s - time.monotonic()
                 if timeout <= 0:
