@@ -5,6 +5,7 @@ whose calls block their thread (to prove the event loop never waits for them).""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 from vidd.celery_app import Dispatch
@@ -25,7 +26,7 @@ class FakeDispatcher:
 
     async def send(self, message: Dispatch) -> None:
         if self.send_delay_s:
-            await asyncio.to_thread(time.sleep, self.send_delay_s)
+            await _blocked_thread(self.send_delay_s)
         if self.down is not None:
             raise DispatchFailed(self.down)
         self.sent.append(message)
@@ -54,3 +55,20 @@ class FakeDispatcher:
             except TimeoutError:
                 continue
         return self.sent[count - 1]
+
+
+async def _blocked_thread(seconds: float) -> None:
+    """A call that blocks a thread of its own for `seconds`, as a send to a broker that
+    does not answer does. A daemon thread: a test's end need not wait for it."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def block() -> None:
+        time.sleep(seconds)
+        try:
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+        except RuntimeError:  # the loop is closed: the test is over
+            pass
+
+    threading.Thread(target=block, daemon=True, name="blocked-send").start()
+    await done

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import sys
 from datetime import timedelta
 
 import pytest
@@ -139,6 +140,14 @@ def test_token_hash_is_sha256():
             {"mode": "celery", "broker_url": "redis://:pw@h:6379/0", "public_url": "10.0.0.5"},
             "workers.public_url",
         ),
+        (
+            {
+                "mode": "celery",
+                "broker_url": "redis://:pw@h:6379/0",
+                "public_url": "http://vidd.lan",
+            },
+            "web.allowed_hosts",
+        ),
         ({"lease_s": 0.2}, "workers.lease_s"),
         ({"lease_s": 100.0, "max_encode_s": 50.0}, "workers.max_encode_s"),
         ({"max_attempts": 0}, "workers.max_attempts"),
@@ -165,7 +174,31 @@ def test_the_broker_url_is_never_shown(make_config):
     assert "s3cret" not in str(e.value)
 
 
+def test_a_public_host_name_in_allowed_hosts_is_fine(make_config):
+    cfg = make_config(
+        web={"allowed_hosts": ["vidd.lan"]},
+        workers={
+            "mode": "celery",
+            "broker_url": "redis://:pw@h:6379/0",
+            "public_url": "http://vidd.lan:8080",
+        },
+    )
+    assert cfg.workers.public_url == "http://vidd.lan:8080"
+
+
 def test_local_is_the_default(make_config):
     cfg = make_config()
     assert cfg.workers.mode == "local" and cfg.workers.lease_s == 60.0
     assert cfg.workers.max_attempts == 3
+
+
+def test_celery_mode_without_the_extra_says_how_to_get_it(make_config, monkeypatch):
+    monkeypatch.setitem(sys.modules, "celery", None)  # as if not installed
+    with pytest.raises(config.ConfigError, match=r"vidd\[workers\]"):
+        make_config(
+            workers={
+                "mode": "celery",
+                "broker_url": "redis://:pw@10.0.0.2:6379/0",
+                "public_url": "http://10.0.0.5:8080",
+            }
+        )

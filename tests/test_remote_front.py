@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +25,9 @@ import pytest
 from testkit.daemon import free_port
 from testkit.fake_dispatch import FakeDispatcher
 from testkit.media import make_clip
+from vidd.broker import BrokerWatch
 from vidd.celery_app import QUEUE, TASK_NAME, Dispatch
-from vidd.dispatch import CeleryDispatcher, DispatchFailed
+from vidd.dispatch import CeleryDispatcher, DispatchFailed, Threads
 from vidd.web.app import create_app
 from vidd.web.keys import SERVICES
 
@@ -224,3 +227,50 @@ def test_a_local_vidd_never_imports_celery():
         "sys.exit(1 if 'celery' in sys.modules or 'kombu' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+async def test_blocked_broker_calls_never_pile_up_threads():
+    threads = Threads(1, "test-broker-call")
+    release = threading.Event()
+    try:
+        with pytest.raises(TimeoutError):
+            await threads.run(release.wait, 0.2)  # hangs: keeps its thread and its slot
+        with pytest.raises(TimeoutError):
+            await threads.run(lambda: 1, 0.2)  # waits for the slot, in time
+        assert [t.name for t in threading.enumerate()].count("test-broker-call") == 1
+        assert all(t.daemon for t in threading.enumerate() if t.name == "test-broker-call")
+    finally:
+        release.set()
+    assert await threads.run(lambda: 7, 5.0) == 7
+    with pytest.raises(ZeroDivisionError):
+        await threads.run(lambda: 1 / 0, 5.0)
+
+
+async def test_one_ping_at_a_time():
+    dispatcher = CeleryDispatcher(f"redis://:pw@127.0.0.1:{free_port()}/0", max_encode_s=60)
+    try:
+        reasons = await asyncio.gather(*(dispatcher.ping() for _ in range(5)))
+        assert len(set(reasons)) == 1 and reasons[0] is not None
+        # One thread asked (it may still be importing Celery on a busy machine).
+        assert [t.name for t in threading.enumerate()].count("broker-ping") <= 1
+    finally:
+        await dispatcher.close()
+
+
+async def test_the_broker_watch_says_each_change_once(caplog):
+    caplog.set_level(logging.INFO, logger="vidd.broker")
+    dispatcher = FakeDispatcher()
+    watch = BrokerWatch(dispatcher)
+    assert watch.state is None  # never waits, never guesses
+    assert await watch.unavailable() is None and watch.state == "up"
+    for _ in range(3):
+        watch.heard("the broker can't be reached: refused")
+    assert watch.state == "down" and await watch.unavailable() == watch.reason
+    watch.heard(None)
+    watch.heard(None)
+    await watch.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "vidd.broker"]
+    assert said == [
+        "workers: the broker is down: the broker can't be reached: refused; dispatching waits",
+        "workers: the broker is back; dispatching resumes",
+    ]

@@ -5,6 +5,8 @@ test plays the worker, as contracts.md says a worker talks."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,9 @@ import aiohttp
 import pytest
 
 from testkit.fake_dispatch import FakeDispatcher
+from testkit.jobs import make_job
 from testkit.media import make_clip
+from vidd import remote
 from vidd.celery_app import Dispatch
 from vidd.web.app import create_app
 from vidd.web.keys import SERVICES
@@ -124,6 +128,7 @@ async def test_claim_once_then_409(front, clip):
     assert claim["source"]["ext"] == ".avi" and claim["source"]["duration"] == pytest.approx(
         2, abs=0.2
     )
+    assert claim["source"]["size"] == clip.stat().st_size  # what the worker downloads
     assert claim["progress_interval_s"] == 0.25 and claim["lease_s"] == 30.0
     assert claim["max_output_bytes"] == front.svc.config.web.max_upload_bytes
 
@@ -132,6 +137,17 @@ async def test_claim_once_then_409(front, clip):
     assert_error(await again.json(), "claimed")
     job = await front.job(job_id)
     assert job["status"] == "running" and job["worker"] == "w1"
+
+
+async def test_a_job_queued_without_its_source_facts_is_probed_before_dispatch(front, clip):
+    job = make_job(source_ext=".avi")  # queued with no source facts (no probe at intake)
+    shutil.copyfile(clip, front.svc.layout.source(job))
+    await front.svc.store.add(job)
+    msg = await front.dispatcher.next_message(1)
+    claim = await front.claim(msg)
+    assert claim["job"] == job.id
+    assert claim["source"]["duration"] == pytest.approx(2, abs=0.2)
+    assert claim["source"]["video_codec"] and claim["source"]["size"] == clip.stat().st_size
 
 
 async def test_wrong_token_and_unknown_attempt_get_the_same_401(front, clip):
@@ -162,6 +178,25 @@ async def test_a_browser_is_refused(front, clip):
         resp = await front.call(msg, "POST", "claim", json={"worker": "w"}, headers=headers)
         assert resp.status == 403
         assert_error(await resp.json(), "forbidden")
+
+
+async def test_bodies_that_are_not_the_contracts_are_400(front, clip):
+    await front.upload(clip)
+    msg = await front.dispatcher.next_message(1)
+    for body in ({"worker": ""}, {"worker": "a\nb"}, {"worker": "x" * 101}, {"name": "w"}, [1]):
+        resp = await front.call(msg, "POST", "claim", json=body)
+        assert resp.status == 400, body
+        assert_error(await resp.json(), "bad_request")
+    not_json = await front.call(msg, "POST", "claim", data=b"worker=w")
+    assert not_json.status == 400
+    await front.claim(msg)
+    for body in ({"progress": 1.5}, {"progress": True}, {"progress": 0.5, "fps": -1}, {}):
+        resp = await front.call(msg, "POST", "progress", json=body)
+        assert resp.status == 400, body
+    for body in ({"code": "two words", "message": "m"}, {"code": "x" * 41}, {"code": ""}):
+        resp = await front.call(msg, "POST", "fail", json=body)
+        assert resp.status == 400, body
+    assert await front.progress(msg) == 204  # none of them ended the attempt
 
 
 async def test_size_limits(front, clip, good_output):
@@ -219,6 +254,20 @@ async def test_cancel_answers_the_next_progress_with_410_and_revokes(front, clip
             break
         await asyncio.sleep(0.02)
     assert front.dispatcher.revoked == [msg.attempt]
+
+
+async def test_delete_of_a_running_remote_job_stops_its_worker(front, clip, good_output):
+    job_id = await front.upload(clip)
+    msg = await front.dispatcher.next_message(1)
+    await front.claim(msg)
+    resp = await front.client.delete(f"/api/jobs/{job_id}")
+    assert resp.status == 200
+    assert await front.progress(msg) == 410
+    late = await front.call(msg, "PUT", "output", data=good_output.read_bytes())
+    assert late.status == 409
+    assert not front.svc.layout.video(job_id).exists()
+    attempt = await front.svc.encoder.attempts.get(msg.attempt)
+    assert attempt.state == "cancelled"
 
 
 async def test_a_lapsed_lease_dispatches_a_fresh_attempt_and_refuses_the_stale_output(
@@ -356,6 +405,18 @@ async def test_broker_down_keeps_jobs_queued_and_says_so(start_front, clip):
     assert status["paused"] is None
 
 
+async def test_the_broker_pause_does_not_flap(start_front, clip, caplog):
+    caplog.set_level(logging.INFO, logger="vidd.pool")
+    dispatcher = FakeDispatcher()
+    dispatcher.down = "the broker can't be reached"
+    front = await start_front(dispatcher)
+    await front.upload(clip)
+    await asyncio.sleep(2.5)  # past a recheck of the pool's gate
+    said = [r.getMessage() for r in caplog.records if r.name == "vidd.pool"]
+    assert said.count("pool: new encodes paused: the broker can't be reached") == 1, said
+    assert not any("resume" in line for line in said), said
+
+
 async def test_a_failed_send_requeues_the_job_and_pauses(start_front, clip):
     dispatcher = FakeDispatcher()
     front = await start_front(dispatcher)
@@ -394,6 +455,27 @@ async def test_api_workers_lists_the_workers_seen(front, clip):
     assert 0 <= body["workers"][0]["last_seen_s"] < 5
 
 
+async def test_with_web_token_only_the_attempt_token_opens_the_worker_routes(
+    aiohttp_client, make_config, clip
+):
+    token = "5" * 64
+    dispatcher = FakeDispatcher()
+    cfg = make_config(**worker_config(), web={"token": token})
+    client = await aiohttp_client(create_app(cfg, dispatcher=dispatcher))
+    front = Front(client, dispatcher)
+    data = aiohttp.FormData()
+    data.add_field("file", clip.read_bytes(), filename=clip.name)
+    resp = await client.post("/api/jobs", data=data, headers={"Authorization": f"Bearer {token}"})
+    assert resp.status == 201
+    msg = await dispatcher.next_message(1)
+    assert (await front.claim(msg))["job"]  # the attempt's token, not web.token
+    assert (await client.get("/api/workers")).status == 401  # for people: web.token
+    wrong = await front.call(msg, "POST", "progress", token=token, json={"progress": 0.1})
+    assert wrong.status == 401  # web.token is no attempt's token
+    ok = await client.get("/api/workers", headers={"Authorization": f"Bearer {token}"})
+    assert ok.status == 200
+
+
 async def test_api_workers_in_local_mode(aiohttp_client, make_config):
     client = await aiohttp_client(create_app(make_config(watch={"enabled": False})))
     body = await (await client.get("/api/workers")).json()
@@ -404,3 +486,18 @@ async def test_api_workers_in_local_mode(aiohttp_client, make_config):
         json={"worker": "w"},
     )
     assert resp.status == 401
+
+
+async def test_an_attempt_unclaimed_for_long_gets_one_warning(
+    start_front, clip, caplog, monkeypatch
+):
+    monkeypatch.setattr(remote, "UNCLAIMED_WARN_S", 1.5)  # 300 s in earnest
+    front = await start_front(lease_s=1.0)
+    job_id = await front.upload(clip)
+    msg = await front.dispatcher.next_message(1)
+    await asyncio.sleep(3.0)  # nobody claims it: three rounds of the watch
+    said = [r.getMessage() for r in caplog.records if r.name == "vidd.remote"]
+    warned = [line for line in said if "not claimed" in line]
+    assert len(warned) == 1, said
+    assert job_id in warned[0] and msg.attempt in warned[0] and "127.0.0.1:9" in warned[0]
+    assert (await front.job(job_id))["status"] == "running"  # waiting is no failure

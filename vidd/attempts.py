@@ -126,11 +126,12 @@ class Attempts:
             row = await cur.fetchone()
         return None if row is None else _attempt(row)
 
-    async def heartbeat(self, attempt_id: str) -> bool:
-        """Record a claimed attempt's sign of life; False when it is not claimed."""
+    async def heartbeat(self, attempt_id: str, at: datetime | None = None) -> bool:
+        """Record a claimed attempt's sign of life (now, or `at`); False when it is not
+        claimed."""
         async with self.store.writer.execute(
             "UPDATE attempts SET heartbeat_at = ? WHERE id = ? AND state = 'claimed' RETURNING 1",
-            (_ts(now()), attempt_id),
+            (_ts(at or now()), attempt_id),
         ) as cur:
             return await cur.fetchone() is not None
 
@@ -187,8 +188,8 @@ class Attempts:
         """(worker, the job of its claimed attempt or None, last seen) for each worker
         heard from since `since`, most recently seen first."""
         async with self.store.writer.execute(
-            f"""SELECT {COLUMNS} FROM attempts WHERE worker IS NOT NULL
-                AND COALESCE(heartbeat_at, claimed_at) >= ?""",
+            # A claim sets heartbeat_at too: every claimed attempt has one (indexed).
+            f"SELECT {COLUMNS} FROM attempts WHERE heartbeat_at >= ? AND worker IS NOT NULL",
             (_ts(since),),
         ) as cur:
             rows = [_attempt(r) for r in await cur.fetchall()]

@@ -8,11 +8,14 @@ expected. A missing ffmpeg only costs the posters: it is a line in `Config.warni
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import ipaddress
 import math
 import shutil
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,7 +351,7 @@ def _resolve(cfg: Config, base: Path, require_tools: bool) -> Config:
     if not 0 < cfg.web.port < 65536:
         raise ConfigError(f"{path}: web.port: expected 1-65535, got {cfg.web.port}")
     _check_token(cfg.web, path)
-    _check_workers(cfg.workers, path)
+    _check_workers(cfg.workers, cfg.web, path)
     return dataclasses.replace(cfg, storage=storage, encode=enc, warnings=tuple(warnings))
 
 
@@ -376,7 +379,7 @@ def _check_token(web: Web, path: Path) -> None:
         )
 
 
-def _check_workers(workers: Workers, path: Path) -> None:
+def _check_workers(workers: Workers, web: Web, path: Path) -> None:
     """Celery mode needs a broker and the URL workers reach vidd at. The broker URL is
     never quoted back: it holds the Redis password."""
     if workers.mode not in WORKER_MODES:
@@ -391,17 +394,34 @@ def _check_workers(workers: Workers, path: Path) -> None:
         raise ConfigError(f"{path}: workers.max_attempts: expected at least 1")
     if workers.mode != "celery":
         return
+    if importlib.util.find_spec("celery") is None:  # found, not imported: that is lazy
+        raise ConfigError(
+            f'{path}: workers.mode: "celery" needs the workers extra: pip install "vidd[workers]"'
+        )
     if not workers.broker_url.startswith(("redis://", "rediss://")):
         raise ConfigError(
             f"{path}: workers.broker_url: expected a redis:// or rediss:// URL "
             "(redis://:PASSWORD@HOST:PORT/0) in celery mode"
         )
     public = workers.public_url
-    if not public.startswith(("http://", "https://")) or len(public.split("://", 1)[1]) == 0:
+    try:
+        host = urllib.parse.urlsplit(public).hostname
+    except ValueError:
+        host = None
+    if not public.startswith(("http://", "https://")) or not host:
         raise ConfigError(
             f"{path}: workers.public_url: expected the http(s) URL workers reach this vidd "
             f"at (like http://10.0.0.5:8080) in celery mode, got {public!r}"
         )
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:  # a name: the Host check (against DNS rebinding) must know it
+        known = {"localhost", web.host.lower(), *(h.lower() for h in web.allowed_hosts)}
+        if host.lower() not in known:
+            raise ConfigError(
+                f"{path}: workers.public_url: its host {host!r} must also be in "
+                "web.allowed_hosts, or vidd refuses the workers' requests"
+            ) from None
 
 
 def _find_tool(name: str, base: Path) -> str | None:

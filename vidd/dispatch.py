@@ -1,16 +1,18 @@
 """The dispatcher: the front's three calls to the Celery broker (send an attempt, revoke
-one, ping), each run in a thread of its own small pool with a timeout, never on the
-event loop: a broker that is down or unreachable blocks its caller (celery_app.py).
+one, ping), each run in a thread with a timeout, never on the event loop: a broker that
+is down or unreachable blocks its caller (celery_app.py).
 
-At most one ping is in flight; a blocked one is joined, not repeated. Celery is imported
-in those threads only, so a local vidd never loads it.
+The threads are few (a call that hangs keeps its slot until it returns; the next waits
+within its own timeout) and daemonic (vidd's exit never waits for a broker). At most
+one ping is in flight; a blocked one is joined, not repeated. Celery is imported in
+those threads only, so a local vidd never loads it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -49,10 +51,10 @@ class CeleryDispatcher:
         self._broker_url = broker_url  # never logged: it holds the password
         self._max_encode_s = max_encode_s
         self._app: Any = None
-        # Sends and revokes share two threads; pings have their own one. A broker that
-        # hangs holds these threads, never more: calls queue behind them and time out.
-        self._calls = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="dispatch")
-        self._pings = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="broker-ping")
+        self._app_lock = threading.Lock()
+        # Sends and revokes share two threads; pings have their own one.
+        self._calls = Threads(2, "dispatch")
+        self._pings = Threads(1, "broker-ping")
         self._ping: asyncio.Future[str | None] | None = None
         self.sent = 0
 
@@ -60,17 +62,12 @@ class CeleryDispatcher:
         return f"<CeleryDispatcher sent={self.sent}>"
 
     def _celery(self) -> Any:
-        if self._app is None:
-            from .celery_app import make_app
+        with self._app_lock:  # the threads may ask at once
+            if self._app is None:
+                from .celery_app import make_app
 
-            self._app = make_app(self._broker_url, max_encode_s=self._max_encode_s)
-        return self._app
-
-    async def _in_thread(
-        self, pool: concurrent.futures.Executor, call: Callable[[], T], timeout_s: float
-    ) -> T:
-        loop = asyncio.get_running_loop()
-        return await asyncio.wait_for(loop.run_in_executor(pool, call), timeout_s)
+                self._app = make_app(self._broker_url, max_encode_s=self._max_encode_s)
+            return self._app
 
     async def send(self, message: Dispatch) -> None:
         def send() -> None:
@@ -83,7 +80,7 @@ class CeleryDispatcher:
             )
 
         try:
-            await self._in_thread(self._calls, send, SEND_TIMEOUT_S)
+            await self._calls.run(send, SEND_TIMEOUT_S)
         except TimeoutError:
             raise DispatchFailed(
                 f"the broker did not take the task within {SEND_TIMEOUT_S:g} s"
@@ -97,7 +94,7 @@ class CeleryDispatcher:
             self._celery().control.revoke(attempt_id)
 
         try:
-            await self._in_thread(self._calls, revoke, REVOKE_TIMEOUT_S)
+            await self._calls.run(revoke, REVOKE_TIMEOUT_S)
         except Exception as e:  # best effort: the attempt's state already says stop
             log.info("dispatch: could not revoke attempt %s: %s", attempt_id, _words(e))
 
@@ -113,7 +110,7 @@ class CeleryDispatcher:
                 conn.default_channel.client.ping()
 
         try:
-            await self._in_thread(self._pings, ping, PING_TIMEOUT_S)
+            await self._pings.run(ping, PING_TIMEOUT_S)
         except TimeoutError:
             return f"the broker did not answer within {PING_TIMEOUT_S:g} s"
         except Exception as e:
@@ -123,8 +120,57 @@ class CeleryDispatcher:
     async def close(self) -> None:
         if self._ping is not None:
             self._ping.cancel()
-        self._calls.shutdown(wait=False, cancel_futures=True)
-        self._pings.shutdown(wait=False, cancel_futures=True)
+            await asyncio.gather(self._ping, return_exceptions=True)
+
+
+class Threads:
+    """Blocking calls in daemon threads, at most `size` at once. A call that hangs keeps
+    its thread and its slot until it returns; a new call waits for a slot within its own
+    timeout, so a dead broker never piles up threads, and an exit never waits for them."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size = size
+        self.name = name
+        self.busy = 0
+        self._freed = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Threads {self.name} {self.busy}/{self.size}>"
+
+    async def run(self, call: Callable[[], T], timeout_s: float) -> T:
+        """`call()` in a thread; TimeoutError after `timeout_s` (the thread goes on)."""
+        async with asyncio.timeout(timeout_s):
+            while self.busy >= self.size:
+                self._freed.clear()
+                await self._freed.wait()
+            self.busy += 1
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[T] = loop.create_future()
+
+            def finish(result: T | None, error: BaseException | None) -> None:
+                self.busy -= 1
+                self._freed.set()
+                if done.done():
+                    return  # timed out meanwhile
+                if error is not None:
+                    done.set_exception(error)
+                else:
+                    done.set_result(result)  # type: ignore[arg-type]
+
+            def work() -> None:
+                result: T | None = None
+                error: BaseException | None = None
+                try:
+                    result = call()
+                except BaseException as e:  # handed to the waiting coroutine
+                    error = e
+                try:
+                    loop.call_soon_threadsafe(finish, result, error)
+                except RuntimeError:  # the loop is closed: nobody waits any more
+                    pass
+
+            threading.Thread(target=work, name=self.name, daemon=True).start()
+            return await done
 
 
 def _words(e: BaseException) -> str:

@@ -140,7 +140,9 @@ class Pool:
         # Held from a claim until its task is registered, and by cancels and deletes, so
         # that a cancel never falls between a claim and the start of its encode.
         self._claiming = asyncio.Lock()
-        self.paused: str | None = None  # why new encodes wait (the disk guard, the broker)
+        # Why new encodes wait: the disk guard, the broker (remote workers).
+        self._disk_paused: str | None = None
+        self._broker_paused: str | None = None
         self.unrecorded = 0  # ended jobs whose record the store has not taken yet
         self.jobs_complete = 0
         self.jobs_failed = 0
@@ -151,6 +153,11 @@ class Pool:
             f"<Pool busy={self.busy}/{self.max} complete={self.jobs_complete} "
             f"failed={self.jobs_failed}>"
         )
+
+    @property
+    def paused(self) -> str | None:
+        """Why new encodes wait, if they do (the disk guard first, then the broker)."""
+        return self._disk_paused or self._broker_paused
 
     @property
     def busy(self) -> int:
@@ -220,14 +227,14 @@ class Pool:
         try:
             self.guard.check()
         except disk.DiskFull as e:
-            if self.paused is None:
+            if self._disk_paused is None:
                 log.warning("pool: new encodes paused: %s", e)
-            self.paused = str(e)
+            self._disk_paused = str(e)
             await asyncio.sleep(DISK_RECHECK_S)
             return True
-        if self.paused is not None:
+        if self._disk_paused is not None:
             log.info("pool: disk space is back; encodes resume")
-            self.paused = None
+            self._disk_paused = None
         return False
 
     async def _broker_down(self) -> bool:
@@ -237,14 +244,14 @@ class Pool:
             return False
         reason = await self.encoder.unavailable()
         if reason is not None:
-            if self.paused != reason:
+            if self._broker_paused is None:
                 log.warning("pool: new encodes paused: %s", reason)
-            self.paused = reason
+            self._broker_paused = reason
             await asyncio.sleep(BROKER_RECHECK_S)
             return True
-        if self.paused is not None:
+        if self._broker_paused is not None:
             log.info("pool: the broker answers again; encodes resume")
-            self.paused = None
+            self._broker_paused = None
         return False
 
     def adopt(self, jobs: list[Job]) -> None:
@@ -539,6 +546,8 @@ class Pool:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         deadline = time.monotonic() + timeout_s
         tasks = [r.task for r in self._running.values() if r.task is not None]
+        if isinstance(self.encoder, RemoteEncoder):
+            tasks = []  # remote encodes outlive the front: the next start adopts them
         if tasks:
             log.info("pool: waiting up to %.0f s for %d encode(s)", timeout_s, len(tasks))
             await asyncio.wait(tasks, timeout=timeout_s)

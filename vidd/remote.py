@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import mp4
+from . import mp4, probe
 from .attempts import LIVE, Attempt, Attempts, State
+from .broker import BrokerWatch
 from .celery_app import Dispatch
 from .config import Config
 from .dispatch import Dispatcher, DispatchFailed
@@ -37,10 +39,10 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL_S = 0.25  # what a worker is told: at most 4 progress posts a second
-BROKER_CHECK_S = 2.0  # the broker is pinged this often (in a thread), its state cached
 RECORD_WAIT_S = 60.0  # how long an output's answer waits for the pool's done record
 MAX_LOG_TAIL = 64 * 1024
 SEEN_WINDOW_S = 3600.0  # GET /api/workers lists workers heard from within this
+UNCLAIMED_WARN_S = 300.0  # an attempt unclaimed this long gets one line in the log
 
 
 class Unauthorized(Exception):
@@ -88,13 +90,6 @@ class WorkerSeen:
     last_seen_s: float
 
 
-@dataclass
-class _Broker:
-    reason: str | None = None  # why it can't be used; None when it answers
-    checked: float | None = None  # monotonic
-    first: asyncio.Event = field(default_factory=asyncio.Event)
-
-
 class RemoteEncoder:
     """Runs jobs on remote workers; `waiting` maps an attempt id to what waits on it."""
 
@@ -106,11 +101,11 @@ class RemoteEncoder:
         dispatcher: Dispatcher,
         local: Encoder,
     ) -> None:
-        self.config = config
+        self.local = local  # posters are made here, by the local ffmpeg
+        self._config = config
         self.layout = layout
         self.store = store
         self.dispatcher = dispatcher
-        self.local = local  # posters are made here, by the local ffmpeg
         self.attempts = Attempts(store)
         self.waiting: dict[str, _Waiting] = {}
         self._adopted: dict[str, Attempt] = {}  # job id -> its claimed attempt, at start
@@ -118,13 +113,22 @@ class RemoteEncoder:
         self._kept: set[str] = set()  # of those, the ones whose worker goes on
         self._recorded: dict[str, asyncio.Future[Job | None]] = {}
         self._seen: dict[str, tuple[str | None, float]] = {}  # worker -> (job, monotonic)
-        self._broker = _Broker()
-        self._broker_task: asyncio.Task[None] | None = None
+        self.broker = BrokerWatch(dispatcher)
         self._background: set[asyncio.Task[Any]] = set()
         self.lost = 0
 
     def __repr__(self) -> str:
         return f"<RemoteEncoder waiting={len(self.waiting)} lost={self.lost}>"
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        """A reload's new config reaches the local encoder (posters) too."""
+        self._config = config
+        self.local.config = config
 
     @property
     def lease_s(self) -> float:
@@ -133,47 +137,25 @@ class RemoteEncoder:
     # --- the broker ----------------------------------------------------------------
 
     def start(self) -> None:
-        """Watch the broker from now on (a ping every BROKER_CHECK_S, in a thread)."""
-        if self._broker_task is None:
-            self._broker_task = asyncio.create_task(self._watch_broker(), name="broker-watch")
+        """Watch the broker from now on (a ping every broker.CHECK_S, in a thread)."""
+        self.broker.start()
 
     async def close(self) -> None:
-        tasks = [t for t in (self._broker_task, *self._background) if t is not None]
+        await self.broker.close()
+        tasks = list(self._background)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.dispatcher.close()
 
-    async def _watch_broker(self) -> None:
-        while True:
-            reason = await self.dispatcher.ping()
-            self._set_broker(reason)
-            await asyncio.sleep(BROKER_CHECK_S)
-
-    def _set_broker(self, reason: str | None) -> None:
-        was = self._broker.reason if self._broker.checked is not None else None
-        if reason is not None and (was is None or self._broker.checked is None):
-            log.warning("workers: the broker is down: %s; dispatching waits", reason)
-        elif reason is None and was is not None:
-            log.info("workers: the broker is back; dispatching resumes")
-        self._broker.reason = reason
-        self._broker.checked = time.monotonic()
-        self._broker.first.set()
-
     async def unavailable(self) -> str | None:
-        """Why no job can be dispatched now (the broker's last ping), or None. Waits only
-        for the very first ping."""
-        if self._broker.checked is None:
-            self.start()
-            await self._broker.first.wait()
-        return self._broker.reason
+        """Why no job can be dispatched now (the broker's last ping), or None."""
+        return await self.broker.unavailable()
 
     @property
     def broker_state(self) -> str | None:
         """ "up", "down", or None before the first ping (never waits)."""
-        if self._broker.checked is None:
-            return None
-        return "down" if self._broker.reason is not None else "up"
+        return self.broker.state
 
     # --- the pool's side: the Encoder interface ------------------------------------
 
@@ -208,6 +190,7 @@ class RemoteEncoder:
         output is in videos/. Raises EncodeFailed, or DispatchFailed (the pool requeues)."""
         lost = 0
         attempt = self._adopted.pop(job.id, None)
+        job = await self._with_source(job)
         while True:
             if attempt is None:
                 attempt = await self._dispatch(job)
@@ -232,6 +215,22 @@ class RemoteEncoder:
                 await self.store.set_worker(job.id, None)
             attempt = None
 
+    async def _with_source(self, job: Job) -> Job:
+        """The job with its source's facts: a worker needs them (size, duration) and the
+        output is checked against them. Normally the intake probed it; if not, here."""
+        if job.source is not None:
+            return job
+        path = self.layout.source(job)
+        if not path.is_file():
+            raise EncodeFailed("source_missing", f"the source file {job.source_file} is gone")
+        try:
+            source = await probe.probe(self.config.encode.handbrake, path)
+        except probe.NotAVideo as e:
+            raise EncodeFailed("not_a_video", str(e)) from None
+        except probe.HandBrakeMissing as e:
+            raise EncodeFailed("spawn_failed", str(e)) from None
+        return dataclasses.replace(job, source=source)
+
     async def _dispatch(self, job: Job) -> Attempt:
         profile = self.config.encode.profiles.get(job.profile)
         if profile is None:
@@ -249,7 +248,7 @@ class RemoteEncoder:
             await self.dispatcher.send(message)
         except DispatchFailed as e:
             await self.attempts.end(attempt.id, State.FAILED)
-            self._set_broker(str(e))
+            self.broker.heard(str(e))
             raise
         log.info("job %s: dispatched as attempt %s (#%d)", job.id, attempt.id, attempt.number)
         return attempt
@@ -274,15 +273,29 @@ class RemoteEncoder:
             self.waiting.pop(attempt.id, None)
 
     async def _watch(self, w: _Waiting) -> EncodeResult | None:
+        waited = 0.0
         while True:
             if w.last_beat is None:
                 timeout: float | None = self.lease_s  # not claimed yet: no lease runs
+                if waited < UNCLAIMED_WARN_S <= waited + self.lease_s:
+                    # Waiting for a free worker is normal; this long, it is worth a word.
+                    log.warning(
+                        "job %s: attempt %s not claimed after %.0f s: are workers running, "
+                        "and can they reach %s (workers.public_url)?",
+                        w.job.id, w.attempt.id, waited, self.config.workers.public_url,
+                    )  # fmt: skip
+                waited += self.lease_s
             else:
                 timeout = w.last_beat + self.lease_s - time.monotonic()
                 if timeout <= 0:
                     if await self.attempts.end(w.attempt.id, State.LOST, was=(State.CLAIMED,)):
                         return None
-                    timeout = None  # it ended just now (done, failed): its outcome follows
+                    # It ended just now: done or failed, its outcome follows; any other
+                    # end leaves nothing to wait for.
+                    ended = await self.attempts.get(w.attempt.id)
+                    if ended is None or ended.state not in (State.DONE, State.FAILED):
+                        return None
+                    timeout = RECORD_WAIT_S
             try:
                 return await asyncio.wait_for(asyncio.shield(w.outcome), timeout)
             except TimeoutError:
@@ -296,6 +309,10 @@ class RemoteEncoder:
             if job_id in self._detached:
                 self._detached.discard(job_id)
                 if w.last_beat is not None:
+                    # Its last heartbeat, to the moment: the next start's adoption counts
+                    # the lease from it (the store has it only to lease_s/4).
+                    heard = now() - timedelta(seconds=time.monotonic() - w.last_beat)
+                    await self.attempts.heartbeat(attempt_id, heard)
                     self._kept.add(job_id)
                     log.info("job %s: left to worker %s (adopted at the next start)",
                              job_id, w.worker)  # fmt: skip
@@ -334,6 +351,9 @@ class RemoteEncoder:
         if attempt.state is not State.DISPATCHED:
             raise NotLive(_why(attempt.state))
         job = await self._live_job(attempt)
+        w = self.waiting.get(attempt.id)
+        if w is not None:
+            job = dataclasses.replace(job, source=w.job.source)  # probed here if not before
         profile = self.config.encode.profiles.get(job.profile)
         if profile is None:
             raise NotLive("superseded")
@@ -341,7 +361,6 @@ class RemoteEncoder:
         if claimed is None:
             again = await self.attempts.get(attempt.id)
             raise NotLive(_why(again.state if again else State.SUPERSEDED))
-        w = self.waiting.get(attempt.id)
         if w is not None:
             w.attempt, w.worker = claimed, worker
             w.last_beat = w.beat_written = time.monotonic()
@@ -349,10 +368,12 @@ class RemoteEncoder:
         with contextlib.suppress(Exception):  # the worker's name is news, not the record
             await self.store.set_worker(job.id, worker)
         log.info("job %s: attempt %s claimed by %s", job.id, attempt.id, worker)
-        source = job.source or MediaInfo(size=self._source_size(job))
+        source = job.source or MediaInfo()
+        # The file's own size: the worker downloads exactly this many bytes.
+        size = self._source_size(job)
         return {
             "job": job.id,
-            "source": {**source.to_json(), "ext": job.source_ext},
+            "source": {**source.to_json(), "size": size, "ext": job.source_ext},
             "args": profile.handbrake_args(),
             "lease_s": self.lease_s,
             "progress_interval_s": PROGRESS_INTERVAL_S,
@@ -374,6 +395,8 @@ class RemoteEncoder:
         routes. Unauthorized, or NotLive."""
         w = self.waiting.get(attempt_id)
         if w is not None and w.attempt.token_matches(token) and w.attempt.state is State.CLAIMED:
+            if w.outcome.done():  # its output or failure is in already
+                raise NotLive("superseded")
             return w.attempt, w.job
         attempt = await self._authorised(attempt_id, token)
         if attempt.state is not State.CLAIMED:

@@ -186,6 +186,7 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX attempts_job ON attempts (job_id, number);
     CREATE INDEX attempts_live ON attempts (state) WHERE state IN ('dispatched', 'claimed');
+    CREATE INDEX attempts_heard ON attempts (heartbeat_at) WHERE heartbeat_at IS NOT NULL;
     ALTER TABLE jobs ADD COLUMN worker TEXT;
     """,
 )

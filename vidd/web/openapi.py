@@ -145,7 +145,11 @@ SCHEMAS: dict[str, Schema] = {
             "disk": _obj({"free_bytes": INT, "min_free_bytes": INT, "reserved_bytes": INT}),
             "watching": BOOL,
             "health": _obj({"ok": BOOL, "problems": {"type": "array", "items": STR}}),
-            "paused": {**_nullable(STR), "description": "why new encodes wait, if they do"},
+            "paused": {
+                **_nullable(STR),
+                "description": "why new encodes wait, if they do (the disk guard; with remote "
+                "workers, the broker)",
+            },
             "inbox_troubles": {
                 "type": "array",
                 "items": _obj({"name": STR, "reason": STR, "retry_in_s": _nullable(NUM)}),
@@ -894,7 +898,16 @@ def _workers_paths() -> dict[str, Schema]:
                     "413": TOO_LARGE_JSON,
                 },
                 requestBody=_json_body(
-                    _obj({"worker": {"type": "string", "minLength": 1, "maxLength": 100}})
+                    _obj(
+                        {
+                            "worker": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 100,
+                                "description": "the worker's name: printable, shown on the page",
+                            }
+                        }
+                    )
                 ),
             ),
         },
@@ -979,7 +992,10 @@ def _workers_paths() -> dict[str, Schema]:
                 requestBody=_json_body(
                     _obj(
                         {
-                            "code": {"type": "string", "minLength": 1, "maxLength": 40},
+                            "code": {
+                                "type": "string",
+                                "pattern": "^[A-Za-z0-9_.-]{1,40}$",
+                            },
                             "message": {"type": "string", "maxLength": 1000},
                             "log_tail": {"type": "string", "maxLength": 65536},
                         },

@@ -15,6 +15,8 @@ import errno
 import json
 import logging
 import math
+import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ ATTEMPT = "{attempt}"
 MAX_JSON_BYTES = 64 * 1024
 MAX_WORKER_NAME = 100
 MAX_CODE = 40
+CODE = re.compile(r"[A-Za-z0-9_.-]+", re.ASCII)
 MAX_MESSAGE = 1000
 MAX_TAIL = 64 * 1024
 CHUNK = 1 << 20
@@ -170,6 +173,8 @@ async def claim(request: web.Request) -> web.Response:
     token = _token(request)
     data = await _json(request)
     worker = _text(data, "worker", MAX_WORKER_NAME, least=1)
+    if not worker.strip() or any(unicodedata.category(c).startswith("C") for c in worker):
+        raise ApiError(400, "bad_request", "'worker': expected a printable name")
     with _answers():
         answer = await remote.claim(request.match_info["attempt"], token, worker)
     return web.json_response(answer)
@@ -214,6 +219,8 @@ async def fail(request: web.Request) -> web.Response:
     token = _token(request)
     data = await _json(request)
     code = _text(data, "code", MAX_CODE, least=1)
+    if not CODE.fullmatch(code):
+        raise ApiError(400, "bad_request", "'code': expected letters, digits, '_', '.' or '-'")
     message = _text(data, "message", MAX_MESSAGE)
     tail = _text(data, "log_tail", MAX_TAIL)
     with _answers():
