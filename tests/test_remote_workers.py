@@ -249,6 +249,9 @@ def test_with_the_broker_down_uploads_and_the_page_work_and_jobs_wait(cluster, s
         time.sleep(0.2)
     assert slowest < 1.0, slowest
     assert client.job(job["id"])["status"] == "queued"
+    # The pool pauses new dispatches and the status says why, as for the disk guard.
+    wait_until(lambda: client.status()["paused"], 10, "the pool paused")
+    assert "broker" in str(client.status()["paused"]).lower(), client.status()["paused"]
     workers = client.request("GET", "/api/workers")
     assert workers["mode"] == "celery" and workers["broker"] == "down", workers
     assert cluster.attempts(job["id"]) == [] or all(
@@ -261,6 +264,7 @@ def test_with_the_broker_down_uploads_and_the_page_work_and_jobs_wait(cluster, s
     assert done["worker"] in cluster.workers
     done_once(cluster, job["id"])
     assert client.request("GET", "/api/workers")["broker"] == "up"
+    assert not client.status()["paused"]
 
 
 def _page(cluster: Cluster) -> None:
