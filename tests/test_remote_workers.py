@@ -8,6 +8,7 @@ lose a job nor finish it twice.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -57,6 +58,28 @@ def cluster(tmp_path: Path):
         yield c
 
 
+def assert_hosts_cannot_see_the_front(cluster: Cluster) -> None:
+    """The set-up is honest: a worker host sees an empty folder where the front keeps its
+    files, and reaches the front over the bridge; what a worker gets, it gets over HTTP."""
+    host = cluster.workers["w1"].host
+    assert (cluster.front_dir / "config.toml").exists()
+    probe = (
+        "import os, sys, urllib.request\n"
+        "print(sorted(os.listdir(sys.argv[1])))\n"
+        "print(urllib.request.urlopen(sys.argv[2] + '/healthz', timeout=5).status)\n"
+    )
+    seen = host.run(
+        [sys.executable, "-c", probe, str(cluster.front_dir), cluster.url],
+        hide=(cluster.front_dir,),
+    )
+    assert seen.returncode == 0, seen.stderr
+    assert seen.stdout.split("\n")[:2] == ["[]", "200"]
+    # And the running `vidd worker` processes themselves (their view, through /proc).
+    for worker in cluster.workers.values():
+        assert os.listdir(f"/proc/{worker.proc.pid}/root{cluster.front_dir}") == []
+    assert host.ip != cluster.network.ip
+
+
 def one_output(cluster: Cluster, job_id: str) -> Path:
     """The job's video: exactly one, with its poster (made after done), and nothing of the
     job left in tmp/ once the poster is there."""
@@ -77,25 +100,8 @@ def done_once(cluster: Cluster, job_id: str) -> list[dict]:
     return attempts
 
 
-def test_a_worker_host_cannot_see_the_front_but_reaches_it(cluster):
-    """The set-up is honest: what a worker gets, it gets over the network."""
-    host = cluster.workers["w1"].host
-    assert (cluster.front_dir / "config.toml").exists()
-    probe = (
-        "import os, sys, urllib.request\n"
-        "print(sorted(os.listdir(sys.argv[1])))\n"
-        "print(urllib.request.urlopen(sys.argv[2] + '/healthz', timeout=5).status)\n"
-    )
-    seen = host.run(
-        [sys.executable, "-c", probe, str(cluster.front_dir), cluster.url],
-        hide=(cluster.front_dir,),
-    )
-    assert seen.returncode == 0, seen.stderr
-    assert seen.stdout.split("\n")[:2] == ["[]", "200"]
-    assert host.ip != cluster.network.ip
-
-
 def test_an_upload_converts_on_a_worker_as_a_local_encode_would(cluster, small_clip, tmp_path):
+    assert_hosts_cannot_see_the_front(cluster)
     job = cluster.upload(small_clip)
     progress: list[float] = []
 
@@ -193,6 +199,7 @@ def test_a_partitioned_worker_stops_by_itself_and_the_job_is_done_once(cluster, 
     )
     assert stopped_s <= LEASE_S + LEASE_SLACK_S
     assert cut.proc.poll() is None  # the worker itself lives on: only its encode stopped
+    wait_until(lambda: "no heartbeat reached the front" in cut.log(), 5, "the worker's reason")
     # Meanwhile the front gave the job to the other worker, which finishes it.
     job = cluster.wait_job(job_id, "done", timeout=60)
     assert job["worker"] != cut.name
