@@ -36,7 +36,7 @@ MOUNT = "/usr/bin/mount" if os.path.exists("/usr/bin/mount") else "mount"
 LOCK_PATH = Path("/tmp/vidd-netns.lock")
 NS_PREFIX = "vidd-"  # namespaces: vidd-<owner pid>-<tag>-<host>
 ALIAS_PREFIX = "vidd-e2e-owner:"  # a bridge's alias names its owner pid
-SUBNETS = ipaddress.ip_network("10.200.0.0/13")  # 10.200.0.0 .. 10.207.255.255, /24 each
+SUBNETS = ipaddress.IPv4Network("10.200.0.0/13")  # 10.200.0.0 .. 10.207.255.255, /24 each
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -151,7 +151,8 @@ def _sweep_stale() -> None:
 
 
 def _used_networks() -> list[ipaddress.IPv4Network]:
-    used = []
+    """Every IPv4 network this machine routes or has an address in."""
+    used: list[ipaddress.IPv4Network] = []
     routes = _run(IP, "-4", "-o", "route", "show", "table", "all", check=False).stdout
     for line in routes.splitlines():
         word = line.split()[0] if line.split() else ""
@@ -159,11 +160,11 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
             word = line.split()[1]
         with contextlib.suppress(ValueError):
             if word != "default":
-                used.append(ipaddress.ip_network(word, strict=False))
+                used.append(ipaddress.IPv4Network(word, strict=False))
     for line in _run(IP, "-4", "-o", "addr", "show", check=False).stdout.splitlines():
         words = line.split()
         if "inet" in words:
-            used.append(ipaddress.ip_interface(words[words.index("inet") + 1]).network)
+            used.append(ipaddress.IPv4Interface(words[words.index("inet") + 1]).network)
     return used
 
 
