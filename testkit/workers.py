@@ -61,17 +61,6 @@ class Worker:
         )
         return self
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (a clean stop), then whatever is left of the host is killed."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            with contextlib.suppress(Exception):
-                self.proc.wait(timeout)
-        self.host.kill_all()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
     def kill(self) -> None:
         """Every process of the host, SIGKILL."""
         self.host.kill_all()
