@@ -17,9 +17,9 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import Any, Self
 
 from testkit.browser import daemon_env
 from testkit.daemon import TEST_CONFIG, Daemon, write_config
@@ -51,22 +51,18 @@ class Worker:
     env: dict[str, str]
     hide: tuple[Path, ...]
     proc: Any = None
-    _log: IO[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> Self:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # closed in stop()
-        self.proc = self.host.popen(
-            self.args, hide=self.hide, env=self.env, log=self._log, cwd=self.work_dir
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = self.host.popen(
+                self.args, hide=self.hide, env=self.env, log=log, cwd=self.work_dir
+            )
         return self
 
     def kill(self) -> None:
         """Every process of the host, SIGKILL."""
         self.host.kill_all()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def log(self) -> str:
         try:
