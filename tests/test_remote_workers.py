@@ -9,6 +9,7 @@ lose a job nor finish it twice.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -183,6 +184,31 @@ def test_a_dead_host_s_job_is_done_on_the_other_worker(cluster, medium_clip):
     assert taken <= 2.0, timings
     assert done <= LEASE_S + LEASE_SLACK_S + 2.0 + encode, timings
     assert not dead.host.pids()  # the dead host stayed dead
+
+
+def test_a_crashed_task_redelivered_by_celery_is_refused_and_done_once(cluster, medium_clip):
+    """Celery's own redelivery (acks_late + reject_on_worker_lost) hands the message of a
+    crashed task process straight back; the front refuses a second claim of the attempt,
+    and its lease, not Celery, decides on a fresh attempt."""
+    job_id = cluster.upload(medium_clip)["id"]
+    running = cluster.wait_running_on(job_id)
+    worker = cluster.workers[running["worker"]]
+    (handbrake,) = worker.handbrake_pids()
+    task_process = int(Path(f"/proc/{handbrake}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert task_process != worker.proc.pid  # a pool child, not the Celery worker itself
+    (first,) = cluster.attempts(job_id)
+    os.kill(task_process, signal.SIGKILL)
+
+    job = cluster.wait_job(job_id, "done", timeout=LEASE_S + LEASE_SLACK_S + 60)
+    attempts = done_once(cluster, job_id)
+    assert [(a["number"], a["state"]) for a in attempts] == [(1, "lost"), (2, "done")], attempts
+    # The message came back at once and was claimed again: refused, dropped.
+    redelivered = [w for w in cluster.workers.values() if f"{first['id']}: dropped" in w.log()]
+    assert redelivered, cluster.logs()
+    assert "refused the claim (409" in redelivered[0].log()
+    assert worker.proc.poll() is None  # Celery replaced its pool process; the worker lives
+    assert job["worker"] == attempts[1]["worker"]
+    one_output(cluster, job_id)
 
 
 def test_a_partitioned_worker_stops_by_itself_and_the_job_is_done_once(cluster, medium_clip):
