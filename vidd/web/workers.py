@@ -31,7 +31,8 @@ from .upload import Pace
 log = logging.getLogger(__name__)
 
 BASE = "/api/workers/attempts/"
-ATTEMPT = r"{attempt:[A-Za-z0-9_-]{1,64}}"
+# Any segment: a malformed id gets the same 401 as an unknown one (no oracle, no 404).
+ATTEMPT = "{attempt}"
 MAX_JSON_BYTES = 64 * 1024
 MAX_WORKER_NAME = 100
 MAX_CODE = 40
