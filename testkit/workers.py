@@ -10,7 +10,9 @@ a host runs.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import secrets
 import sqlite3
@@ -286,6 +288,23 @@ class Cluster:
                 params,
             ).fetchall()
         return [dict(r) for r in rows]
+
+    def unacked_messages(self) -> list[dict[str, Any]]:
+        """The vidd messages Redis holds as delivered but not acked (a running task's, with
+        acks_late): each one's kwargs (attempt, token, front, args), as the worker got them.
+        Read from kombu's `unacked` hash: [payload, exchange, routing key] per delivery."""
+        assert self.redis is not None
+        raw = self.redis.command("HGETALL", "unacked")
+        values = raw[1::2] if isinstance(raw, list) else []
+        messages = []
+        for value in values:
+            payload = json.loads(value)[0]
+            body = payload["body"]
+            if payload["properties"].get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            _args, kwargs, _embed = json.loads(body)
+            messages.append(kwargs)
+        return messages
 
     def logs(self, lines: int = 40) -> str:
         parts = []

@@ -8,6 +8,7 @@ lose a job nor finish it twice.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -211,11 +212,38 @@ def test_a_crashed_task_redelivered_by_celery_is_refused_and_done_once(cluster, 
     one_output(cluster, job_id)
 
 
-def test_a_partitioned_worker_stops_by_itself_and_the_job_is_done_once(cluster, medium_clip):
+# What a cut-off worker would send once its link is back, with its stale attempt's token:
+# progress, then its output (a valid MP4). Python's own http.client, run on that host.
+LATE_SENDER = """
+import http.client, json, sys, urllib.parse
+front, attempt, token, video = sys.argv[1:5]
+url = urllib.parse.urlsplit(front)
+base = f"{url.path.rstrip('/')}/api/workers/attempts/{attempt}"
+auth = {"Authorization": f"Bearer {token}"}
+answers = []
+for method, path, body, kind in (
+    ("POST", "/progress", json.dumps({"progress": 1.0, "fps": None, "eta_s": None}).encode(),
+     "application/json"),
+    ("PUT", "/output", open(video, "rb").read(), "video/mp4"),
+):
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    conn.request(method, base + path, body=body,
+                 headers={**auth, "Content-Type": kind, "Content-Length": str(len(body))})
+    r = conn.getresponse()
+    answers.append([r.status, json.loads(r.read() or b"null")])
+    conn.close()
+print(json.dumps(answers))
+"""
+
+
+def test_a_partitioned_worker_stops_by_itself_and_the_job_is_done_once(
+    cluster, medium_clip, tmp_path
+):
     job_id = cluster.upload(medium_clip)["id"]
     running = cluster.wait_running_on(job_id)
     cut = cluster.workers[running["worker"]]
     assert cut.handbrake_pids()
+    (stale,) = cluster.unacked_messages()  # the message the cut-off worker is running
     cut_at = time.monotonic()
     cut.host.cut()
 
@@ -229,14 +257,39 @@ def test_a_partitioned_worker_stops_by_itself_and_the_job_is_done_once(cluster, 
     # Meanwhile the front gave the job to the other worker, which finishes it.
     job = cluster.wait_job(job_id, "done", timeout=60)
     assert job["worker"] != cut.name
+    video = one_output(cluster, job_id)
+    made = video.stat()
+    job = cluster.job(job_id)  # with its poster now
 
-    # The link comes back: nothing the cut-off worker might still send counts.
+    # The link comes back, and the cut-off host sends what a late worker would: its
+    # progress is told to stop, its output (a valid MP4 of the source) is refused.
     cut.host.heal()
-    time.sleep(LEASE_S / 2)
+    late_video = tmp_path / "late.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(medium_clip), "-c", "copy", str(late_video)],
+        check=True,
+        timeout=60,
+    )
+    sent = cut.host.run(
+        [sys.executable, "-c", LATE_SENDER, stale["front"], stale["attempt"], stale["token"],
+         str(late_video)],
+        hide=(cluster.front_dir,),
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    (progress, output) = json.loads(sent.stdout)
+    assert progress[0] == 410 and progress[1]["error"]["code"] == "stop", progress
+    assert output[0] == 409, output
+    # Done once: one done attempt (the other worker's), the cut-off one lost, the video
+    # the other worker made untouched.
     attempts = done_once(cluster, job_id)
     assert [a["state"] for a in attempts if a["worker"] == cut.name] == ["lost"], attempts
+    assert [a["id"] for a in attempts if a["worker"] == cut.name] == [stale["attempt"]]
     assert cluster.job(job_id)["status"] == "done"
-    one_output(cluster, job_id)
+    assert cluster.job(job_id)["output"] == job["output"]
+    after = one_output(cluster, job_id).stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        made.st_ino, made.st_size, made.st_mtime_ns,
+    )  # fmt: skip
     assert not cut.handbrake_pids()
     assert time.monotonic() - cut_at < 60
 
