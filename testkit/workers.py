@@ -127,9 +127,10 @@ class Cluster:
         self.network.up()
         self.redis = RedisServer(self.folder / "redis", host=self.network.ip).start()
         self.config_path = self.write_front_config()
-        self.start_front()
+        # The workers need only Redis to start: they boot while the front does.
         for i in range(1, self.worker_count + 1):
             self.add_worker(f"w{i}")
+        self.start_front()
         return self
 
     def write_front_config(self) -> Path:
