@@ -18,6 +18,7 @@ import secrets
 import sqlite3
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,17 +257,19 @@ class Cluster:
 
     def wait_workers_ready(self, timeout: float = 60.0) -> None:
         """Until every worker's Celery consumer waits on the queue: Redis has a connection
-        from each host blocked in BRPOP (the consumer's poll)."""
+        blocked in BRPOP (the consumer's poll) from each host, one per worker where hosts
+        share an address (the local set-up)."""
         assert self.redis is not None
 
         def ready() -> bool:
             clients = str(self.redis.command("CLIENT", "LIST"))  # type: ignore[union-attr]
-            polling = {
+            polling = Counter(
                 line.split(" addr=", 1)[1].split(":", 1)[0]
                 for line in clients.splitlines()
                 if " addr=" in line and "cmd=brpop" in line
-            }
-            return all(w.host.ip in polling for w in self.workers.values() if w.proc)
+            )
+            wanted = Counter(w.host.ip for w in self.workers.values() if w.proc is not None)
+            return all(polling[ip] >= n for ip, n in wanted.items())
 
         deadline = time.monotonic() + timeout
         while not ready():
