@@ -2,8 +2,8 @@
 redis-server with a password, and `vidd worker` (a real Celery worker) on simulated hosts
 (network namespaces joined by a bridge, each unable to see the front's folder), encoding
 with the real HandBrakeCLI. What issue 13 says must be proven: the result is the one a
-local encode gives; a dead host, a partition, a front restart and a broker outage neither
-lose a job nor finish it twice.
+local encode gives; a dead host, a partition, a crashed task that Celery redelivers, a
+front restart and a broker outage neither lose a job nor finish it twice.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ LEASE_S = 4.0
 # What the lease watch may add to lease_s: it looks at heartbeats every so often, and a
 # busy 2-core machine delays everyone a little.
 LEASE_SLACK_S = 3.0
-WEB_ARGS = ["-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"]
 
 
 @pytest.fixture(scope="module")
@@ -122,10 +121,11 @@ def test_an_upload_converts_on_a_worker_as_a_local_encode_would(cluster, small_c
     assert attempt["number"] == 1 and attempt["claimed_at"] and attempt["ended_at"]
     remote = one_output(cluster, job["id"])
 
-    # The same encode, run locally by HandBrakeCLI with the web profile's arguments.
+    # The same encode, run locally by HandBrakeCLI with the arguments of the job's profile.
+    args = cluster.front.config.encode.profiles[job["profile"]].handbrake_args()
     local = tmp_path / "local.mp4"
     subprocess.run(
-        ["HandBrakeCLI", "-i", str(small_clip), "-o", str(local), "--format", "av_mp4", *WEB_ARGS],
+        ["HandBrakeCLI", "-i", str(small_clip), "-o", str(local), "--format", "av_mp4", *args],
         check=True,
         capture_output=True,
         timeout=60,
