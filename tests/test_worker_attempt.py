@@ -136,3 +136,16 @@ def test_the_private_config_is_the_work_folder_and_the_messages_args(tmp_path):
     assert cfg.storage.data_dir == tmp_path / "attempt-x"
     assert cfg.encode.profiles[cfg.encode.default_profile].handbrake_args() == ["-e", "x264"]
     assert cfg.encode.ffmpeg == "" and cfg.encode.kill_grace_s <= 1.0
+
+
+async def test_an_encode_longer_than_max_encode_s_is_stopped_and_reported(front, tmp_path):
+    slow = make_clip(tmp_path / "slow.avi", seconds=10)
+    args = ["-e", "x264", "--encoder-preset", "placebo", "-q", "22"]
+    attempt = front.add("jobslow", slow, args)
+    quick = Settings("w", tmp_path / "work", HANDBRAKE, max_encode_s=1.0)
+    started = time.monotonic()
+    outcome = await run(front, attempt, quick)
+    assert outcome == "failed: too_long: the encode took longer than 1 s"
+    assert time.monotonic() - started < 6.0
+    assert attempt.failures[0]["code"] == "too_long" and attempt.output is None
+    assert list((tmp_path / "work").iterdir()) == []

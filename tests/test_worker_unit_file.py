@@ -4,13 +4,19 @@ that hands the encode back in time."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from testkit.celery_worker import WorkerProcess, send
+from testkit.fake_front import FakeFront
+from testkit.media import make_clip
+from testkit.redis import RedisServer
 from vidd import worker, worker_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,3 +90,39 @@ def test_unit_keeps_its_promises():
             while lines[j] and not lines[j].startswith("#"):
                 j -= 1
             assert lines[j].startswith("#") and i - j <= 2, lines[i]
+
+
+MDWE_WRAPPER = """
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+    sys.exit(77)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+async def test_the_worker_encodes_without_write_execute_memory(tmp_path):
+    """MemoryDenyWriteExecute=yes: under the kernel's own switch (PR_SET_MDWE, inherited
+    across fork and exec) Celery's prefork pool, aiohttp and HandBrake still do a job."""
+    wrapper = tmp_path / "mdwe.py"
+    wrapper.write_text(MDWE_WRAPPER)
+    broker = RedisServer(tmp_path / "redis").start()
+    front = await FakeFront().start()
+    worker = WorkerProcess(broker.url, tmp_path / "w", wrapper=(sys.executable, str(wrapper)))
+    try:
+        clip = make_clip(tmp_path / "clip.avi", seconds=1)
+        attempt = front.add("jobm", clip, ["-e", "x264", "-q", "22", "-r", "15", "-B", "96"])
+        worker.start()
+        await asyncio.to_thread(send, broker.url, attempt.kwargs(front.url), attempt.id)
+        for _ in range(600):
+            if attempt.output is not None or worker.proc.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        if worker.proc.poll() == 77:
+            pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3)")
+        assert attempt.output is not None and attempt.failures == [], worker.log()
+    finally:
+        worker.stop()
+        await front.stop()
+        broker.kill()

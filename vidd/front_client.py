@@ -112,6 +112,11 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+def _finite(value: float | None) -> float | None:
+    """A number the front accepts (finite, not negative), or None."""
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
+
+
 def _count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(repr(value))
@@ -155,8 +160,8 @@ class FrontClient:
         """The heartbeat: Stop on 410 (the front says stop now)."""
         body = {
             "progress": min(1.0, max(0.0, progress)),
-            "fps": fps if fps is not None and math.isfinite(fps) else None,
-            "eta_s": eta_s if eta_s is not None and math.isfinite(eta_s) else None,
+            "fps": _finite(fps),
+            "eta_s": _finite(eta_s),
         }
         await self._json("POST", "progress", body)
 

@@ -11,7 +11,9 @@ The Celery side (the task `vidd.encode` and the worker process) is worker_proces
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -216,7 +218,12 @@ class _Run:
         bad = [a for a in self.dispatch.args if a.split("=", 1)[0] in RESERVED_ARGS]
         if bad:
             return await self.failed("bad_profile", f"{bad[0]} is set by vidd itself", "")
-        await self.download()
+        try:
+            await self.download()
+        except Refused as e:  # a 404 (the front lost it) or more bytes than it said
+            return await self.failed(
+                "source_unreadable", f"the source could not be fetched: {e}", ""
+            )
         try:
             result = await asyncio.wait_for(
                 Encoder(self.config, self.layout).run(self.job, self.on_progress),
@@ -270,6 +277,29 @@ class _Run:
     async def persistently(self, call: Callable[[], Awaitable[None]]) -> None:
         """Send until it gets through: retried with backoff until lease_s without success."""
         await _patiently(call, self.claim.lease_s)
+
+
+class WorkDirBusy(Exception):
+    """Another `vidd worker` holds this work folder."""
+
+
+def take_work_dir(work_dir: Path) -> tuple[int, int]:
+    """Make the work folder this process's own: an exclusive lock on the folder itself
+    (no file of its own: the folder stays empty between attempts), held as long as the
+    returned descriptor stays open (the Celery pool's processes share it), then remove
+    the attempt folders a killed run left. Returns (fd, removed)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WorkDirBusy(f"another vidd worker uses {work_dir}") from None
+    removed = 0
+    for leftover in work_dir.glob("attempt-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+        removed += 1
+    return fd, removed
 
 
 def private_config(settings: Settings, folder: Path, args: tuple[str, ...]) -> Config:

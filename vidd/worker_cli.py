@@ -4,6 +4,7 @@ taking attempts from the front's Redis broker (worker_process.py runs it)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import socket
@@ -75,7 +76,7 @@ def _seconds(value: str) -> float:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .worker import Settings
+    from .worker import Settings, WorkDirBusy, take_work_dir
 
     broker = args.broker or os.environ.get(BROKER_ENV, "")
     if not broker.startswith(("redis://", "rediss://")):
@@ -90,7 +91,10 @@ def main(args: argparse.Namespace) -> int:
         return USAGE
     work_dir = args.work_dir or Path(os.environ.get("STATE_DIRECTORY") or "var/worker")
     try:
-        work_dir.mkdir(parents=True, exist_ok=True)
+        _, leftovers = take_work_dir(work_dir)  # held until the process ends
+    except WorkDirBusy as e:
+        print(f"vidd: worker: {e}", file=sys.stderr)
+        return USAGE
     except OSError as e:
         print(f"vidd: worker: cannot use {work_dir}: {e.strerror or e}", file=sys.stderr)
         return USAGE
@@ -101,6 +105,10 @@ def main(args: argparse.Namespace) -> int:
         max_encode_s=args.max_encode_s,
     )
     logs.setup("debug" if args.verbose else "info", verbose=args.verbose)
+    if leftovers:
+        logging.getLogger(__name__).info(
+            "removed %d attempt folder(s) a previous run left in %s", leftovers, work_dir
+        )
     from .worker_process import NoCelery, Options, run
 
     try:
