@@ -189,15 +189,18 @@ class Cluster:
 
     def close(self) -> None:
         # The hosts first, at once (SIGKILL: a clean stop proves nothing here and costs
-        # seconds), then the front, then Redis.
-        for worker in self.workers.values():
-            with contextlib.suppress(Exception):
-                worker.kill()
-        for front in self.fronts:
-            front.stop()
-        if self.redis is not None:
-            self.redis.stop()
-        self.network.close()
+        # seconds), then the front, then Redis; the network goes whatever failed before.
+        try:
+            for worker in self.workers.values():
+                with contextlib.suppress(Exception):
+                    worker.kill()
+            for front in self.fronts:
+                with contextlib.suppress(Exception):
+                    front.stop()
+            if self.redis is not None:
+                self.redis.stop()
+        finally:
+            self.network.close()
 
     def __enter__(self) -> Self:
         try:
