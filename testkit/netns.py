@@ -4,10 +4,14 @@ veth pair. A host's processes also run in a mount namespace of their own (`unsha
 --mount`) where the front's folders are hidden under an empty tmpfs, so a worker provably
 cannot read the front's files: everything it gets, it gets over HTTP.
 
-Host death = SIGKILL to every process of the namespace (`ip netns pids`); partition = the
-host's veth link down (and up again). Names and subnets are unique per process and per
-Network (the suite runs under `pytest -n 2`, perhaps beside another run), allocated under a
-file lock, and recorded with the owner's pid so a run that died is cleaned up by the next.
+Host death = SIGKILL to every process of the namespace (`ip netns pids`) and their
+descendants (vidd's box gives HandBrakeCLI a network namespace of its own); partition = the
+host's veth link down (and up again). Where namespaces are not allowed, LocalNetwork and
+LocalHost stand in: plain process sessions on 127.0.0.1, no partition, nothing hidden.
+
+Names and subnets are unique per process and per Network (the suite runs under `pytest -n
+2`, perhaps beside another run), allocated under a file lock, and recorded with the
+owner's pid so a run that died is cleaned up by the next.
 Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN); `unavailable()` says why not, for a skip.
 
 Run as a program it is the step that hides the folders inside a host's mount namespace:
