@@ -7,6 +7,7 @@ on the same port.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -39,6 +40,7 @@ class Attempt:
     stop: bool = False  # progress answers 410 stop
     cut_source_at: int | None = None  # the first GET of the source drops after this many bytes
     output_answers: list[int] = field(default_factory=list)  # statuses for the first PUTs
+    output_answer_after_s: float = 0.0  # how long each of those PUTs takes to answer
     claims: int = 0
     source_requests: list[str | None] = field(default_factory=list)  # their Range headers
     progress: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
@@ -200,6 +202,7 @@ class FakeFront:
         attempt.output_puts += 1
         if attempt.output_answers:
             await request.read()
+            await asyncio.sleep(attempt.output_answer_after_s)  # a long transfer, then a drop
             status = attempt.output_answers.pop(0)
             return self._error("output", status, "bad_output" if status == 422 else "unavailable")
         if request.content_length is None:

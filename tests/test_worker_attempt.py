@@ -71,6 +71,18 @@ async def test_the_output_is_sent_again_after_a_5xx(front, settings, clip):
     assert attempt.output_puts == 3 and attempt.output is not None
 
 
+async def test_an_output_that_drops_after_longer_than_the_lease_is_sent_again(
+    front, settings, clip
+):
+    # The patience for a failing call counts from its failure, not from when the call
+    # began: a transfer longer than lease_s that drops once is not given up at once.
+    attempt = front.add("jobdrop", clip, WEB, lease_s=1.0)
+    attempt.output_answers, attempt.output_answer_after_s = [503], 1.5
+    outcome = await run(front, attempt, settings)
+    assert outcome.startswith("done: job jobdrop"), outcome
+    assert attempt.output_puts == 2 and attempt.output is not None
+
+
 async def test_an_output_refused_with_422_ends_the_attempt(front, settings, clip):
     attempt = front.add("job422", clip, WEB, output_answers=[422])
     outcome = await run(front, attempt, settings)

@@ -148,13 +148,17 @@ async def run_attempt(dispatch: Dispatch, settings: Settings) -> str:
 
 
 async def _patiently(call: Callable[[], Awaitable[T]], patience_s: float) -> T:
-    """`call()` again after Unreachable, with backoff, until `patience_s` has passed."""
-    deadline = time.monotonic() + patience_s
+    """`call()` again after Unreachable, with backoff, until `patience_s` has passed since
+    the first failure (not since the first call: an upload longer than the lease that
+    drops once is sent again)."""
+    deadline: float | None = None
     delay = FIRST_RETRY_S
     while True:
         try:
             return await call()
         except Unreachable:
+            if deadline is None:
+                deadline = time.monotonic() + patience_s
             if time.monotonic() + delay >= deadline:
                 raise
             await asyncio.sleep(delay)
