@@ -75,6 +75,17 @@ def test_fit_json_keeps_the_end_of_a_log_under_64_kib():
     assert fit_json(small, "tail") == small
 
 
+@pytest.mark.parametrize(
+    ("attempt", "token"),
+    [("../../jobs", "t"), ("a/b", "t"), ("a?x=1", "t"), ("", "t"), ("a", "t\r\nX-Evil: 1")],
+)
+async def test_an_attempt_id_or_token_that_is_not_url_safe_is_refused_before_use(attempt, token):
+    # The id becomes a URL path segment, the token a header: never a path of the sender's.
+    async with ClientSession() as session:
+        with pytest.raises(Refused):
+            FrontClient(session, Dispatch(attempt, token, "http://127.0.0.1:9", ()))
+
+
 @pytest.fixture
 async def front():
     f = await FakeFront().start()

@@ -102,6 +102,13 @@ async def test_a_claim_409_or_a_wrong_token_drops_the_attempt(front, settings, c
     assert outcome == "dropped: the front refused the claim (401 unauthorized)"
 
 
+async def test_a_message_whose_attempt_id_is_a_path_is_dropped_unsent(front, settings):
+    dispatch = Dispatch("../../jobs", "t1", front.url, tuple(WEB))
+    outcome = await run_attempt(dispatch, settings)
+    assert outcome == "dropped: no claim (the message's attempt id or token is not URL-safe)"
+    assert list(settings.work_dir.iterdir()) == []
+
+
 async def test_an_output_over_the_fronts_limit_is_reported_not_sent(front, settings, clip):
     attempt = front.add("jobbig", clip, WEB, max_output_bytes=1000)
     outcome = await run(front, attempt, settings)

@@ -30,6 +30,9 @@ CALL_TIMEOUT = aiohttp.ClientTimeout(total=10.0, sock_connect=5.0)
 # Transfers: no total bound (files are large); a stalled socket counts as a drop.
 TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=60.0)
 _EXT = re.compile(r"\.[A-Za-z0-9]{1,10}")
+# The attempt id becomes a URL path segment and the token a header: both are the front's
+# secrets.token_urlsafe, so anything else in a message is refused before it is used.
+_URL_SAFE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 class Stop(Exception):
@@ -145,6 +148,9 @@ class FrontClient:
     """The worker routes of one attempt, over one aiohttp session."""
 
     def __init__(self, session: aiohttp.ClientSession, dispatch: Dispatch) -> None:
+        """Refused when the message's attempt id or token is not one the front makes."""
+        if not _URL_SAFE.fullmatch(dispatch.attempt) or not _URL_SAFE.fullmatch(dispatch.token):
+            raise Refused("the message's attempt id or token is not URL-safe")
         self._session = session
         self.base = f"{dispatch.front.rstrip('/')}/api/workers/attempts/{dispatch.attempt}"
         self._headers = {"Authorization": f"Bearer {dispatch.token}"}

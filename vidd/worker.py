@@ -130,8 +130,8 @@ async def run_attempt(dispatch: Dispatch, settings: Settings) -> str:
     started = time.monotonic()
     try:
         async with aiohttp.ClientSession() as session:
-            client = FrontClient(session, dispatch)
             try:
+                client = FrontClient(session, dispatch)
                 claim = await _patiently(
                     lambda: client.claim(settings.name), settings.claim_patience_s
                 )
