@@ -118,6 +118,19 @@ async def test_answers_become_stop_unreachable_or_refused(front, tmp_path):
     assert ("progress", 403) not in front.refused  # never sends a browser's headers
 
 
+async def test_answers_that_arrive_in_pieces_are_read_whole(front, tmp_path):
+    source = tmp_path / "s.avi"
+    source.write_bytes(b"x" * 1000)
+    attempt = front.add("j3", source, [], duration=1.0, answer_in_pieces=True)
+    async with ClientSession() as session:
+        client = FrontClient(session, Dispatch.from_kwargs(attempt.kwargs(front.url)))
+        claim = await client.claim("w")
+        assert claim.job == "j3" and claim.max_output_bytes == attempt.max_output_bytes
+        with pytest.raises(Stop) as e:  # the error's code, not the status's reason
+            await client.claim("w")
+        assert (e.value.status, e.value.code) == (409, "claimed")
+
+
 async def test_the_source_resumes_after_a_drop_and_restarts_after_a_200(front, tmp_path):
     data = bytes(range(256)) * 400
     source = tmp_path / "s.avi"

@@ -252,8 +252,8 @@ class FrontClient:
                     return None
                 if resp.status != 200:
                     raise Refused(f"{method} {route}: unexpected {resp.status}")
-                raw = await resp.content.read(MAX_ANSWER + 1)
-                if len(raw) > MAX_ANSWER:
+                raw = await _body_of(resp, MAX_ANSWER)
+                if raw is None:
                     raise Refused(f"{method} {route}: the answer is too large")
                 try:
                     return json.loads(raw)
@@ -275,10 +275,23 @@ class FrontClient:
         raise Refused(f"{resp.method} {resp.url.path}: {resp.status} {code}: {message}")
 
 
+async def _body_of(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body (StreamReader.read(n) gives only what has arrived so far), or None
+    as soon as it passes `limit` bytes: never read whole."""
+    body = bytearray()
+    while chunk := await resp.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 async def _error_of(resp: aiohttp.ClientResponse) -> tuple[str, str]:
     """The code and message of the front's JSON error, or the status's reason."""
     try:
-        raw = await resp.content.read(MAX_JSON)
+        raw = await _body_of(resp, MAX_JSON)
+        if raw is None:
+            raise ValueError("too large")
         error = json.loads(raw)["error"]
         return str(error["code"])[:MAX_CODE], str(error.get("message", ""))[:MAX_MESSAGE]
     except (ValueError, KeyError, TypeError, aiohttp.ClientError):
