@@ -16,7 +16,7 @@ import pytest
 from testkit.fake_front import Attempt, FakeFront
 from testkit.media import make_clip
 from vidd.celery_app import Dispatch
-from vidd.worker import Heartbeat, Settings, private_config, run_attempt
+from vidd.worker import FrontAway, Heartbeat, Settings, private_config, run_attempt
 
 WEB = ["-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"]
 HANDBRAKE = shutil.which("HandBrakeCLI") or "/usr/bin/HandBrakeCLI"
@@ -116,13 +116,29 @@ async def test_an_output_over_the_fronts_limit_is_reported_not_sent(front, setti
     assert attempt.output_puts == 0
 
 
-async def test_no_front_at_all_gives_up_the_claim_after_its_patience(settings):
+async def test_no_front_at_all_hands_the_message_back_after_the_claims_patience(settings):
+    # Dropped (acked), the message would leave the front waiting for a claim forever.
     dispatch = Dispatch("a1", "t1", "http://127.0.0.1:9", tuple(WEB))
     quick = Settings(settings.name, settings.work_dir, settings.handbrake, claim_patience_s=1.0)
     started = time.monotonic()
-    outcome = await run_attempt(dispatch, quick)
-    assert outcome.startswith("dropped: no claim")
-    assert time.monotonic() - started < 5.0
+    with pytest.raises(FrontAway, match="no claim"):
+        await run_attempt(dispatch, quick)
+    assert 0.5 < time.monotonic() - started < 5.0
+    assert list(settings.work_dir.iterdir()) == []
+
+
+def test_the_task_requeues_its_message_when_the_front_does_not_answer_the_claim(settings):
+    from celery.exceptions import Reject
+
+    from vidd.celery_app import make_app
+    from vidd.worker_process import register
+
+    quick = Settings(settings.name, settings.work_dir, settings.handbrake, claim_patience_s=0.5)
+    task = register(make_app("memory://", max_encode_s=60), quick)
+    kwargs = Dispatch("a1", "t1", "http://127.0.0.1:9", tuple(WEB)).to_kwargs()
+    with pytest.raises(Reject) as e:
+        task(**kwargs)  # the task's function itself, in this process
+    assert e.value.requeue
 
 
 async def test_the_heartbeat_posts_without_news_at_least_every_quarter_lease(front, clip):

@@ -122,9 +122,14 @@ async def _wait_event(event: asyncio.Event, timeout_s: float) -> None:
         pass
 
 
+class FrontAway(Exception):
+    """The front did not answer the claim for claim_patience_s: the message goes back to
+    the queue. (Dropped, it would leave the front waiting for a claim that never comes.)"""
+
+
 async def run_attempt(dispatch: Dispatch, settings: Settings) -> str:
-    """Run one attempt to its end; returns what happened, in words (for the log). Every
-    way out removes the attempt's work folder."""
+    """Run one attempt to its end; returns what happened, in words (for the log), or
+    raises FrontAway before a claim. Every way out removes the attempt's work folder."""
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="attempt-", dir=settings.work_dir))
     started = time.monotonic()
@@ -137,7 +142,9 @@ async def run_attempt(dispatch: Dispatch, settings: Settings) -> str:
                 )
             except Stop as e:
                 return f"dropped: the front refused the claim ({e.status} {e.code})"
-            except (Unreachable, Refused) as e:
+            except Unreachable as e:
+                raise FrontAway(f"no claim: {e}") from None
+            except Refused as e:
                 return f"dropped: no claim ({e})"
             log.info("attempt %s: claimed job %s", dispatch.attempt, claim.job)
             run = _Run(client, claim, dispatch, settings, folder)
