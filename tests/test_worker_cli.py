@@ -49,7 +49,15 @@ def test_a_missing_handbrake_is_named(capsys, tmp_path):
 
 @pytest.mark.parametrize(
     "args",
-    [["--concurrency", "0"], ["--concurrency", "65"], ["--max-encode-s", "-1"]],
+    [
+        ["--concurrency", "0"],
+        ["--concurrency", "65"],
+        ["--max-encode-s", "-1"],
+        ["--name", ""],  # the front refuses a claim without a name: nothing would run
+        ["--name", "  "],
+        ["--name", "x" * 101],
+        ["--name", "a\nb"],
+    ],
 )
 def test_out_of_range_numbers_are_usage_errors(args, capsys):
     assert cli.main(["worker", "--broker", BROKER, *args]) == cli.USAGE

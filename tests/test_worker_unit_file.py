@@ -17,6 +17,12 @@ from testkit.celery_worker import WorkerProcess, send
 from testkit.fake_front import FakeFront
 from testkit.media import make_clip
 from testkit.redis import RedisServer
+from testkit.systemd_units import (
+    MDWE_UNSUPPORTED,
+    MDWE_WRAPPER,
+    directives,
+    unexplained_hardening,
+)
 from vidd import worker, worker_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,16 +31,6 @@ ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
     ANALYZE is None, reason="systemd-analyze is not installed (`make test` installs systemd)"
 )
-
-
-def directives(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("#", "[")):
-            key, _, value = line.partition("=")
-            out.setdefault(key, []).append(value)
-    return out
 
 
 @needs_analyze
@@ -81,25 +77,7 @@ def test_unit_keeps_its_promises():
     assert one["KillMode"] == "mixed"
     assert float(one["TimeoutStopSec"]) > worker_process.SOFT_SHUTDOWN_S + worker.KILL_GRACE_S + 5
     # Every hardening line carries a comment right above it (or above its pair).
-    lines = UNIT.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("# --- Hardening"))
-    end = lines.index("[Install]")
-    for i in range(start + 1, end):
-        if lines[i] and not lines[i].startswith("#"):
-            j = i - 1
-            while lines[j] and not lines[j].startswith("#"):
-                j -= 1
-            assert lines[j].startswith("#") and i - j <= 2, lines[i]
-
-
-MDWE_WRAPPER = """
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
-if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
-    sys.exit(77)
-os.execv(sys.argv[1], sys.argv[1:])
-"""
+    assert unexplained_hardening(UNIT.read_text()) == []
 
 
 async def test_the_worker_encodes_without_write_execute_memory(tmp_path):
@@ -119,7 +97,7 @@ async def test_the_worker_encodes_without_write_execute_memory(tmp_path):
             if attempt.output is not None or worker.proc.poll() is not None:
                 break
             await asyncio.sleep(0.1)
-        if worker.proc.poll() == 77:
+        if worker.proc.poll() == MDWE_UNSUPPORTED:
             pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3)")
         assert attempt.output is not None and attempt.failures == [], worker.log()
     finally:

@@ -122,22 +122,29 @@ async def _wait_event(event: asyncio.Event, timeout_s: float) -> None:
         pass
 
 
+class FrontAway(Exception):
+    """The front did not answer the claim for claim_patience_s: the message goes back to
+    the queue. (Dropped, it would leave the front waiting for a claim that never comes.)"""
+
+
 async def run_attempt(dispatch: Dispatch, settings: Settings) -> str:
-    """Run one attempt to its end; returns what happened, in words (for the log). Every
-    way out removes the attempt's work folder."""
+    """Run one attempt to its end; returns what happened, in words (for the log), or
+    raises FrontAway before a claim. Every way out removes the attempt's work folder."""
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="attempt-", dir=settings.work_dir))
     started = time.monotonic()
     try:
         async with aiohttp.ClientSession() as session:
-            client = FrontClient(session, dispatch)
             try:
+                client = FrontClient(session, dispatch)
                 claim = await _patiently(
                     lambda: client.claim(settings.name), settings.claim_patience_s
                 )
             except Stop as e:
                 return f"dropped: the front refused the claim ({e.status} {e.code})"
-            except (Unreachable, Refused) as e:
+            except Unreachable as e:
+                raise FrontAway(f"no claim: {e}") from None
+            except Refused as e:
                 return f"dropped: no claim ({e})"
             log.info("attempt %s: claimed job %s", dispatch.attempt, claim.job)
             run = _Run(client, claim, dispatch, settings, folder)
@@ -148,13 +155,17 @@ async def run_attempt(dispatch: Dispatch, settings: Settings) -> str:
 
 
 async def _patiently(call: Callable[[], Awaitable[T]], patience_s: float) -> T:
-    """`call()` again after Unreachable, with backoff, until `patience_s` has passed."""
-    deadline = time.monotonic() + patience_s
+    """`call()` again after Unreachable, with backoff, until `patience_s` has passed since
+    the first failure (not since the first call: an upload longer than the lease that
+    drops once is sent again)."""
+    deadline: float | None = None
     delay = FIRST_RETRY_S
     while True:
         try:
             return await call()
         except Unreachable:
+            if deadline is None:
+                deadline = time.monotonic() + patience_s
             if time.monotonic() + delay >= deadline:
                 raise
             await asyncio.sleep(delay)

@@ -16,6 +16,7 @@ from . import logs
 USAGE, NO_EXTRA = 2, 2
 BROKER_ENV = "VIDD_BROKER_URL"
 MAX_CONCURRENCY = 64
+MAX_NAME = 100  # the front's limit for a worker's name
 MAX_ENCODE_S = 7 * 86400.0
 
 EPILOG = f"""\
@@ -36,7 +37,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--broker", metavar="URL", help=f"the Redis broker (env {BROKER_ENV})")
-    p.add_argument("--name", help="this worker's name as the front shows it (default: hostname)")
+    p.add_argument(
+        "--name",
+        type=_worker_name,
+        help=f"this worker's name as the front shows it, 1-{MAX_NAME} characters "
+        "(default: hostname)",
+    )
     p.add_argument(
         "--work-dir",
         type=Path,
@@ -56,6 +62,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="the longest encode, as the front's workers.max_encode_s (default 21600)",
     )
     p.add_argument("--verbose", action="store_true", help="log debug output")
+
+
+def _worker_name(value: str) -> str:
+    # The front refuses a claim without a name (400): every attempt would be dropped.
+    if not 1 <= len(value) <= MAX_NAME or not value.isprintable() or not value.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected 1-{MAX_NAME} printable characters, got {value!r}"
+        )
+    return value
 
 
 def _bounded_int(value: str) -> int:
@@ -99,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"vidd: worker: cannot use {work_dir}: {e.strerror or e}", file=sys.stderr)
         return USAGE
     settings = Settings(
-        name=(args.name or socket.gethostname())[:100],
+        name=(args.name or socket.gethostname())[:MAX_NAME],
         work_dir=work_dir.resolve(),
         handbrake=str(Path(handbrake).resolve()),
         max_encode_s=args.max_encode_s,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .celery_app import QUEUE, TASK_NAME, BadMessage, Dispatch, make_app
-from .worker import Settings, run_attempt
+from .worker import FrontAway, Settings, run_attempt
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,12 @@ def register(app: Any, settings: Settings) -> Any:
         except BadMessage as e:
             log.warning("dropped a message that is not a vidd attempt: %s", e)
             return
-        outcome = asyncio.run(_handed_back_on_signal(dispatch, settings))
+        try:
+            outcome = asyncio.run(_handed_back_on_signal(dispatch, settings))
+        except FrontAway as e:  # Celery logs it: "reject requeue=True: no claim: ..."
+            from celery.exceptions import Reject
+
+            raise Reject(str(e), requeue=True) from None
         log.info("attempt %s: %s", dispatch.attempt, outcome)
 
     return app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)(encode)
