@@ -126,6 +126,7 @@ class _Run:
     last_change: float = field(default_factory=time.monotonic)
     last_key: tuple[str, float] | None = None
     workdone_error: int | None = None
+    started: float = field(default_factory=time.monotonic)
 
     def log_tail(self) -> str:
         return "\n".join(self.tail)
@@ -322,6 +323,8 @@ class Encoder:
             await asyncio.shield(children.stop(proc, cfg.kill_grace_s))
         if killed:
             raise EncodeFailed("killed", "vidd was stopped by force mid-encode", run.log_tail())
+        elapsed = time.monotonic() - run.started
+        log.debug("job %s: HandBrake exited %d after %.3f s", job.id, code, elapsed)
         return await self._verify(job, source, code, run), run.log_tail()
 
     async def _supervise(self, run: _Run) -> int:

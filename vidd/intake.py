@@ -17,6 +17,7 @@ import os
 import re
 import stat
 import threading
+import time
 import unicodedata
 from collections.abc import Coroutine
 from pathlib import Path
@@ -172,7 +173,9 @@ class Intake:
                 raise ValueError(f"{job.name!r} is not a regular file")
             try:
                 async with self._probes:
+                    started = time.monotonic()
                     info = await self._probe(job, claimed)
+                    log.debug("intake: %s probed in %.3f s", job.id, time.monotonic() - started)
                 job = await self.store.admitted(job.id, info)
             except probe.NotAVideo as e:
                 kept = self.layout.rejected_name(job) if job.origin == "inbox" else None

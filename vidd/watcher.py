@@ -25,7 +25,7 @@ import os
 import stat
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchfiles import Change, awatch
@@ -85,6 +85,7 @@ class _Candidate:
     retry_at: float = 0.0  # after a passing failure: not before this (monotonic)
     retry_delay: float = 0.0
     trouble: str = ""  # why the last try failed, for /api/status
+    seen_at: float = field(default_factory=time.monotonic)  # for the debug log's timing
 
 
 class Watcher:
@@ -403,6 +404,10 @@ class Watcher:
     def _take(self, path: Path, cand: _Candidate) -> None:
         cand.admitting = True
         self.taken += 1
+        log.debug(
+            "watcher: taking %s, %.3f s after it was seen (%d event(s))",
+            path.name, time.monotonic() - cand.seen_at, cand.events,
+        )  # fmt: skip
         task = asyncio.create_task(self._admit(path, cand), name=f"watcher-admit {path.name}")
         self._admitting.add(task)
         task.add_done_callback(self._admitting.discard)
