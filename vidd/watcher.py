@@ -12,8 +12,11 @@ stands in for the lease.
 
 A file renamed in whole (its arrival its only event, its content unchanged for
 `watch.lease_quiet_seconds` by its mtime) needs no quiet after the rename: it moved no
-data, so only the lease and the two checks stand between it and the intake. Any other
-event (a write, a close, a change of mode) puts it back on the quiet rule.
+data, and its mtime already shows the quiet the rule waits for, so only the lease
+stands between it and the intake, asked as soon as its event arrives: on that first
+look a second stat would only repeat what the mtime says. Once looked at, a file that
+changes between two checks waits (the change's event may still be on its way), and any
+other event (a write, a close, a change of mode) puts it back on the quiet rule.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ class Watcher:
         self._admitting: set[asyncio.Task[None]] = set()
         self._watch_stop = asyncio.Event()  # one per watchfiles loop: cancelling one sets it
         self._rescan_now = asyncio.Event()
+        self._poll_now = asyncio.Event()  # a new file arrived: look now, not at the tick
         self._watch_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._inbox_id: tuple[int, int] | None = None
@@ -231,6 +235,8 @@ class Watcher:
             self._overflowed = True
             return
         self._candidates[path] = _Candidate(last_event=time.monotonic(), events=0 if found else 1)
+        if not found:
+            self._poll_now.set()
 
     def _depth(self, path: Path) -> int | None:
         """How many subfolders deep `path` is in the inbox (0: at the top); None when it
@@ -331,7 +337,9 @@ class Watcher:
 
     async def _poll_loop(self) -> None:
         while True:
-            await asyncio.sleep(TICK_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), TICK_S)
+            self._poll_now.clear()
             try:
                 self._poll()
             except Exception:  # a bug here must not end the watching
@@ -379,10 +387,12 @@ class Watcher:
                     cand.failed_at = now  # touched but unchanged: still failed
                     continue
                 cand.failed_sig = None
-            if sig != prev:
-                continue
             # Its arrival its only event, and no write for the quiet time: renamed in.
             renamed_in = cand.events <= 1 and wall_ns - st.st_mtime_ns >= quiet_needed * 1e9
+            # A change between two checks is a write whose event may still be on its way:
+            # wait for it. Only a first look at a renamed-in file needs no second one.
+            if sig != prev and not (renamed_in and prev is None):
+                continue
             if quiet < quiet_needed and not renamed_in:
                 continue
             try:
