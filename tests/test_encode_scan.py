@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from vidd.probe import NotAVideo, probe
 from vidd.store import Store
 
 HANDBRAKE = "/usr/bin/HandBrakeCLI"
+FAKE = Path(__file__).parent / "fake_handbrake.py"
 TEXT = "".join(f"line {i}: these are my notes, not a video at all\n" for i in range(40))
 FULL_RATE = """
 [encode.profiles.web]
@@ -151,6 +153,25 @@ async def test_a_video_that_fails_to_encode_is_a_failure_not_a_rejection(clip, m
         await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
     assert not failed.value.reject
     assert failed.value.code != "not_video"
+
+
+@pytest.mark.parametrize(
+    ("mode", "code"), [("crash", "crashed"), ("workdone_error", "workdone_error")]
+)
+async def test_a_handbrake_that_logs_no_scan_never_rejects_a_video(
+    clip, make_config, monkeypatch, mode, code
+):
+    # The fake HandBrakeCLI prints progress but none of the scan's lines, then fails: the
+    # file is not judged by a silence; the probe finds a video and the failure stands.
+    FAKE.chmod(FAKE.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("FAKE_HB_MODE", mode)
+    cfg = make_config(encode={"handbrake": str(FAKE), "child_env": ["FAKE_HB_MODE"]})
+    job = unprobed_job(cfg, clip, "clip.avi")
+    with pytest.raises(EncodeFailed) as failed:
+        await Encoder(cfg, Layout(cfg.storage)).run(job, lambda p: None)
+    assert (failed.value.code, failed.value.reject) == (code, False)
+    assert Layout(cfg.storage).source(job).read_bytes() == clip.read_bytes()
+    assert list(cfg.storage.tmp_dir.iterdir()) == []
 
 
 # --- what the pool does with a rejection --------------------------------------------

@@ -77,6 +77,18 @@ class EncodeScan:
             self.seconds = float(h * 3600 + mi * 60 + s)
         return False
 
+    @property
+    def seen(self) -> bool:
+        """Whether any line this reads came by (else this HandBrake logs otherwise)."""
+        return bool(
+            self.no_title
+            or self.complete
+            or self.video_codec
+            or self.width
+            or self.audio
+            or self.seconds is not None
+        )
+
     def _feed_job(self, line: str) -> bool:
         assert self._job is not None
         self._job.append(line)

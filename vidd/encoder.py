@@ -366,24 +366,44 @@ class Encoder:
         elapsed = time.monotonic() - run.started
         log.debug("job %s: HandBrake exited %d after %.3f s", job.id, code, elapsed)
         if source is None:
-            source = self._scanned_source(run, code)
+            source = await self._scanned_source(job, run, code)
         output = await self._verify(job, source, code, run)
         return output, run.log_tail(), None if job.source is not None else source
 
-    def _scanned_source(self, run: _Run, code: int) -> MediaInfo:
+    async def _scanned_source(self, job: Job, run: _Run, code: int) -> MediaInfo:
         """The source's facts from the encode's scan, or EncodeFailed with `reject` when
         the scan says (as the probe would have) that it is not a video."""
-        if run.source is None and run.rejected is None:
-            if code not in (0, 126, 127) and (run.scan is None or not run.scan.complete):
+        scan, tail = run.scan, run.log_tail()
+        if run.source is None and run.rejected is None and scan is not None:
+            if code in (126, 127):  # setpriv could not run it: vidd's trouble, not the file's
+                raise EncodeFailed("spawn_failed", f"HandBrakeCLI could not start ({code})", tail)
+            if not scan.seen:
+                # None of the lines this reads (a HandBrake that logs otherwise, or one that
+                # died before its scan): never reject a file for that; the probe decides,
+                # as before issue 14, and the encode's own failure stands.
+                log.warning("job %s: HandBrake's log said nothing of its scan; probing", job.id)
+                return await self._probe_after(job, tail)
+            if code != 0 and not scan.complete:
                 # HandBrake could not get as far as a title: the probe's words for it.
-                raise EncodeFailed(
-                    NOT_VIDEO, probe.unreadable(code, run.log_tail()), run.log_tail(), reject=True
-                )
+                raise EncodeFailed(NOT_VIDEO, probe.unreadable(code, tail), tail, reject=True)
             run.scanned(stop=False)  # exited before its job dump: judge what was seen
         if run.rejected is not None:
-            raise EncodeFailed(NOT_VIDEO, run.rejected, run.log_tail(), reject=True)
+            raise EncodeFailed(NOT_VIDEO, run.rejected, tail, reject=True)
         assert run.source is not None
         return run.source
+
+    async def _probe_after(self, job: Job, tail: str) -> MediaInfo:
+        cfg = self.config.encode
+        source_path = self.layout.source(job).resolve()
+        box = children.Box(
+            home=self.layout.work(job.id), reads=(source_path,), pass_env=cfg.child_env
+        )
+        try:
+            return await probe.probe(cfg.handbrake, source_path, box)
+        except probe.NotAVideo as e:
+            raise EncodeFailed(NOT_VIDEO, str(e), tail, reject=True) from None
+        except probe.HandBrakeMissing as e:
+            raise EncodeFailed("spawn_failed", str(e), tail) from None
 
     async def _supervise(self, run: _Run) -> int:
         """Read HandBrake's output until it exits; kill it if it stalls. Returns the exit code."""
