@@ -1,5 +1,8 @@
 """Intake: the one way in. A file from the inbox or an upload is claimed into sources/,
-probed, and recorded as a queued job, or as a rejected one with the reason.
+probed, and recorded as a queued job, or as a rejected one with the reason. An inbox
+file that finds a slot free is queued unprobed instead (`scan_in_encode`): its encode
+scans it anyway, and `reject_scanned` records the rejection if that scan finds it is
+not a video.
 
 Nothing is lost on the way: the job's record exists (as `admitting`) before the file
 moves; a failure puts the file back and removes the record, and after a crash
