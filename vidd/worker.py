@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -163,11 +164,12 @@ async def _patiently(call: Callable[[], Awaitable[T]], patience_s: float) -> T:
     while True:
         try:
             return await call()
-        except Unreachable:
+        except Unreachable as e:
             if deadline is None:
                 deadline = time.monotonic() + patience_s
             if time.monotonic() + delay >= deadline:
                 raise
+            log.info("%s; again in %.1f s", e, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_S)
 
@@ -271,15 +273,8 @@ class _Run:
     async def download(self) -> None:
         path = self.layout.source(self.job)
         path.parent.mkdir(parents=True, exist_ok=True)
-        delay = FIRST_RETRY_S
-        while True:  # the heartbeat ends it if the front stays away for lease_s
-            try:
-                await self.client.download(path, self.claim.source.size)
-                return
-            except Unreachable as e:
-                log.info("attempt %s: %s; resuming", self.dispatch.attempt, e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_S)
+        # Resumed after every drop: the heartbeat ends the run if the front stays away.
+        await _patiently(lambda: self.client.download(path, self.claim.source.size), math.inf)
 
     async def failed(self, code: str, message: str, log_tail: str) -> str:
         await self.persistently(lambda: self.client.fail(code, message, log_tail))
