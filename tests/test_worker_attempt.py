@@ -16,9 +16,10 @@ import pytest
 from testkit.fake_front import Attempt, FakeFront
 from testkit.media import make_clip
 from vidd.celery_app import Dispatch
+from vidd.config import DEFAULT_PROFILES
 from vidd.worker import FrontAway, Heartbeat, Settings, private_config, run_attempt
 
-WEB = ["-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"]
+WEB = DEFAULT_PROFILES["web"].handbrake_args()  # the front's default profile, as it sends it
 HANDBRAKE = shutil.which("HandBrakeCLI") or "/usr/bin/HandBrakeCLI"
 
 
