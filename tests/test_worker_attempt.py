@@ -57,10 +57,21 @@ async def test_a_failed_encode_is_reported_with_its_code_and_log(front, settings
     assert list(settings.work_dir.iterdir()) == []
 
 
-async def test_a_profile_argument_vidd_sets_itself_fails_the_attempt(front, settings, clip):
-    attempt = front.add("jobr", clip, [*WEB, "-o", "/etc/passwd"])
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["-o", "/etc/passwd"], "-o"),
+        (["-o/tmp/x.mp4"], "-o/tmp/x.mp4"),
+        (["--outp", "x"], "--outp"),
+    ],
+)
+async def test_a_profile_argument_vidd_sets_itself_fails_the_attempt(
+    front, settings, clip, extra, named
+):
+    # The message's arguments come from the broker: every form getopt reads is refused.
+    attempt = front.add("jobr", clip, [*WEB, *extra])
     outcome = await run(front, attempt, settings)
-    assert outcome == "failed: bad_profile: -o is set by vidd itself"
+    assert outcome == f"failed: bad_profile: {named} is set by vidd itself"
     assert attempt.failures[0]["code"] == "bad_profile"
     assert attempt.source_requests == []  # refused before anything was fetched
 

@@ -26,12 +26,13 @@ from typing import TypeVar
 import aiohttp
 
 from .celery_app import Dispatch
-from .config import RESERVED_ARGS, Config, Encode, Profile, Storage, Watch
+from .config import Config, Encode, Profile, Storage, Watch
 from .encoder import EncodeFailed, Encoder
 from .front_client import Claim, FrontClient, Refused, Rejected, Stop, Unreachable
 from .job import Job, Status, now
 from .layout import Layout
 from .progress import Progress
+from .reserved_args import reserved_arg
 
 log = logging.getLogger(__name__)
 
@@ -228,9 +229,9 @@ class _Run:
         return "cancelled"
 
     async def work(self) -> str:
-        bad = [a for a in self.dispatch.args if a.split("=", 1)[0] in RESERVED_ARGS]
-        if bad:
-            return await self.failed("bad_profile", f"{bad[0]} is set by vidd itself", "")
+        bad = reserved_arg(self.dispatch.args)
+        if bad is not None:
+            return await self.failed("bad_profile", f"{bad} is set by vidd itself", "")
         try:
             await self.download()
         except Refused as e:  # a 404 (the front lost it) or more bytes than it said
