@@ -196,3 +196,25 @@ async def test_an_encode_longer_than_max_encode_s_is_stopped_and_reported(front,
     assert time.monotonic() - started < 6.0
     assert attempt.failures[0]["code"] == "too_long" and attempt.output is None
     assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_the_task_gives_the_pool_process_its_signal_handlers_back(settings):
+    import signal
+
+    from vidd.celery_app import make_app
+    from vidd.worker_process import register
+
+    def billiards(signum, frame):  # stands for billiard's clean-exit handler
+        raise AssertionError("not called here")
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGQUIT, signal.SIGTERM)}
+    signal.signal(signal.SIGQUIT, billiards)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        task = register(make_app("memory://", max_encode_s=60), settings)
+        task(**Dispatch("../x", "t1", "http://127.0.0.1:9", tuple(WEB)).to_kwargs())
+        assert signal.getsignal(signal.SIGQUIT) is billiards
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
