@@ -42,6 +42,7 @@ class Attempt:
     output_answers: list[int] = field(default_factory=list)  # statuses for the first PUTs
     output_answer_after_s: float = 0.0  # how long each of those PUTs takes to answer
     answer_in_pieces: bool = False  # claim answers (and their errors) arrive in two writes
+    claim_padding: int = 0  # characters of an extra field in the claim answer
     claims: int = 0
     source_requests: list[str | None] = field(default_factory=list)  # their Range headers
     progress: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
@@ -156,6 +157,7 @@ class FakeFront:
                 "lease_s": attempt.lease_s,
                 "progress_interval_s": 0.25,
                 "max_output_bytes": attempt.max_output_bytes,
+                **({"padding": "x" * attempt.claim_padding} if attempt.claim_padding else {}),
             },
         )
 

@@ -17,8 +17,9 @@ from testkit.fake_front import Attempt, FakeFront
 from testkit.media import make_clip
 from testkit.redis import RedisServer
 from vidd import mp4
+from vidd.config import DEFAULT_PROFILES
 
-WEB = ["-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"]
+WEB = DEFAULT_PROFILES["web"].handbrake_args()  # the front's default profile, as it sends it
 # x264 at its slowest: a 20 s clip takes several seconds, time enough to stop it midway.
 SLOW = ["-e", "x264", "--encoder-preset", "placebo", "-q", "22", "-B", "96"]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -25,12 +26,13 @@ from typing import TypeVar
 import aiohttp
 
 from .celery_app import Dispatch
-from .config import RESERVED_ARGS, Config, Encode, Profile, Storage, Watch
+from .config import Config, Encode, Profile, Storage, Watch
 from .encoder import EncodeFailed, Encoder
 from .front_client import Claim, FrontClient, Refused, Rejected, Stop, Unreachable
 from .job import Job, Status, now
 from .layout import Layout
 from .progress import Progress
+from .reserved_args import reserved_arg
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +165,12 @@ async def _patiently(call: Callable[[], Awaitable[T]], patience_s: float) -> T:
     while True:
         try:
             return await call()
-        except Unreachable:
+        except Unreachable as e:
             if deadline is None:
                 deadline = time.monotonic() + patience_s
             if time.monotonic() + delay >= deadline:
                 raise
+            log.info("%s; again in %.1f s", e, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_S)
 
@@ -226,9 +229,9 @@ class _Run:
         return "cancelled"
 
     async def work(self) -> str:
-        bad = [a for a in self.dispatch.args if a.split("=", 1)[0] in RESERVED_ARGS]
-        if bad:
-            return await self.failed("bad_profile", f"{bad[0]} is set by vidd itself", "")
+        bad = reserved_arg(self.dispatch.args)
+        if bad is not None:
+            return await self.failed("bad_profile", f"{bad} is set by vidd itself", "")
         try:
             await self.download()
         except Refused as e:  # a 404 (the front lost it) or more bytes than it said
@@ -271,15 +274,8 @@ class _Run:
     async def download(self) -> None:
         path = self.layout.source(self.job)
         path.parent.mkdir(parents=True, exist_ok=True)
-        delay = FIRST_RETRY_S
-        while True:  # the heartbeat ends it if the front stays away for lease_s
-            try:
-                await self.client.download(path, self.claim.source.size)
-                return
-            except Unreachable as e:
-                log.info("attempt %s: %s; resuming", self.dispatch.attempt, e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_S)
+        # Resumed after every drop: the heartbeat ends the run if the front stays away.
+        await _patiently(lambda: self.client.download(path, self.claim.source.size), math.inf)
 
     async def failed(self, code: str, message: str, log_tail: str) -> str:
         await self.persistently(lambda: self.client.fail(code, message, log_tail))
