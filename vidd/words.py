@@ -59,6 +59,11 @@ BY_CODE: dict[str, str] = {
     "spawn_failed": "HandBrake isn't installed, or can't start on this machine.",
     "handbrake_missing": "HandBrake isn't installed, or can't start on this machine.",
     "internal": "vidd ran into a problem of its own; its log says more.",
+    # Remote workers (remote.py, and the codes a worker reports with its failure).
+    "workers_lost": "The machines converting it stopped answering; retry it.",
+    "source_unreadable": "The worker couldn't fetch the original file; retry it.",
+    "too_long": "The conversion took longer than the worker allows.",
+    "output_too_large": "The converted video is larger than vidd accepts.",
 }
 
 
