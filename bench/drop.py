@@ -52,7 +52,8 @@ async def case_drop_latency(ctx: Context) -> list[Result]:
             ratio=p50 / stable,
             target="p50 <= 1.0 s",
             met=p50 <= 1.0,
-            note=f"of which the intake (lease quiet {quiet:g} s + probe) to queued: "
+            note=f"of which rename -> queued (the watcher's checks, lease quiet {quiet:g} s "
+            "for a file written in place, and the probe unless a slot is free): "
             f"p50 {percentile(queued, 50):.2f} s",
             data={"running_s": running, "queued_s": queued, "stable_seconds": stable},
         )

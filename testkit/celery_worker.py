@@ -19,19 +19,26 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class WorkerProcess:
-    def __init__(self, broker_url: str, folder: Path, name: str = "test-worker") -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        folder: Path,
+        name: str = "test-worker",
+        wrapper: tuple[str, ...] = (),
+    ) -> None:
         self.broker_url = broker_url
         self.folder = folder
         self.work_dir = folder / "work"
         self.log_path = folder / f"{name}.log"
         self.name = name
+        self.wrapper = list(wrapper)  # a command that execs the worker's (a sandbox, a switch)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *extra: str) -> WorkerProcess:
         self.folder.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "VIDD_BROKER_URL": self.broker_url, "PYTHONUNBUFFERED": "1"}
         env.pop("REMAP_SIGTERM", None)
-        args = [sys.executable, "-m", "vidd", "worker", "--name", self.name]
+        args = [*self.wrapper, sys.executable, "-m", "vidd", "worker", "--name", self.name]
         args += ["--work-dir", str(self.work_dir), "--max-encode-s", "600", *extra]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

@@ -7,6 +7,7 @@ on the same port.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -39,6 +40,8 @@ class Attempt:
     stop: bool = False  # progress answers 410 stop
     cut_source_at: int | None = None  # the first GET of the source drops after this many bytes
     output_answers: list[int] = field(default_factory=list)  # statuses for the first PUTs
+    output_answer_after_s: float = 0.0  # how long each of those PUTs takes to answer
+    answer_in_pieces: bool = False  # claim answers (and their errors) arrive in two writes
     claims: int = 0
     source_requests: list[str | None] = field(default_factory=list)  # their Range headers
     progress: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
@@ -113,8 +116,10 @@ class FakeFront:
         return attempt
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        raw = await request.content.read(MAX_JSON + 1)
-        assert len(raw) <= MAX_JSON, "a JSON body over 64 KiB"
+        raw = bytearray()  # read(n) gives what has arrived so far: read to the end
+        while chunk := await request.content.read(MAX_JSON + 1 - len(raw)):
+            raw += chunk
+            assert len(raw) <= MAX_JSON, "a JSON body over 64 KiB"
         body = json.loads(raw)
         assert isinstance(body, dict)
         return body
@@ -127,11 +132,15 @@ class FakeFront:
         assert 1 <= len(body["worker"]) <= 100
         if attempt.claim_status != 200:
             attempt.claims += 1
-            return self._error("claim", attempt.claim_status, "superseded")
+            return await self._answer(request, attempt, "claim", attempt.claim_status, "superseded")
         if attempt.claims:
-            return self._error("claim", 409, "claimed")
+            return await self._answer(request, attempt, "claim", 409, "claimed")
         attempt.claims += 1
-        return web.json_response(
+        return await self._answer(
+            request,
+            attempt,
+            "claim",
+            200,
             {
                 "job": attempt.job,
                 "source": {
@@ -147,8 +156,34 @@ class FakeFront:
                 "lease_s": attempt.lease_s,
                 "progress_interval_s": 0.25,
                 "max_output_bytes": attempt.max_output_bytes,
-            }
+            },
         )
+
+    async def _answer(
+        self,
+        request: web.Request,
+        attempt: Attempt,
+        route: str,
+        status: int,
+        body: dict[str, Any] | str,
+    ) -> web.StreamResponse:
+        """A JSON answer (an error's code when `body` is a str); with the attempt's
+        answer_in_pieces, sent in two writes a moment apart, as a slow network would."""
+        if isinstance(body, str):
+            self.refused.append((route, status))
+            body = {"error": {"code": body, "message": body}}
+        if not attempt.answer_in_pieces:
+            return web.json_response(body, status=status)
+        data = json.dumps(body).encode()
+        resp = web.StreamResponse(status=status)
+        resp.content_type = "application/json"
+        resp.content_length = len(data)
+        await resp.prepare(request)
+        await resp.write(data[: len(data) // 2])
+        await asyncio.sleep(0.05)
+        await resp.write(data[len(data) // 2 :])
+        await resp.write_eof()
+        return resp
 
     async def _source(self, request: web.Request) -> web.StreamResponse:
         attempt = self._attempt(request)
@@ -168,7 +203,6 @@ class FakeFront:
         cut = attempt.cut_source_at
         if cut is not None and len(attempt.source_requests) == 1:
             await resp.write(data[start:cut])
-            await resp.drain()
             assert request.transport is not None
             request.transport.close()  # the connection drops mid-body
             return resp
@@ -201,6 +235,7 @@ class FakeFront:
         attempt.output_puts += 1
         if attempt.output_answers:
             await request.read()
+            await asyncio.sleep(attempt.output_answer_after_s)  # a long transfer, then a drop
             status = attempt.output_answers.pop(0)
             return self._error("output", status, "bad_output" if status == 422 else "unavailable")
         if request.content_length is None:

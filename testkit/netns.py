@@ -4,10 +4,14 @@ veth pair. A host's processes also run in a mount namespace of their own (`unsha
 --mount`) where the front's folders are hidden under an empty tmpfs, so a worker provably
 cannot read the front's files: everything it gets, it gets over HTTP.
 
-Host death = SIGKILL to every process of the namespace (`ip netns pids`); partition = the
-host's veth link down (and up again). Names and subnets are unique per process and per
-Network (the suite runs under `pytest -n 2`, perhaps beside another run), allocated under a
-file lock, and recorded with the owner's pid so a run that died is cleaned up by the next.
+Host death = SIGKILL to every process of the namespace (`ip netns pids`) and their
+descendants (vidd's box gives HandBrakeCLI a network namespace of its own); partition = the
+host's veth link down (and up again). Where namespaces are not allowed, LocalNetwork and
+LocalHost stand in: plain process sessions on 127.0.0.1, no partition, nothing hidden.
+
+Names and subnets are unique per process and per Network (the suite runs under `pytest -n
+2`, perhaps beside another run), allocated under a file lock, and recorded with the
+owner's pid so a run that died is cleaned up by the next.
 Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN); `unavailable()` says why not, for a skip.
 
 Run as a program it is the step that hides the folders inside a host's mount namespace:
@@ -36,7 +40,7 @@ MOUNT = "/usr/bin/mount" if os.path.exists("/usr/bin/mount") else "mount"
 LOCK_PATH = Path("/tmp/vidd-netns.lock")
 NS_PREFIX = "vidd-"  # namespaces: vidd-<owner pid>-<tag>-<host>
 ALIAS_PREFIX = "vidd-e2e-owner:"  # a bridge's alias names its owner pid
-SUBNETS = ipaddress.ip_network("10.200.0.0/13")  # 10.200.0.0 .. 10.207.255.255, /24 each
+SUBNETS = ipaddress.IPv4Network("10.200.0.0/13")  # 10.200.0.0 .. 10.207.255.255, /24 each
 
 
 def _run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -151,7 +155,8 @@ def _sweep_stale() -> None:
 
 
 def _used_networks() -> list[ipaddress.IPv4Network]:
-    used = []
+    """Every IPv4 network this machine routes or has an address in."""
+    used: list[ipaddress.IPv4Network] = []
     routes = _run(IP, "-4", "-o", "route", "show", "table", "all", check=False).stdout
     for line in routes.splitlines():
         word = line.split()[0] if line.split() else ""
@@ -159,11 +164,11 @@ def _used_networks() -> list[ipaddress.IPv4Network]:
             word = line.split()[1]
         with contextlib.suppress(ValueError):
             if word != "default":
-                used.append(ipaddress.ip_network(word, strict=False))
+                used.append(ipaddress.IPv4Network(word, strict=False))
     for line in _run(IP, "-4", "-o", "addr", "show", check=False).stdout.splitlines():
         words = line.split()
         if "inet" in words:
-            used.append(ipaddress.ip_interface(words[words.index("inet") + 1]).network)
+            used.append(ipaddress.IPv4Interface(words[words.index("inet") + 1]).network)
     return used
 
 

@@ -10,16 +10,19 @@ a host runs.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import secrets
 import sqlite3
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Self
+from typing import Any, Self
 
 from testkit.browser import daemon_env
 from testkit.daemon import TEST_CONFIG, Daemon, write_config
@@ -51,33 +54,18 @@ class Worker:
     env: dict[str, str]
     hide: tuple[Path, ...]
     proc: Any = None
-    _log: IO[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> Self:
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # closed in stop()
-        self.proc = self.host.popen(
-            self.args, hide=self.hide, env=self.env, log=self._log, cwd=self.work_dir
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = self.host.popen(
+                self.args, hide=self.hide, env=self.env, log=log, cwd=self.work_dir
+            )
         return self
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (a clean stop), then whatever is left of the host is killed."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            with contextlib.suppress(Exception):
-                self.proc.wait(timeout)
-        self.host.kill_all()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def kill(self) -> None:
         """Every process of the host, SIGKILL."""
         self.host.kill_all()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
     def log(self) -> str:
         try:
@@ -140,9 +128,10 @@ class Cluster:
         self.network.up()
         self.redis = RedisServer(self.folder / "redis", host=self.network.ip).start()
         self.config_path = self.write_front_config()
-        self.start_front()
+        # The workers need only Redis to start: they boot while the front does.
         for i in range(1, self.worker_count + 1):
             self.add_worker(f"w{i}")
+        self.start_front()
         return self
 
     def write_front_config(self) -> Path:
@@ -200,15 +189,18 @@ class Cluster:
 
     def close(self) -> None:
         # The hosts first, at once (SIGKILL: a clean stop proves nothing here and costs
-        # seconds), then the front, then Redis.
-        for worker in self.workers.values():
-            with contextlib.suppress(Exception):
-                worker.kill()
-        for front in self.fronts:
-            front.stop()
-        if self.redis is not None:
-            self.redis.stop()
-        self.network.close()
+        # seconds), then the front, then Redis; the network goes whatever failed before.
+        try:
+            for worker in self.workers.values():
+                with contextlib.suppress(Exception):
+                    worker.kill()
+            for front in self.fronts:
+                with contextlib.suppress(Exception):
+                    front.stop()
+            if self.redis is not None:
+                self.redis.stop()
+        finally:
+            self.network.close()
 
     def __enter__(self) -> Self:
         try:
@@ -268,17 +260,19 @@ class Cluster:
 
     def wait_workers_ready(self, timeout: float = 60.0) -> None:
         """Until every worker's Celery consumer waits on the queue: Redis has a connection
-        from each host blocked in BRPOP (the consumer's poll)."""
+        blocked in BRPOP (the consumer's poll) from each host, one per worker where hosts
+        share an address (the local set-up)."""
         assert self.redis is not None
 
         def ready() -> bool:
             clients = str(self.redis.command("CLIENT", "LIST"))  # type: ignore[union-attr]
-            polling = {
+            polling = Counter(
                 line.split(" addr=", 1)[1].split(":", 1)[0]
                 for line in clients.splitlines()
                 if " addr=" in line and "cmd=brpop" in line
-            }
-            return all(w.host.ip in polling for w in self.workers.values() if w.proc)
+            )
+            wanted = Counter(w.host.ip for w in self.workers.values() if w.proc is not None)
+            return all(polling[ip] >= n for ip, n in wanted.items())
 
         deadline = time.monotonic() + timeout
         while not ready():
@@ -301,6 +295,23 @@ class Cluster:
                 params,
             ).fetchall()
         return [dict(r) for r in rows]
+
+    def unacked_messages(self) -> list[dict[str, Any]]:
+        """The vidd messages Redis holds as delivered but not acked (a running task's, with
+        acks_late): each one's kwargs (attempt, token, front, args), as the worker got them.
+        Read from kombu's `unacked` hash: [payload, exchange, routing key] per delivery."""
+        assert self.redis is not None
+        raw = self.redis.command("HGETALL", "unacked")
+        values = raw[1::2] if isinstance(raw, list) else []
+        messages = []
+        for value in values:
+            payload = json.loads(value)[0]
+            body = payload["body"]
+            if payload["properties"].get("body_encoding") == "base64":
+                body = base64.b64decode(body)
+            _args, kwargs, _embed = json.loads(body)
+            messages.append(kwargs)
+        return messages
 
     def logs(self, lines: int = 40) -> str:
         parts = []

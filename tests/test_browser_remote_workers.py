@@ -114,6 +114,10 @@ def test_cancel_on_the_page_stops_the_remote_handbrake_within_2_s(cluster, tmp_p
     assert job["status"] == "cancelled"
     attempts = cluster.attempts(job_id)
     assert [a["state"] for a in attempts] == ["cancelled"], attempts
+    # Told through its heartbeat (410), and the Celery task revoked as well.
+    stopped = f"attempt {attempts[0]['id']}: stopped: the front said stop (410"
+    wait_until(lambda: stopped in worker.log(), 5, "the worker's reason")
+    wait_until(lambda: f"revoked: {attempts[0]['id']}" in worker.log(), 10, "the revoke")
     assert not (cluster.front.data / "videos" / f"{job_id}.mp4").exists()
     # The worker lives on, ready for the next job.
     assert worker.proc.poll() is None

@@ -75,6 +75,17 @@ def test_fit_json_keeps_the_end_of_a_log_under_64_kib():
     assert fit_json(small, "tail") == small
 
 
+@pytest.mark.parametrize(
+    ("attempt", "token"),
+    [("../../jobs", "t"), ("a/b", "t"), ("a?x=1", "t"), ("", "t"), ("a", "t\r\nX-Evil: 1")],
+)
+async def test_an_attempt_id_or_token_that_is_not_url_safe_is_refused_before_use(attempt, token):
+    # The id becomes a URL path segment, the token a header: never a path of the sender's.
+    async with ClientSession() as session:
+        with pytest.raises(Refused):
+            FrontClient(session, Dispatch(attempt, token, "http://127.0.0.1:9", ()))
+
+
 @pytest.fixture
 async def front():
     f = await FakeFront().start()
@@ -105,6 +116,19 @@ async def test_answers_become_stop_unreachable_or_refused(front, tmp_path):
         with pytest.raises(Unreachable):
             await gone.progress(0.5, None, None)
     assert ("progress", 403) not in front.refused  # never sends a browser's headers
+
+
+async def test_answers_that_arrive_in_pieces_are_read_whole(front, tmp_path):
+    source = tmp_path / "s.avi"
+    source.write_bytes(b"x" * 1000)
+    attempt = front.add("j3", source, [], duration=1.0, answer_in_pieces=True)
+    async with ClientSession() as session:
+        client = FrontClient(session, Dispatch.from_kwargs(attempt.kwargs(front.url)))
+        claim = await client.claim("w")
+        assert claim.job == "j3" and claim.max_output_bytes == attempt.max_output_bytes
+        with pytest.raises(Stop) as e:  # the error's code, not the status's reason
+            await client.claim("w")
+        assert (e.value.status, e.value.code) == (409, "claimed")
 
 
 async def test_the_source_resumes_after_a_drop_and_restarts_after_a_200(front, tmp_path):

@@ -2,12 +2,15 @@
 redis-server with a password, and `vidd worker` (a real Celery worker) on simulated hosts
 (network namespaces joined by a bridge, each unable to see the front's folder), encoding
 with the real HandBrakeCLI. What issue 13 says must be proven: the result is the one a
-local encode gives; a dead host, a partition, a front restart and a broker outage neither
-lose a job nor finish it twice.
+local encode gives; a dead host, a partition, a crashed task that Celery redelivers, a
+front restart and a broker outage neither lose a job nor finish it twice.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,7 +29,6 @@ LEASE_S = 4.0
 # What the lease watch may add to lease_s: it looks at heartbeats every so often, and a
 # busy 2-core machine delays everyone a little.
 LEASE_SLACK_S = 3.0
-WEB_ARGS = ["-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"]
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +59,28 @@ def cluster(tmp_path: Path):
         yield c
 
 
+def assert_hosts_cannot_see_the_front(cluster: Cluster) -> None:
+    """The set-up is honest: a worker host sees an empty folder where the front keeps its
+    files, and reaches the front over the bridge; what a worker gets, it gets over HTTP."""
+    host = cluster.workers["w1"].host
+    assert (cluster.front_dir / "config.toml").exists()
+    probe = (
+        "import os, sys, urllib.request\n"
+        "print(sorted(os.listdir(sys.argv[1])))\n"
+        "print(urllib.request.urlopen(sys.argv[2] + '/healthz', timeout=5).status)\n"
+    )
+    seen = host.run(
+        [sys.executable, "-c", probe, str(cluster.front_dir), cluster.url],
+        hide=(cluster.front_dir,),
+    )
+    assert seen.returncode == 0, seen.stderr
+    assert seen.stdout.split("\n")[:2] == ["[]", "200"]
+    # And the running `vidd worker` processes themselves (their view, through /proc).
+    for worker in cluster.workers.values():
+        assert os.listdir(f"/proc/{worker.proc.pid}/root{cluster.front_dir}") == []
+    assert host.ip != cluster.network.ip
+
+
 def one_output(cluster: Cluster, job_id: str) -> Path:
     """The job's video: exactly one, with its poster (made after done), and nothing of the
     job left in tmp/ once the poster is there."""
@@ -77,25 +101,8 @@ def done_once(cluster: Cluster, job_id: str) -> list[dict]:
     return attempts
 
 
-def test_a_worker_host_cannot_see_the_front_but_reaches_it(cluster):
-    """The set-up is honest: what a worker gets, it gets over the network."""
-    host = cluster.workers["w1"].host
-    assert (cluster.front_dir / "config.toml").exists()
-    probe = (
-        "import os, sys, urllib.request\n"
-        "print(sorted(os.listdir(sys.argv[1])))\n"
-        "print(urllib.request.urlopen(sys.argv[2] + '/healthz', timeout=5).status)\n"
-    )
-    seen = host.run(
-        [sys.executable, "-c", probe, str(cluster.front_dir), cluster.url],
-        hide=(cluster.front_dir,),
-    )
-    assert seen.returncode == 0, seen.stderr
-    assert seen.stdout.split("\n")[:2] == ["[]", "200"]
-    assert host.ip != cluster.network.ip
-
-
 def test_an_upload_converts_on_a_worker_as_a_local_encode_would(cluster, small_clip, tmp_path):
+    assert_hosts_cannot_see_the_front(cluster)
     job = cluster.upload(small_clip)
     progress: list[float] = []
 
@@ -114,10 +121,11 @@ def test_an_upload_converts_on_a_worker_as_a_local_encode_would(cluster, small_c
     assert attempt["number"] == 1 and attempt["claimed_at"] and attempt["ended_at"]
     remote = one_output(cluster, job["id"])
 
-    # The same encode, run locally by HandBrakeCLI with the web profile's arguments.
+    # The same encode, run locally by HandBrakeCLI with the arguments of the job's profile.
+    args = cluster.front.config.encode.profiles[job["profile"]].handbrake_args()
     local = tmp_path / "local.mp4"
     subprocess.run(
-        ["HandBrakeCLI", "-i", str(small_clip), "-o", str(local), "--format", "av_mp4", *WEB_ARGS],
+        ["HandBrakeCLI", "-i", str(small_clip), "-o", str(local), "--format", "av_mp4", *args],
         check=True,
         capture_output=True,
         timeout=60,
@@ -130,7 +138,7 @@ def test_an_upload_converts_on_a_worker_as_a_local_encode_would(cluster, small_c
 
     # The worker kept nothing of the job (its work folder is per attempt, removed).
     work = cluster.workers[job["worker"]].work_dir
-    assert [p for p in work.rglob("*") if p.is_file()] == []
+    assert list(work.iterdir()) == []
 
 
 def _at(iso: str) -> float:
@@ -179,11 +187,63 @@ def test_a_dead_host_s_job_is_done_on_the_other_worker(cluster, medium_clip):
     assert not dead.host.pids()  # the dead host stayed dead
 
 
-def test_a_partitioned_worker_stops_by_itself_and_the_job_is_done_once(cluster, medium_clip):
+def test_a_crashed_task_redelivered_by_celery_is_refused_and_done_once(cluster, medium_clip):
+    """Celery's own redelivery (acks_late + reject_on_worker_lost) hands the message of a
+    crashed task process straight back; the front refuses a second claim of the attempt,
+    and its lease, not Celery, decides on a fresh attempt."""
+    job_id = cluster.upload(medium_clip)["id"]
+    running = cluster.wait_running_on(job_id)
+    worker = cluster.workers[running["worker"]]
+    (handbrake,) = worker.handbrake_pids()
+    task_process = int(Path(f"/proc/{handbrake}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert task_process != worker.proc.pid  # a pool child, not the Celery worker itself
+    (first,) = cluster.attempts(job_id)
+    os.kill(task_process, signal.SIGKILL)
+
+    job = cluster.wait_job(job_id, "done", timeout=LEASE_S + LEASE_SLACK_S + 60)
+    attempts = done_once(cluster, job_id)
+    assert [(a["number"], a["state"]) for a in attempts] == [(1, "lost"), (2, "done")], attempts
+    # The message came back at once and was claimed again: refused, dropped.
+    redelivered = [w for w in cluster.workers.values() if f"{first['id']}: dropped" in w.log()]
+    assert redelivered, cluster.logs()
+    assert "refused the claim (409" in redelivered[0].log()
+    assert worker.proc.poll() is None  # Celery replaced its pool process; the worker lives
+    assert job["worker"] == attempts[1]["worker"]
+    one_output(cluster, job_id)
+
+
+# What a cut-off worker would send once its link is back, with its stale attempt's token:
+# progress, then its output (a valid MP4). Python's own http.client, run on that host.
+LATE_SENDER = """
+import http.client, json, sys, urllib.parse
+front, attempt, token, video = sys.argv[1:5]
+url = urllib.parse.urlsplit(front)
+base = f"{url.path.rstrip('/')}/api/workers/attempts/{attempt}"
+auth = {"Authorization": f"Bearer {token}"}
+answers = []
+for method, path, body, kind in (
+    ("POST", "/progress", json.dumps({"progress": 1.0, "fps": None, "eta_s": None}).encode(),
+     "application/json"),
+    ("PUT", "/output", open(video, "rb").read(), "video/mp4"),
+):
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    conn.request(method, base + path, body=body,
+                 headers={**auth, "Content-Type": kind, "Content-Length": str(len(body))})
+    r = conn.getresponse()
+    answers.append([r.status, json.loads(r.read() or b"null")])
+    conn.close()
+print(json.dumps(answers))
+"""
+
+
+def test_a_partitioned_worker_stops_by_itself_and_the_job_is_done_once(
+    cluster, medium_clip, tmp_path
+):
     job_id = cluster.upload(medium_clip)["id"]
     running = cluster.wait_running_on(job_id)
     cut = cluster.workers[running["worker"]]
     assert cut.handbrake_pids()
+    (stale,) = cluster.unacked_messages()  # the message the cut-off worker is running
     cut_at = time.monotonic()
     cut.host.cut()
 
@@ -193,17 +253,43 @@ def test_a_partitioned_worker_stops_by_itself_and_the_job_is_done_once(cluster, 
     )
     assert stopped_s <= LEASE_S + LEASE_SLACK_S
     assert cut.proc.poll() is None  # the worker itself lives on: only its encode stopped
+    wait_until(lambda: "no heartbeat reached the front" in cut.log(), 5, "the worker's reason")
     # Meanwhile the front gave the job to the other worker, which finishes it.
     job = cluster.wait_job(job_id, "done", timeout=60)
     assert job["worker"] != cut.name
+    video = one_output(cluster, job_id)
+    made = video.stat()
+    job = cluster.job(job_id)  # with its poster now
 
-    # The link comes back: nothing the cut-off worker might still send counts.
+    # The link comes back, and the cut-off host sends what a late worker would: its
+    # progress is told to stop, its output (a valid MP4 of the source) is refused.
     cut.host.heal()
-    time.sleep(LEASE_S / 2)
+    late_video = tmp_path / "late.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(medium_clip), "-c", "copy", str(late_video)],
+        check=True,
+        timeout=60,
+    )
+    sent = cut.host.run(
+        [sys.executable, "-c", LATE_SENDER, stale["front"], stale["attempt"], stale["token"],
+         str(late_video)],
+        hide=(cluster.front_dir,),
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    (progress, output) = json.loads(sent.stdout)
+    assert progress[0] == 410 and progress[1]["error"]["code"] == "stop", progress
+    assert output[0] == 409, output
+    # Done once: one done attempt (the other worker's), the cut-off one lost, the video
+    # the other worker made untouched.
     attempts = done_once(cluster, job_id)
     assert [a["state"] for a in attempts if a["worker"] == cut.name] == ["lost"], attempts
+    assert [a["id"] for a in attempts if a["worker"] == cut.name] == [stale["attempt"]]
     assert cluster.job(job_id)["status"] == "done"
-    one_output(cluster, job_id)
+    assert cluster.job(job_id)["output"] == job["output"]
+    after = one_output(cluster, job_id).stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        made.st_ino, made.st_size, made.st_mtime_ns,
+    )  # fmt: skip
     assert not cut.handbrake_pids()
     assert time.monotonic() - cut_at < 60
 
@@ -222,8 +308,11 @@ def test_a_front_restart_mid_encode_does_not_throw_the_encode_away(tmp_path, slo
         worker = cluster.workers["w1"]
         (handbrake,) = worker.handbrake_pids()
         assert cluster.stop_front() == 0
+        assert worker.handbrake_pids() == [handbrake]  # the front's stop left it running
         cluster.start_front()
-        assert worker.handbrake_pids() == [handbrake]  # the same encode, not a new one
+        # The same encode goes on (or has just ended, its output waiting for the front):
+        # no new one was started.
+        assert set(worker.handbrake_pids()) <= {handbrake}
         job = cluster.wait_job(job_id, "done", timeout=60)
         assert job["worker"] == "w1"
         (attempt,) = done_once(cluster, job_id)  # adopted, not dispatched again
@@ -249,6 +338,9 @@ def test_with_the_broker_down_uploads_and_the_page_work_and_jobs_wait(cluster, s
         time.sleep(0.2)
     assert slowest < 1.0, slowest
     assert client.job(job["id"])["status"] == "queued"
+    # The pool pauses new dispatches and the status says why, as for the disk guard.
+    wait_until(lambda: client.status()["paused"], 10, "the pool paused")
+    assert "broker" in str(client.status()["paused"]).lower(), client.status()["paused"]
     workers = client.request("GET", "/api/workers")
     assert workers["mode"] == "celery" and workers["broker"] == "down", workers
     assert cluster.attempts(job["id"]) == [] or all(
@@ -261,6 +353,7 @@ def test_with_the_broker_down_uploads_and_the_page_work_and_jobs_wait(cluster, s
     assert done["worker"] in cluster.workers
     done_once(cluster, job["id"])
     assert client.request("GET", "/api/workers")["broker"] == "up"
+    assert not client.status()["paused"]
 
 
 def _page(cluster: Cluster) -> None:

@@ -434,3 +434,44 @@ async def test_a_file_renamed_in_whole_skips_the_quiet_time_a_written_one_waits(
             assert recorder.added[second.id] - last_event >= quiet - 0.05
         finally:
             await watcher.stop()
+
+
+async def test_a_renamed_in_file_is_taken_on_its_event_not_at_a_tick(
+    env, watching, clip: Path, tmp_path: Path, monkeypatch
+) -> None:
+    # With the tick far away, only the arrival's own event can start the look that takes it.
+    monkeypatch.setattr(watcher_mod, "TICK_S", 60.0)
+    cfg, store, _ = env
+    await watching()
+    staged = tmp_path / "staged.avi"
+    shutil.copyfile(clip, staged)
+    old = time.time() - 3600
+    os.utime(staged, (old, old))
+    os.rename(staged, cfg.storage.inbox_dir / "whole.avi")
+    (job,) = await wait_jobs(store, 1, timeout=30.0)
+    assert job.name == "whole.avi" and job.status is Status.QUEUED
+
+
+async def test_a_renamed_in_file_still_open_for_writing_waits_for_the_close(
+    env, watching, start_writer, clip: Path, tmp_path: Path
+) -> None:
+    # Renamed in whole, with an old mtime, but its writer still holds it: the first look
+    # takes no second stat, and the lease alone keeps it out.
+    cfg, store, recorder = env
+    await watching()
+    staged = tmp_path / "staged.avi"
+    writer = await start_writer(clip, staged, 0.2, hold=True)
+    assert await read_line(writer) == "written"
+    old = time.time() - 3600
+    os.utime(staged, (old, old))
+    os.rename(staged, cfg.storage.inbox_dir / "held.avi")
+    await asyncio.sleep(1.0)
+    assert await store.list_jobs() == []
+    writer.stdin.write(b"\n")
+    await writer.stdin.drain()
+    assert await read_line(writer) == "closed"
+    closed = time.monotonic()
+    await writer.wait()
+    (job,) = await wait_jobs(store, 1)
+    assert recorder.added[job.id] >= closed
+    assert job.source is not None and job.source.size == clip.stat().st_size

@@ -16,7 +16,7 @@ import pytest
 from testkit.fake_front import Attempt, FakeFront
 from testkit.media import make_clip
 from vidd.celery_app import Dispatch
-from vidd.worker import Heartbeat, Settings, private_config, run_attempt
+from vidd.worker import FrontAway, Heartbeat, Settings, private_config, run_attempt
 
 WEB = ["-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"]
 HANDBRAKE = shutil.which("HandBrakeCLI") or "/usr/bin/HandBrakeCLI"
@@ -71,6 +71,18 @@ async def test_the_output_is_sent_again_after_a_5xx(front, settings, clip):
     assert attempt.output_puts == 3 and attempt.output is not None
 
 
+async def test_an_output_that_drops_after_longer_than_the_lease_is_sent_again(
+    front, settings, clip
+):
+    # The patience for a failing call counts from its failure, not from when the call
+    # began: a transfer longer than lease_s that drops once is not given up at once.
+    attempt = front.add("jobdrop", clip, WEB, lease_s=1.0)
+    attempt.output_answers, attempt.output_answer_after_s = [503], 1.5
+    outcome = await run(front, attempt, settings)
+    assert outcome.startswith("done: job jobdrop"), outcome
+    assert attempt.output_puts == 2 and attempt.output is not None
+
+
 async def test_an_output_refused_with_422_ends_the_attempt(front, settings, clip):
     attempt = front.add("job422", clip, WEB, output_answers=[422])
     outcome = await run(front, attempt, settings)
@@ -90,6 +102,13 @@ async def test_a_claim_409_or_a_wrong_token_drops_the_attempt(front, settings, c
     assert outcome == "dropped: the front refused the claim (401 unauthorized)"
 
 
+async def test_a_message_whose_attempt_id_is_a_path_is_dropped_unsent(front, settings):
+    dispatch = Dispatch("../../jobs", "t1", front.url, tuple(WEB))
+    outcome = await run_attempt(dispatch, settings)
+    assert outcome == "dropped: no claim (the message's attempt id or token is not URL-safe)"
+    assert list(settings.work_dir.iterdir()) == []
+
+
 async def test_an_output_over_the_fronts_limit_is_reported_not_sent(front, settings, clip):
     attempt = front.add("jobbig", clip, WEB, max_output_bytes=1000)
     outcome = await run(front, attempt, settings)
@@ -97,13 +116,29 @@ async def test_an_output_over_the_fronts_limit_is_reported_not_sent(front, setti
     assert attempt.output_puts == 0
 
 
-async def test_no_front_at_all_gives_up_the_claim_after_its_patience(settings):
+async def test_no_front_at_all_hands_the_message_back_after_the_claims_patience(settings):
+    # Dropped (acked), the message would leave the front waiting for a claim forever.
     dispatch = Dispatch("a1", "t1", "http://127.0.0.1:9", tuple(WEB))
     quick = Settings(settings.name, settings.work_dir, settings.handbrake, claim_patience_s=1.0)
     started = time.monotonic()
-    outcome = await run_attempt(dispatch, quick)
-    assert outcome.startswith("dropped: no claim")
-    assert time.monotonic() - started < 5.0
+    with pytest.raises(FrontAway, match="no claim"):
+        await run_attempt(dispatch, quick)
+    assert 0.5 < time.monotonic() - started < 5.0
+    assert list(settings.work_dir.iterdir()) == []
+
+
+def test_the_task_requeues_its_message_when_the_front_does_not_answer_the_claim(settings):
+    from celery.exceptions import Reject
+
+    from vidd.celery_app import make_app
+    from vidd.worker_process import register
+
+    quick = Settings(settings.name, settings.work_dir, settings.handbrake, claim_patience_s=0.5)
+    task = register(make_app("memory://", max_encode_s=60), quick)
+    kwargs = Dispatch("a1", "t1", "http://127.0.0.1:9", tuple(WEB)).to_kwargs()
+    with pytest.raises(Reject) as e:
+        task(**kwargs)  # the task's function itself, in this process
+    assert e.value.requeue
 
 
 async def test_the_heartbeat_posts_without_news_at_least_every_quarter_lease(front, clip):
@@ -136,3 +171,16 @@ def test_the_private_config_is_the_work_folder_and_the_messages_args(tmp_path):
     assert cfg.storage.data_dir == tmp_path / "attempt-x"
     assert cfg.encode.profiles[cfg.encode.default_profile].handbrake_args() == ["-e", "x264"]
     assert cfg.encode.ffmpeg == "" and cfg.encode.kill_grace_s <= 1.0
+
+
+async def test_an_encode_longer_than_max_encode_s_is_stopped_and_reported(front, tmp_path):
+    slow = make_clip(tmp_path / "slow.avi", seconds=10)
+    args = ["-e", "x264", "--encoder-preset", "placebo", "-q", "22"]
+    attempt = front.add("jobslow", slow, args)
+    quick = Settings("w", tmp_path / "work", HANDBRAKE, max_encode_s=1.0)
+    started = time.monotonic()
+    outcome = await run(front, attempt, quick)
+    assert outcome == "failed: too_long: the encode took longer than 1 s"
+    assert time.monotonic() - started < 6.0
+    assert attempt.failures[0]["code"] == "too_long" and attempt.output is None
+    assert list((tmp_path / "work").iterdir()) == []

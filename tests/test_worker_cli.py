@@ -49,7 +49,15 @@ def test_a_missing_handbrake_is_named(capsys, tmp_path):
 
 @pytest.mark.parametrize(
     "args",
-    [["--concurrency", "0"], ["--concurrency", "65"], ["--max-encode-s", "-1"]],
+    [
+        ["--concurrency", "0"],
+        ["--concurrency", "65"],
+        ["--max-encode-s", "-1"],
+        ["--name", ""],  # the front refuses a claim without a name: nothing would run
+        ["--name", "  "],
+        ["--name", "x" * 101],
+        ["--name", "a\nb"],
+    ],
 )
 def test_out_of_range_numbers_are_usage_errors(args, capsys):
     assert cli.main(["worker", "--broker", BROKER, *args]) == cli.USAGE
@@ -73,3 +81,26 @@ def test_the_help_names_the_environment_and_the_stop(capsys):
     assert cli.main(["worker", "--help"]) == 0
     out = capsys.readouterr().out
     assert "VIDD_BROKER_URL" in out and "SIGTERM" in out and "--work-dir" in out
+
+
+def test_a_work_folder_is_one_workers_own_and_its_leftovers_go(tmp_path, capsys):
+    import os
+
+    from vidd.worker import take_work_dir
+
+    work = tmp_path / "work"
+    (work / "attempt-abc" / "tmp").mkdir(parents=True)  # what a killed run left
+    (work / "keep.txt").write_text("not an attempt")
+    fd, removed = take_work_dir(work)
+    try:
+        assert removed == 1 and not (work / "attempt-abc").exists()
+        assert (work / "keep.txt").exists()
+        # A second worker on the same folder is refused, before it touches anything.
+        assert cli.main(["worker", "--broker", BROKER, "--work-dir", str(work)]) == cli.USAGE
+        assert f"another vidd worker uses {work}" in capsys.readouterr().err
+        assert sorted(p.name for p in work.iterdir()) == ["keep.txt"]  # no lock file
+    finally:
+        os.close(fd)
+    fd, removed = take_work_dir(work)  # free again once the first one is gone
+    os.close(fd)
+    assert removed == 0

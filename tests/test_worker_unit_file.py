@@ -4,13 +4,25 @@ that hands the encode back in time."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from testkit.celery_worker import WorkerProcess, send
+from testkit.fake_front import FakeFront
+from testkit.media import make_clip
+from testkit.redis import RedisServer
+from testkit.systemd_units import (
+    MDWE_UNSUPPORTED,
+    MDWE_WRAPPER,
+    directives,
+    unexplained_hardening,
+)
 from vidd import worker, worker_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,16 +31,6 @@ ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
     ANALYZE is None, reason="systemd-analyze is not installed (`make test` installs systemd)"
 )
-
-
-def directives(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("#", "[")):
-            key, _, value = line.partition("=")
-            out.setdefault(key, []).append(value)
-    return out
 
 
 @needs_analyze
@@ -75,12 +77,30 @@ def test_unit_keeps_its_promises():
     assert one["KillMode"] == "mixed"
     assert float(one["TimeoutStopSec"]) > worker_process.SOFT_SHUTDOWN_S + worker.KILL_GRACE_S + 5
     # Every hardening line carries a comment right above it (or above its pair).
-    lines = UNIT.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("# --- Hardening"))
-    end = lines.index("[Install]")
-    for i in range(start + 1, end):
-        if lines[i] and not lines[i].startswith("#"):
-            j = i - 1
-            while lines[j] and not lines[j].startswith("#"):
-                j -= 1
-            assert lines[j].startswith("#") and i - j <= 2, lines[i]
+    assert unexplained_hardening(UNIT.read_text()) == []
+
+
+async def test_the_worker_encodes_without_write_execute_memory(tmp_path):
+    """MemoryDenyWriteExecute=yes: under the kernel's own switch (PR_SET_MDWE, inherited
+    across fork and exec) Celery's prefork pool, aiohttp and HandBrake still do a job."""
+    wrapper = tmp_path / "mdwe.py"
+    wrapper.write_text(MDWE_WRAPPER)
+    broker = RedisServer(tmp_path / "redis").start()
+    front = await FakeFront().start()
+    worker = WorkerProcess(broker.url, tmp_path / "w", wrapper=(sys.executable, str(wrapper)))
+    try:
+        clip = make_clip(tmp_path / "clip.avi", seconds=1)
+        attempt = front.add("jobm", clip, ["-e", "x264", "-q", "22", "-r", "15", "-B", "96"])
+        worker.start()
+        await asyncio.to_thread(send, broker.url, attempt.kwargs(front.url), attempt.id)
+        for _ in range(600):
+            if attempt.output is not None or worker.proc.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        if worker.proc.poll() == MDWE_UNSUPPORTED:
+            pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3)")
+        assert attempt.output is not None and attempt.failures == [], worker.log()
+    finally:
+        worker.stop()
+        await front.stop()
+        broker.kill()

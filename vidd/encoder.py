@@ -25,6 +25,7 @@ from typing import Any
 
 from . import children, disk, mp4, poster, probe, repackage
 from .config import Config, Profile
+from .encode_scan import EncodeScan
 from .job import Job, MediaInfo
 from .layout import Layout
 from .progress import BlockParser, Progress, ProgressMeter
@@ -51,17 +52,23 @@ HB_ERRORS = {
 # leaves the tmp/ disk all but full: HandBrake 1.6.1 says nothing when its muxer's writes
 # fail, exits 0 with WorkDone Error 0, and leaves a cut-off file.
 NO_SPACE = "no space left on device"
+NOT_VIDEO = "not_video"  # the error code of a rejection, as the intake's (store.reject)
 FULL_DISK_FREE_BYTES = 1 << 20
 
 
 class EncodeFailed(Exception):
     """An encode that did not produce a verified video. A failure is data: the pool stores it."""
 
-    def __init__(self, code: str, message: str, log_tail: str = "") -> None:
+    def __init__(
+        self, code: str, message: str, log_tail: str = "", *, reject: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.log_tail = log_tail
+        # Not a video after all (found by the encode's own scan, the intake having left
+        # the probe to it): the job ends `rejected`, as the probe would have had it.
+        self.reject = reject
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class EncodeResult:
     output: MediaInfo
     log_tail: str
     repackaged: bool = False  # a stream copy by ffmpeg (repackage.py), not an encode
+    source: MediaInfo | None = None  # what the encode's scan found, for a job not probed
 
 
 def output_rate(profile: Profile) -> float | None:
@@ -126,6 +134,32 @@ class _Run:
     last_change: float = field(default_factory=time.monotonic)
     last_key: tuple[str, float] | None = None
     workdone_error: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    scan: EncodeScan | None = None  # for a job the intake did not probe
+    size: int = 0  # the source's, for the scan's facts
+    rate: float | None = None  # the output frame rate, for the meter's frame count
+    source: MediaInfo | None = None
+    rejected: str | None = None  # why the scan found it is not a video
+
+    def on_stderr(self, line: str) -> None:
+        self.tail.append(line)
+        if self.scan is not None and self.scan.feed(line):
+            self.scanned(stop=True)
+
+    def scanned(self, *, stop: bool) -> None:
+        """The scan's facts are in: judge them as the probe would. Not a video: stop
+        HandBrake now (`stop`), rather than let it encode a text file."""
+        if self.scan is None or self.source is not None or self.rejected is not None:
+            return
+        try:
+            self.source = probe.media_info(self.scan.title_set(), self.size)
+        except probe.NotAVideo as e:
+            self.rejected = str(e) or "not a video"
+            if stop:
+                children.kill_now(self.proc)
+            return
+        if self.rate:
+            self.meter.frames_total = self.source.duration * self.rate
 
     def log_tail(self) -> str:
         return "\n".join(self.tail)
@@ -196,13 +230,16 @@ class Encoder:
         self.layout.clear_tmp_of(job.id)  # leftovers of an attempt vidd did not see through
         try:
             repackaged = await self._repackage(job, nice)
+            scanned = None
             if repackaged is not None:
                 output, log_tail = repackaged
             else:
-                output, log_tail = await self._encode(job, on_progress, nice)
+                output, log_tail, scanned = await self._encode(job, on_progress, nice)
         finally:
             self.layout.clear_tmp_of(job.id)  # the work folder, HandBrake's leftovers in it
-        return EncodeResult(output=output, log_tail=log_tail, repackaged=repackaged is not None)
+        return EncodeResult(
+            output=output, log_tail=log_tail, repackaged=repackaged is not None, source=scanned
+        )
 
     async def make_poster(self, job_id: str, duration: float, *, nice: int = 0) -> bool:
         """The poster of a done job's video, into videos/<id>.jpg. False if it could not be
@@ -269,18 +306,17 @@ class Encoder:
 
     async def _encode(
         self, job: Job, on_progress: Callable[[Progress], None], nice: int
-    ) -> tuple[MediaInfo, str]:
-        """Run HandBrake, verify its output and move it to videos/: (output, log tail)."""
+    ) -> tuple[MediaInfo, str, MediaInfo | None]:
+        """Run HandBrake, verify its output and move it to videos/: (output, log tail,
+        the source's facts when this encode's scan found them)."""
         cfg = self.config.encode
         source_path = self.layout.source(job)
         if not source_path.is_file():
             raise EncodeFailed("source_missing", f"the source file {job.source_file} is gone")
         source = job.source
-        if source is None:  # normally probed at intake; never encode blind
-            try:
-                source = await probe.probe(cfg.handbrake, source_path)
-            except probe.NotAVideo as e:
-                raise EncodeFailed("not_a_video", str(e)) from None
+        size = source_path.stat().st_size
+        if source is None and size == 0:  # as the probe says it
+            raise EncodeFailed(NOT_VIDEO, "the file is empty", reject=True)
         profile = cfg.profiles.get(job.profile)
         if profile is None:
             raise EncodeFailed("unknown_profile", f"there is no profile named {job.profile!r}")
@@ -305,9 +341,14 @@ class Encoder:
         rate = output_rate(profile)
         run = _Run(
             proc=proc,
-            meter=ProgressMeter(source.duration * rate if rate else None),
+            meter=ProgressMeter(source.duration * rate if rate and source else None),
             on_progress=on_progress,
             tail=deque(maxlen=max(1, self.config.encode.log_tail_lines)),
+            # Not probed at intake: HandBrake's scan, as this encode starts, tells.
+            scan=EncodeScan() if source is None else None,
+            size=size,
+            rate=rate,
+            source=source,
         )
         log.info("job %s: encoding with %s (pid %d)", job.id, job.profile, proc.pid)
         self.running[job.id] = proc
@@ -322,7 +363,47 @@ class Encoder:
             await asyncio.shield(children.stop(proc, cfg.kill_grace_s))
         if killed:
             raise EncodeFailed("killed", "vidd was stopped by force mid-encode", run.log_tail())
-        return await self._verify(job, source, code, run), run.log_tail()
+        elapsed = time.monotonic() - run.started
+        log.debug("job %s: HandBrake exited %d after %.3f s", job.id, code, elapsed)
+        if source is None:
+            source = await self._scanned_source(job, run, code)
+        output = await self._verify(job, source, code, run)
+        return output, run.log_tail(), None if job.source is not None else source
+
+    async def _scanned_source(self, job: Job, run: _Run, code: int) -> MediaInfo:
+        """The source's facts from the encode's scan, or EncodeFailed with `reject` when
+        the scan says (as the probe would have) that it is not a video."""
+        scan, tail = run.scan, run.log_tail()
+        if run.source is None and run.rejected is None and scan is not None:
+            if code in (126, 127):  # setpriv could not run it: vidd's trouble, not the file's
+                raise EncodeFailed("spawn_failed", f"HandBrakeCLI could not start ({code})", tail)
+            if not scan.seen:
+                # None of the lines this reads (a HandBrake that logs otherwise, or one that
+                # died before its scan): never reject a file for that; the probe decides,
+                # as before issue 14, and the encode's own failure stands.
+                log.warning("job %s: HandBrake's log said nothing of its scan; probing", job.id)
+                return await self._probe_after(job, tail)
+            if code != 0 and not scan.complete:
+                # HandBrake could not get as far as a title: the probe's words for it.
+                raise EncodeFailed(NOT_VIDEO, probe.unreadable(code, tail), tail, reject=True)
+            run.scanned(stop=False)  # exited before its job dump: judge what was seen
+        if run.rejected is not None:
+            raise EncodeFailed(NOT_VIDEO, run.rejected, tail, reject=True)
+        assert run.source is not None
+        return run.source
+
+    async def _probe_after(self, job: Job, tail: str) -> MediaInfo:
+        cfg = self.config.encode
+        source_path = self.layout.source(job).resolve()
+        box = children.Box(
+            home=self.layout.work(job.id), reads=(source_path,), pass_env=cfg.child_env
+        )
+        try:
+            return await probe.probe(cfg.handbrake, source_path, box)
+        except probe.NotAVideo as e:
+            raise EncodeFailed(NOT_VIDEO, str(e), tail, reject=True) from None
+        except probe.HandBrakeMissing as e:
+            raise EncodeFailed("spawn_failed", str(e), tail) from None
 
     async def _supervise(self, run: _Run) -> int:
         """Read HandBrake's output until it exits; kill it if it stalls. Returns the exit code."""
@@ -380,7 +461,7 @@ class Encoder:
 
     async def _read_stderr(self, stream: asyncio.StreamReader, run: _Run) -> None:
         async for line in _lines(stream):
-            run.tail.append(line)
+            run.on_stderr(line)
 
     async def _verify(self, job: Job, source: MediaInfo, code: int, run: _Run) -> MediaInfo:
         """Check everything that makes an encode good, then move it into videos/."""

@@ -30,6 +30,9 @@ CALL_TIMEOUT = aiohttp.ClientTimeout(total=10.0, sock_connect=5.0)
 # Transfers: no total bound (files are large); a stalled socket counts as a drop.
 TRANSFER_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=60.0)
 _EXT = re.compile(r"\.[A-Za-z0-9]{1,10}")
+# The attempt id becomes a URL path segment and the token a header: both are the front's
+# secrets.token_urlsafe, so anything else in a message is refused before it is used.
+_URL_SAFE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 class Stop(Exception):
@@ -112,6 +115,11 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+def _finite(value: float | None) -> float | None:
+    """A number the front accepts (finite, not negative), or None."""
+    return value if value is not None and math.isfinite(value) and value >= 0 else None
+
+
 def _count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(repr(value))
@@ -140,6 +148,9 @@ class FrontClient:
     """The worker routes of one attempt, over one aiohttp session."""
 
     def __init__(self, session: aiohttp.ClientSession, dispatch: Dispatch) -> None:
+        """Refused when the message's attempt id or token is not one the front makes."""
+        if not _URL_SAFE.fullmatch(dispatch.attempt) or not _URL_SAFE.fullmatch(dispatch.token):
+            raise Refused("the message's attempt id or token is not URL-safe")
         self._session = session
         self.base = f"{dispatch.front.rstrip('/')}/api/workers/attempts/{dispatch.attempt}"
         self._headers = {"Authorization": f"Bearer {dispatch.token}"}
@@ -155,8 +166,8 @@ class FrontClient:
         """The heartbeat: Stop on 410 (the front says stop now)."""
         body = {
             "progress": min(1.0, max(0.0, progress)),
-            "fps": fps if fps is not None and math.isfinite(fps) else None,
-            "eta_s": eta_s if eta_s is not None and math.isfinite(eta_s) else None,
+            "fps": _finite(fps),
+            "eta_s": _finite(eta_s),
         }
         await self._json("POST", "progress", body)
 
@@ -241,8 +252,8 @@ class FrontClient:
                     return None
                 if resp.status != 200:
                     raise Refused(f"{method} {route}: unexpected {resp.status}")
-                raw = await resp.content.read(MAX_ANSWER + 1)
-                if len(raw) > MAX_ANSWER:
+                raw = await _body_of(resp, MAX_ANSWER)
+                if raw is None:
                     raise Refused(f"{method} {route}: the answer is too large")
                 try:
                     return json.loads(raw)
@@ -264,10 +275,23 @@ class FrontClient:
         raise Refused(f"{resp.method} {resp.url.path}: {resp.status} {code}: {message}")
 
 
+async def _body_of(resp: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The whole body (StreamReader.read(n) gives only what has arrived so far), or None
+    as soon as it passes `limit` bytes: never read whole."""
+    body = bytearray()
+    while chunk := await resp.content.read(limit + 1 - len(body)):
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 async def _error_of(resp: aiohttp.ClientResponse) -> tuple[str, str]:
     """The code and message of the front's JSON error, or the status's reason."""
     try:
-        raw = await resp.content.read(MAX_JSON)
+        raw = await _body_of(resp, MAX_JSON)
+        if raw is None:
+            raise ValueError("too large")
         error = json.loads(raw)["error"]
         return str(error["code"])[:MAX_CODE], str(error.get("message", ""))[:MAX_MESSAGE]
     except (ValueError, KeyError, TypeError, aiohttp.ClientError):

@@ -1,5 +1,8 @@
 """Intake: the one way in. A file from the inbox or an upload is claimed into sources/,
-probed, and recorded as a queued job, or as a rejected one with the reason.
+probed, and recorded as a queued job, or as a rejected one with the reason. An inbox
+file that finds a slot free is queued unprobed instead (`scan_in_encode`): its encode
+scans it anyway, and `reject_scanned` records the rejection if that scan finds it is
+not a video.
 
 Nothing is lost on the way: the job's record exists (as `admitting`) before the file
 moves; a failure puts the file back and removes the record, and after a crash
@@ -17,6 +20,7 @@ import os
 import re
 import stat
 import threading
+import time
 import unicodedata
 from collections.abc import Coroutine
 from pathlib import Path
@@ -68,9 +72,18 @@ class QueueFull(Exception):
 
 class Intake:
     def __init__(
-        self, config: Config, store: Store, layout: Layout, guard: disk.DiskGuard | None = None
+        self,
+        config: Config,
+        store: Store,
+        layout: Layout,
+        guard: disk.DiskGuard | None = None,
+        *,
+        scan_in_encode: bool = False,
     ) -> None:
         self.config = config
+        # An inbox file that finds a slot free is queued unprobed: its encode starts at
+        # once and scans it anyway (a rejection then comes from the pool, reject_scanned).
+        self.scan_in_encode = scan_in_encode
         self.store = store
         self.layout = layout
         self.guard = guard or disk.DiskGuard.of(config.storage)
@@ -171,9 +184,14 @@ class Intake:
             if not stat.S_ISREG(claimed.lstat().st_mode):
                 raise ValueError(f"{job.name!r} is not a regular file")
             try:
-                async with self._probes:
-                    info = await self._probe(job, claimed)
-                job = await self.store.admitted(job.id, info)
+                if await self._leave_probe_to_encode(job):
+                    job = await self.store.admitted(job.id, None)
+                else:
+                    async with self._probes:
+                        started = time.monotonic()
+                        info = await self._probe(job, claimed)
+                        log.debug("intake: %s probed in %.3f s", job.id, time.monotonic() - started)
+                    job = await self.store.admitted(job.id, info)
             except probe.NotAVideo as e:
                 kept = self.layout.rejected_name(job) if job.origin == "inbox" else None
                 job = await self.store.reject(job.id, str(e) or "not a video", rejected_as=kept)
@@ -196,15 +214,35 @@ class Intake:
             log.info(
                 "intake: %s rejected (%s, %r%s): %s", job.id, job.origin, job.name, kept, reason
             )
+        elif job.source is None:
+            self.admitted += 1
+            log.info(
+                "intake: %s queued (%s, %r%s, unprobed: its encode scans it)",
+                job.id, job.origin, job.name, f" from {job.folder}/" if job.folder else "",
+            )  # fmt: skip
         else:
             self.admitted += 1
-            info = job.source or MediaInfo()
+            info = job.source
             log.info(
                 "intake: %s queued (%s, %r%s, %.1f s %dx%d %s)",
                 job.id, job.origin, job.name, f" from {job.folder}/" if job.folder else "",
                 info.duration, info.width, info.height, info.video_codec,
             )  # fmt: skip
         return job
+
+    async def _leave_probe_to_encode(self, job: Job) -> bool:
+        """Whether to queue this file unprobed: an inbox file (an upload's 201/422 answer
+        needs the probe), for a profile that doesn't repackage (that choice needs the
+        codecs first), with a slot free for it now, so that its encode starts at once
+        and scans the file itself; a file that would wait is probed meanwhile."""
+        if not self.scan_in_encode or job.origin != "inbox":
+            return False
+        profile = self.config.encode.profiles.get(job.profile)
+        if profile is None or profile.repackage:
+            return False
+        counts = await self.store.counts()
+        ahead = sum(counts.get(s, 0) for s in ("running", "queued", "admitting")) - 1  # not itself
+        return ahead < self.config.encode.max_parallel
 
     async def _probe(self, job: Job, claimed: Path) -> MediaInfo:
         """HandBrake's scan, in a box that may read only this file."""
@@ -219,16 +257,7 @@ class Intake:
             remove(work)
 
     def _put_aside(self, job: Job, claimed: Path) -> None:
-        """A rejected inbox file goes to rejected/; a rejected upload is dropped (the
-        user still has it; keeping it would only fill the disk)."""
-        try:
-            if job.origin == "upload":
-                claimed.unlink(missing_ok=True)
-            elif claimed.exists():
-                self.layout.rejected_dir.mkdir(parents=True, exist_ok=True)
-                os.rename(claimed, self.layout.rejected(job))
-        except OSError as e:  # the next start finishes this
-            log.warning("intake: %s: could not put the rejected file aside: %s", job.id, e)
+        put_aside(self.layout, job, claimed)
 
     async def _still_admitting(self, job: Job) -> bool:
         """Whether the job's record is still an admission (or gone). When the store can't
@@ -333,6 +362,41 @@ class Intake:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def put_aside(layout: Layout, job: Job, claimed: Path) -> None:
+    """A rejected inbox file goes to rejected/; a rejected upload is dropped (the user
+    still has it; keeping it would only fill the disk)."""
+    try:
+        if job.origin == "upload":
+            claimed.unlink(missing_ok=True)
+        elif claimed.exists():
+            layout.rejected_dir.mkdir(parents=True, exist_ok=True)
+            os.rename(claimed, layout.rejected(job))
+    except OSError as e:  # the next start finishes this (_sort_sources)
+        log.warning("intake: %s: could not put the rejected file aside: %s", job.id, e)
+
+
+async def reject_scanned(store: Store, layout: Layout, job: Job, reason: str) -> Job:
+    """End a running job rejected: its encode's scan found that it is not a video
+    (EncodeFailed with `reject`), the intake having left the probe to it. As the probe
+    would have: the same error, and an inbox file kept as rejected/<id>-<name>.
+
+    The pool records a job's end with this (from _outcome). The store's word comes
+    first, the name in rejected/ with it, so a crash before the move can't lose the
+    file: the next start moves it (recover). Raises what the store raises (KeyError
+    when the job is gone, IllegalTransition when it is no longer running); the file
+    stays where it is then.
+    """
+    kept = layout.rejected_name(job) if job.origin == "inbox" else None
+    rejected = await store.reject(job.id, reason, rejected_as=kept, was=Status.RUNNING)
+    put_aside(layout, rejected, layout.source(rejected))
+    where = f", kept as rejected/{rejected.rejected_as}" if rejected.rejected_as else ""
+    log.info(
+        "intake: %s rejected by its encode's scan (%s, %r%s): %s",
+        job.id, job.origin, job.name, where, reason,
+    )  # fmt: skip
+    return rejected
 
 
 async def _same_file(a: Path, b: Path | None) -> bool:

@@ -25,7 +25,11 @@ class Status(enum.StrEnum):
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.ADMITTING: frozenset({Status.QUEUED, Status.REJECTED}),
     Status.QUEUED: frozenset({Status.RUNNING, Status.CANCELLED}),
-    Status.RUNNING: frozenset({Status.DONE, Status.FAILED, Status.CANCELLED, Status.QUEUED}),
+    # Running -> rejected: an inbox file the intake left to its encode's scan (issue 14),
+    # which found it is not a video.
+    Status.RUNNING: frozenset(
+        {Status.DONE, Status.FAILED, Status.CANCELLED, Status.QUEUED, Status.REJECTED}
+    ),
     Status.FAILED: frozenset({Status.QUEUED}),
     Status.CANCELLED: frozenset({Status.QUEUED}),
     Status.DONE: frozenset(),

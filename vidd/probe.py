@@ -77,11 +77,12 @@ async def probe(handbrake: str, path: Path, box: children.Box | None = None) -> 
         raise HandBrakeMissing(f"HandBrakeCLI ({handbrake}) can't be run: {reason}")
     title_set = parse_blocks(out).get("JSON Title Set")
     if code != 0 or title_set is None:
-        raise NotAVideo(_reason(code, err))
+        raise NotAVideo(unreadable(code, err))
     return media_info(title_set, size)
 
 
-def _reason(code: int, stderr: str) -> str:
+def unreadable(code: int, stderr: str) -> str:
+    """Why HandBrake could not read a file (it exited `code` without a title), in words."""
     if "No title found" in stderr or code == 2:
         return "not a video: HandBrake found no title in it"
     last = [line.strip() for line in stderr.splitlines() if line.strip()]

@@ -486,18 +486,27 @@ class Store:
 
     # --- writes: one operation per intent ------------------------------------------
 
-    async def admitted(self, job_id: str, source: MediaInfo) -> Job:
-        """The intake probed the claimed file: it is a video, so queue it."""
+    async def admitted(self, job_id: str, source: MediaInfo | None) -> Job:
+        """The intake probed the claimed file: it is a video, so queue it. No `source`:
+        not probed, its encode's own scan tells (issue 14)."""
         return await self.transition(job_id, Status.QUEUED, source=source, expect=Status.ADMITTING)
 
-    async def reject(self, job_id: str, reason: str, *, rejected_as: str | None = None) -> Job:
+    async def reject(
+        self,
+        job_id: str,
+        reason: str,
+        *,
+        rejected_as: str | None = None,
+        was: Status = Status.ADMITTING,
+    ) -> Job:
         """The intake probed the claimed file: not a video. `rejected_as`: its name in
-        rejected/ (an inbox file), recorded with the state so a crash can't lose it."""
+        rejected/ (an inbox file), recorded with the state so a crash can't lose it.
+        `was` running: its encode's scan found it out (intake.reject_scanned)."""
         return await self.transition(
             job_id,
             Status.REJECTED,
             error=JobError("not_video", reason),
-            expect=Status.ADMITTING,
+            expect=was,
             more={"rejected_as": rejected_as},
         )
 
@@ -537,14 +546,17 @@ class Store:
         repackaged: bool = False,
         publish: bool = False,
         poster_pending: bool = False,
+        source: MediaInfo | None = None,
     ) -> Job:
         """A running job's output is verified and in videos/. With `publish`, the job is
         marked as still to be published to storage.output_dir in the same write; with
-        `poster_pending`, as still owed its poster (see poster_made)."""
+        `poster_pending`, as still owed its poster (see poster_made); `source`: the facts
+        its encode's scan found (EncodeResult.source), for a job queued unprobed."""
         return await self.transition(
             job_id,
             Status.DONE,
             output=output,
+            source=source,
             poster=poster,
             log_tail=log_tail,
             more={

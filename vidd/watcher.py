@@ -12,8 +12,11 @@ stands in for the lease.
 
 A file renamed in whole (its arrival its only event, its content unchanged for
 `watch.lease_quiet_seconds` by its mtime) needs no quiet after the rename: it moved no
-data, so only the lease and the two checks stand between it and the intake. Any other
-event (a write, a close, a change of mode) puts it back on the quiet rule.
+data, and its mtime already shows the quiet the rule waits for, so only the lease
+stands between it and the intake, asked as soon as its event arrives: on that first
+look a second stat would only repeat what the mtime says. Once looked at, a file that
+changes between two checks waits (the change's event may still be on its way), and any
+other event (a write, a close, a change of mode) puts it back on the quiet rule.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import os
 import stat
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from watchfiles import Change, awatch
@@ -37,7 +40,9 @@ from .intake import Intake, clean_name
 log = logging.getLogger(__name__)
 
 TICK_S = 0.1  # how often candidates are checked
-STEP_MS = 50  # watchfiles hands over events after this much quiet...
+# watchfiles hands over events after this much quiet (measured: 50 -> 20 ms takes the
+# rename -> running p50 from 0.09-0.12 s to 0.04 s, for ~0.1 % more of a core at idle)...
+STEP_MS = 20
 DEBOUNCE_MS = 400  # ...or after this long, when a writer keeps the events coming
 MAX_CANDIDATES = 10_000  # a flood of files can't grow memory past this; rescans catch up
 MAX_SCAN_ENTRIES = 100_000  # entries one rescan looks at, subfolders included
@@ -85,6 +90,7 @@ class _Candidate:
     retry_at: float = 0.0  # after a passing failure: not before this (monotonic)
     retry_delay: float = 0.0
     trouble: str = ""  # why the last try failed, for /api/status
+    seen_at: float = field(default_factory=time.monotonic)  # for the debug log's timing
 
 
 class Watcher:
@@ -98,6 +104,7 @@ class Watcher:
         self._admitting: set[asyncio.Task[None]] = set()
         self._watch_stop = asyncio.Event()  # one per watchfiles loop: cancelling one sets it
         self._rescan_now = asyncio.Event()
+        self._poll_now = asyncio.Event()  # a new file arrived: look now, not at the tick
         self._watch_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._inbox_id: tuple[int, int] | None = None
@@ -230,6 +237,8 @@ class Watcher:
             self._overflowed = True
             return
         self._candidates[path] = _Candidate(last_event=time.monotonic(), events=0 if found else 1)
+        if not found:
+            self._poll_now.set()
 
     def _depth(self, path: Path) -> int | None:
         """How many subfolders deep `path` is in the inbox (0: at the top); None when it
@@ -330,7 +339,9 @@ class Watcher:
 
     async def _poll_loop(self) -> None:
         while True:
-            await asyncio.sleep(TICK_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), TICK_S)
+            self._poll_now.clear()
             try:
                 self._poll()
             except Exception:  # a bug here must not end the watching
@@ -378,10 +389,12 @@ class Watcher:
                     cand.failed_at = now  # touched but unchanged: still failed
                     continue
                 cand.failed_sig = None
-            if sig != prev:
-                continue
             # Its arrival its only event, and no write for the quiet time: renamed in.
             renamed_in = cand.events <= 1 and wall_ns - st.st_mtime_ns >= quiet_needed * 1e9
+            # A change between two checks is a write whose event may still be on its way:
+            # wait for it. Only a first look at a renamed-in file needs no second one.
+            if sig != prev and not (renamed_in and prev is None):
+                continue
             if quiet < quiet_needed and not renamed_in:
                 continue
             try:
@@ -403,6 +416,10 @@ class Watcher:
     def _take(self, path: Path, cand: _Candidate) -> None:
         cand.admitting = True
         self.taken += 1
+        log.debug(
+            "watcher: taking %s, %.3f s after it was seen (%d event(s))",
+            path.name, time.monotonic() - cand.seen_at, cand.events,
+        )  # fmt: skip
         task = asyncio.create_task(self._admit(path, cand), name=f"watcher-admit {path.name}")
         self._admitting.add(task)
         task.add_done_callback(self._admitting.discard)

@@ -59,8 +59,9 @@ BY_CODE: dict[str, str] = {
     "spawn_failed": "HandBrake isn't installed, or can't start on this machine.",
     "handbrake_missing": "HandBrake isn't installed, or can't start on this machine.",
     "internal": "vidd ran into a problem of its own; its log says more.",
-    # Remote workers (remote.py, and the codes a worker reports with its failure).
-    "workers_lost": "The machines converting it stopped answering; retry it.",
+    "workers_lost": "The machines converting this video stopped answering, one after "
+    "another; retry it when they are back.",
+    # The codes a remote worker reports with its failure (web/workers.py: fail).
     "source_unreadable": "The worker couldn't fetch the original file; retry it.",
     "too_long": "The conversion took longer than the worker allows.",
     "output_too_large": "The converted video is larger than vidd accepts.",

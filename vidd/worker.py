@@ -11,7 +11,9 @@ The Celery side (the task `vidd.encode` and the worker process) is worker_proces
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -120,22 +122,29 @@ async def _wait_event(event: asyncio.Event, timeout_s: float) -> None:
         pass
 
 
+class FrontAway(Exception):
+    """The front did not answer the claim for claim_patience_s: the message goes back to
+    the queue. (Dropped, it would leave the front waiting for a claim that never comes.)"""
+
+
 async def run_attempt(dispatch: Dispatch, settings: Settings) -> str:
-    """Run one attempt to its end; returns what happened, in words (for the log). Every
-    way out removes the attempt's work folder."""
+    """Run one attempt to its end; returns what happened, in words (for the log), or
+    raises FrontAway before a claim. Every way out removes the attempt's work folder."""
     settings.work_dir.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="attempt-", dir=settings.work_dir))
     started = time.monotonic()
     try:
         async with aiohttp.ClientSession() as session:
-            client = FrontClient(session, dispatch)
             try:
+                client = FrontClient(session, dispatch)
                 claim = await _patiently(
                     lambda: client.claim(settings.name), settings.claim_patience_s
                 )
             except Stop as e:
                 return f"dropped: the front refused the claim ({e.status} {e.code})"
-            except (Unreachable, Refused) as e:
+            except Unreachable as e:
+                raise FrontAway(f"no claim: {e}") from None
+            except Refused as e:
                 return f"dropped: no claim ({e})"
             log.info("attempt %s: claimed job %s", dispatch.attempt, claim.job)
             run = _Run(client, claim, dispatch, settings, folder)
@@ -146,13 +155,17 @@ async def run_attempt(dispatch: Dispatch, settings: Settings) -> str:
 
 
 async def _patiently(call: Callable[[], Awaitable[T]], patience_s: float) -> T:
-    """`call()` again after Unreachable, with backoff, until `patience_s` has passed."""
-    deadline = time.monotonic() + patience_s
+    """`call()` again after Unreachable, with backoff, until `patience_s` has passed since
+    the first failure (not since the first call: an upload longer than the lease that
+    drops once is sent again)."""
+    deadline: float | None = None
     delay = FIRST_RETRY_S
     while True:
         try:
             return await call()
         except Unreachable:
+            if deadline is None:
+                deadline = time.monotonic() + patience_s
             if time.monotonic() + delay >= deadline:
                 raise
             await asyncio.sleep(delay)
@@ -216,7 +229,12 @@ class _Run:
         bad = [a for a in self.dispatch.args if a.split("=", 1)[0] in RESERVED_ARGS]
         if bad:
             return await self.failed("bad_profile", f"{bad[0]} is set by vidd itself", "")
-        await self.download()
+        try:
+            await self.download()
+        except Refused as e:  # a 404 (the front lost it) or more bytes than it said
+            return await self.failed(
+                "source_unreadable", f"the source could not be fetched: {e}", ""
+            )
         try:
             result = await asyncio.wait_for(
                 Encoder(self.config, self.layout).run(self.job, self.on_progress),
@@ -270,6 +288,29 @@ class _Run:
     async def persistently(self, call: Callable[[], Awaitable[None]]) -> None:
         """Send until it gets through: retried with backoff until lease_s without success."""
         await _patiently(call, self.claim.lease_s)
+
+
+class WorkDirBusy(Exception):
+    """Another `vidd worker` holds this work folder."""
+
+
+def take_work_dir(work_dir: Path) -> tuple[int, int]:
+    """Make the work folder this process's own: an exclusive lock on the folder itself
+    (no file of its own: the folder stays empty between attempts), held as long as the
+    returned descriptor stays open (the Celery pool's processes share it), then remove
+    the attempt folders a killed run left. Returns (fd, removed)."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(work_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise WorkDirBusy(f"another vidd worker uses {work_dir}") from None
+    removed = 0
+    for leftover in work_dir.glob("attempt-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+        removed += 1
+    return fd, removed
 
 
 def private_config(settings: Settings, folder: Path, args: tuple[str, ...]) -> Config:

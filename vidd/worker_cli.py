@@ -4,6 +4,7 @@ taking attempts from the front's Redis broker (worker_process.py runs it)."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import socket
@@ -15,6 +16,7 @@ from . import logs
 USAGE, NO_EXTRA = 2, 2
 BROKER_ENV = "VIDD_BROKER_URL"
 MAX_CONCURRENCY = 64
+MAX_NAME = 100  # the front's limit for a worker's name
 MAX_ENCODE_S = 7 * 86400.0
 
 EPILOG = f"""\
@@ -35,7 +37,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--broker", metavar="URL", help=f"the Redis broker (env {BROKER_ENV})")
-    p.add_argument("--name", help="this worker's name as the front shows it (default: hostname)")
+    p.add_argument(
+        "--name",
+        type=_worker_name,
+        help=f"this worker's name as the front shows it, 1-{MAX_NAME} characters "
+        "(default: hostname)",
+    )
     p.add_argument(
         "--work-dir",
         type=Path,
@@ -57,6 +64,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--verbose", action="store_true", help="log debug output")
 
 
+def _worker_name(value: str) -> str:
+    # The front refuses a claim without a name (400): every attempt would be dropped.
+    if not 1 <= len(value) <= MAX_NAME or not value.isprintable() or not value.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected 1-{MAX_NAME} printable characters, got {value!r}"
+        )
+    return value
+
+
 def _bounded_int(value: str) -> int:
     n = int(value) if value.isdigit() else 0
     if not 1 <= n <= MAX_CONCURRENCY:
@@ -75,7 +91,7 @@ def _seconds(value: str) -> float:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .worker import Settings
+    from .worker import Settings, WorkDirBusy, take_work_dir
 
     broker = args.broker or os.environ.get(BROKER_ENV, "")
     if not broker.startswith(("redis://", "rediss://")):
@@ -90,17 +106,24 @@ def main(args: argparse.Namespace) -> int:
         return USAGE
     work_dir = args.work_dir or Path(os.environ.get("STATE_DIRECTORY") or "var/worker")
     try:
-        work_dir.mkdir(parents=True, exist_ok=True)
+        _, leftovers = take_work_dir(work_dir)  # held until the process ends
+    except WorkDirBusy as e:
+        print(f"vidd: worker: {e}", file=sys.stderr)
+        return USAGE
     except OSError as e:
         print(f"vidd: worker: cannot use {work_dir}: {e.strerror or e}", file=sys.stderr)
         return USAGE
     settings = Settings(
-        name=(args.name or socket.gethostname())[:100],
+        name=(args.name or socket.gethostname())[:MAX_NAME],
         work_dir=work_dir.resolve(),
         handbrake=str(Path(handbrake).resolve()),
         max_encode_s=args.max_encode_s,
     )
     logs.setup("debug" if args.verbose else "info", verbose=args.verbose)
+    if leftovers:
+        logging.getLogger(__name__).info(
+            "removed %d attempt folder(s) a previous run left in %s", leftovers, work_dir
+        )
     from .worker_process import NoCelery, Options, run
 
     try:
