@@ -30,7 +30,7 @@ from .broker import BrokerWatch
 from .celery_app import Dispatch
 from .config import Config
 from .dispatch import Dispatcher, DispatchFailed
-from .encoder import EncodeFailed, Encoder, EncodeResult, _check_duration
+from .encoder import NOT_VIDEO, EncodeFailed, Encoder, EncodeResult, _check_duration
 from .job import Job, MediaInfo, Status, now
 from .layout import Layout
 from .progress import Progress
@@ -81,6 +81,7 @@ class _Waiting:
     beat_written: float = 0.0  # monotonic of the last heartbeat_at write
     log_tail: str = ""
     worker: str | None = None
+    probed: bool = False  # the job's source facts were found here, not at intake
 
 
 @dataclass(frozen=True)
@@ -190,11 +191,12 @@ class RemoteEncoder:
         output is in videos/. Raises EncodeFailed, or DispatchFailed (the pool requeues)."""
         lost = 0
         attempt = self._adopted.pop(job.id, None)
+        probed = job.source is None  # its facts come from here: the record takes them
         job = await self._with_source(job)
         while True:
             if attempt is None:
                 attempt = await self._dispatch(job)
-            result = await self._wait_for(job, attempt, on_progress)
+            result = await self._wait_for(job, attempt, on_progress, probed=probed)
             if result is not None:
                 return result
             lost += 1
@@ -225,8 +227,8 @@ class RemoteEncoder:
             raise EncodeFailed("source_missing", f"the source file {job.source_file} is gone")
         try:
             source = await probe.probe(self.config.encode.handbrake, path)
-        except probe.NotAVideo as e:
-            raise EncodeFailed("not_a_video", str(e)) from None
+        except probe.NotAVideo as e:  # the intake left the probe to the encode: a rejection
+            raise EncodeFailed(NOT_VIDEO, str(e), reject=True) from None
         except probe.HandBrakeMissing as e:
             raise EncodeFailed("spawn_failed", str(e)) from None
         return dataclasses.replace(job, source=source)
@@ -254,11 +256,17 @@ class RemoteEncoder:
         return attempt
 
     async def _wait_for(
-        self, job: Job, attempt: Attempt, on_progress: Callable[[Progress], None]
+        self,
+        job: Job,
+        attempt: Attempt,
+        on_progress: Callable[[Progress], None],
+        *,
+        probed: bool = False,
     ) -> EncodeResult | None:
         """Wait for the attempt's outcome: its result, or None when its lease lapsed."""
         loop = asyncio.get_running_loop()
         w = _Waiting(attempt, job, loop.create_future(), on_progress, worker=attempt.worker)
+        w.probed = probed
         if attempt.state is State.CLAIMED:  # adopted: its lease runs from its last beat
             age = (now() - attempt.last_seen()).total_seconds()
             w.last_beat = time.monotonic() - max(0.0, age)
@@ -498,7 +506,13 @@ class RemoteEncoder:
         recorded: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
         self._recorded[job.id] = recorded
         try:
-            w.outcome.set_result(EncodeResult(output=output, log_tail=w.log_tail))
+            w.outcome.set_result(
+                EncodeResult(
+                    output=output,
+                    log_tail=w.log_tail,
+                    source=job.source if w.probed else None,
+                )
+            )
             log.info("job %s: output of worker %s verified (%d bytes)", job.id, w.worker,
                      output.size)  # fmt: skip
             return await asyncio.wait_for(asyncio.shield(recorded), RECORD_WAIT_S)
