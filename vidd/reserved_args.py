@@ -9,7 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .config import RESERVED_ARGS
+# Arguments the encoder adds itself; a profile may not set them.
+RESERVED_ARGS = (
+    "-i",
+    "--input",
+    "-o",
+    "--output",
+    "-f",
+    "--format",
+    "--json",
+    "--scan",
+    "-t",
+    "--title",
+    "--preset-import-file",
+    "--preset-import-gui",
+)
 
 RESERVED_LONG = tuple(a for a in RESERVED_ARGS if a.startswith("--"))
 RESERVED_SHORT = frozenset(a[1] for a in RESERVED_ARGS if len(a) == 2)  # i o f t

@@ -25,6 +25,7 @@ from aiohttp import ClientPayloadError, hdrs, web
 
 from .. import disk
 from ..remote import BadOutput, NotLive, RemoteEncoder, StopAttempt, Unauthorized
+from .bodies import read_whole
 from .errors import ApiError
 from .files import FileAnswer
 from .keys import SERVICES
@@ -123,13 +124,7 @@ _NOT_LIVE = {
 
 async def _json(request: web.Request) -> dict[str, Any]:
     """The JSON object body, at most 64 KiB (413), else 400."""
-    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
-        raise ApiError(413, "too_large", f"the body is over {MAX_JSON_BYTES} bytes")
-    body = bytearray()
-    while chunk := await request.content.read(16 * 1024):
-        body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise ApiError(413, "too_large", f"the body is over {MAX_JSON_BYTES} bytes")
+    body = await read_whole(request, MAX_JSON_BYTES, f"the body is over {MAX_JSON_BYTES} bytes")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
