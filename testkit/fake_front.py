@@ -50,6 +50,7 @@ class Attempt:
     failures: list[dict[str, Any]] = field(default_factory=list)
     output: bytes | None = None
     output_puts: int = 0
+    released: int = 0  # POST release: the worker handed the attempt back
 
     def kwargs(self, front: str) -> dict[str, Any]:
         from vidd.celery_app import Dispatch
@@ -91,6 +92,7 @@ class FakeFront:
         app.router.add_post(f"{base}/log", self._log)
         app.router.add_put(f"{base}/output", self._output)
         app.router.add_post(f"{base}/fail", self._fail)
+        app.router.add_post(f"{base}/release", self._release)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port, reuse_address=True).start()
@@ -246,6 +248,13 @@ class FakeFront:
             return self._error("output", 413, "too_large")
         attempt.output = await request.read()
         return web.json_response({"status": "done"})
+
+    async def _release(self, request: web.Request) -> web.StreamResponse:
+        attempt = self._attempt(request)
+        if isinstance(attempt, web.Response):
+            return attempt
+        attempt.released += 1
+        return web.Response(status=204)
 
     async def _fail(self, request: web.Request) -> web.StreamResponse:
         attempt = self._attempt(request)

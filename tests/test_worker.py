@@ -208,6 +208,7 @@ async def test_sigterm_mid_encode_stops_handbrake_and_hands_the_message_back(
     assert worker.proc.returncode == 0  # a stop asked for: systemd sees a clean exit
     assert queue_state(broker) == (1, 0)  # back in the queue for another worker
     assert attempt.output is None and attempt.failures == []
+    assert attempt.released == 1  # the front was told at once, not left to the lease
     assert worker.attempt_folders() == []
 
 

@@ -75,7 +75,7 @@ class _Waiting:
 
     attempt: Attempt
     job: Job
-    outcome: asyncio.Future[EncodeResult]
+    outcome: asyncio.Future[EncodeResult | None]  # None: lost or handed back
     on_progress: Callable[[Progress], None]
     last_beat: float | None = None  # monotonic; None until claimed
     beat_written: float = 0.0  # monotonic of the last heartbeat_at write
@@ -112,6 +112,7 @@ class RemoteEncoder:
         self._adopted: dict[str, Attempt] = {}  # job id -> its claimed attempt, at start
         self._detached: set[str] = set()  # job ids stopped by a shutdown: left running
         self._kept: set[str] = set()  # of those, the ones whose worker goes on
+        self._released: set[str] = set()  # attempt ids their worker handed back
         self._recorded: dict[str, asyncio.Future[Job | None]] = {}
         self._seen: dict[str, tuple[str | None, float]] = {}  # worker -> (job, monotonic)
         self.broker = BrokerWatch(dispatcher)
@@ -202,10 +203,14 @@ class RemoteEncoder:
             lost += 1
             self.lost += 1
             self._later(self.dispatcher.revoke(attempt.id))
+            if attempt.id in self._released:
+                self._released.discard(attempt.id)
+                why = "handed it back (stopping)"
+            else:
+                why = f"lost (no heartbeat for {self.lease_s:g} s)"
             log.warning(
-                "job %s: worker %s lost (no heartbeat for %g s), attempt %d of %d",
-                job.id, attempt.worker or "?", self.lease_s, lost,
-                self.config.workers.max_attempts,
+                "job %s: worker %s %s, attempt %d of %d",
+                job.id, attempt.worker or "?", why, lost, self.config.workers.max_attempts,
             )  # fmt: skip
             if lost >= self.config.workers.max_attempts:
                 raise EncodeFailed(
@@ -452,6 +457,18 @@ class RemoteEncoder:
         w = self.waiting.get(attempt.id)
         if w is not None:
             w.log_tail = tail[-MAX_LOG_TAIL:]
+
+    async def release(self, attempt_id: str, token: str) -> None:
+        """The worker is stopping (SIGTERM) and hands its attempt back: it ends as lost,
+        and a fresh attempt is dispatched now rather than when the lease lapses."""
+        attempt, job = await self.claimed(attempt_id, token)
+        w = self.waiting.get(attempt.id)
+        if w is None or not await self.attempts.end(attempt.id, State.LOST, was=(State.CLAIMED,)):
+            raise NotLive("superseded")
+        log.info("job %s: worker %s handed attempt %s back", job.id, w.worker, attempt.id)
+        self._released.add(attempt.id)
+        if not w.outcome.done():
+            w.outcome.set_result(None)
 
     async def fail(self, attempt_id: str, token: str, code: str, message: str, tail: str) -> None:
         """The worker's encode failed: the job fails with its code and message."""

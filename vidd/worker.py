@@ -37,6 +37,7 @@ from .reserved_args import reserved_arg
 log = logging.getLogger(__name__)
 
 PROFILE = "remote"  # the one profile of a worker's private config: the message's args
+RELEASE_S = 1.0  # on a stop: how long the front gets to take the attempt back
 KILL_GRACE_S = 1.0  # SIGTERM to SIGKILL for HandBrake's group: gone well within 2 s
 FIRST_RETRY_S, MAX_RETRY_S = 0.2, 2.0
 MAX_HEARTBEAT_GAP_S = 5.0  # a heartbeat at least this often, and at least 4 per lease
@@ -150,10 +151,27 @@ async def run_attempt(dispatch: Dispatch, settings: Settings) -> str:
                 return f"dropped: no claim ({e})"
             log.info("attempt %s: claimed job %s", dispatch.attempt, claim.job)
             run = _Run(client, claim, dispatch, settings, folder)
-            return await run.supervised()
+            try:
+                return await run.supervised()
+            except asyncio.CancelledError:  # a stop (SIGTERM): HandBrake is reaped already
+                await _hand_back(client, dispatch.attempt)
+                raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         log.debug("attempt %s: %.1f s", dispatch.attempt, time.monotonic() - started)
+
+
+async def _hand_back(client: FrontClient, attempt: str) -> None:
+    """Tell the front this worker stops, so it dispatches the job again at once; at most
+    RELEASE_S (the stop must stay quick), and a front that doesn't hear it has the lease."""
+    telling = asyncio.create_task(client.release())
+    done, _ = await asyncio.wait({telling}, timeout=RELEASE_S)
+    if not done:
+        telling.cancel()
+    elif telling.exception() is not None:
+        log.warning("attempt %s: the front did not take it back: %s", attempt, telling.exception())
+    else:
+        log.info("attempt %s: handed back to the front", attempt)
 
 
 async def _patiently(call: Callable[[], Awaitable[T]], patience_s: float) -> T:

@@ -54,6 +54,7 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_post(f"{BASE}{ATTEMPT}/log", log_tail)
     r.add_put(f"{BASE}{ATTEMPT}/output", output)
     r.add_post(f"{BASE}{ATTEMPT}/fail", fail)
+    r.add_post(f"{BASE}{ATTEMPT}/release", release)
 
 
 # --- GET /api/workers (behind web.token, like the rest of /api) --------------------------
@@ -220,6 +221,15 @@ async def fail(request: web.Request) -> web.Response:
     tail = _text(data, "log_tail", MAX_TAIL)
     with _answers():
         await remote.fail(request.match_info["attempt"], token, code, message, tail)
+    return web.Response(status=204)
+
+
+async def release(request: web.Request) -> web.Response:
+    """A stopping worker hands its attempt back: the job is dispatched again at once."""
+    remote = _remote(request)
+    token = _token(request)
+    with _answers():
+        await remote.release(request.match_info["attempt"], token)
     return web.Response(status=204)
 
 
