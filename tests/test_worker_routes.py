@@ -413,6 +413,7 @@ async def test_broker_down_keeps_jobs_queued_and_says_so(start_front, clip):
     assert (await front.job(job_id))["status"] == "queued"
     status = await (await front.client.get("/api/status")).json()
     assert status["paused"] == dispatcher.down
+    assert status["workers"]["mode"] == "celery" and status["workers"]["broker"] == "down"
     workers = await (await front.client.get("/api/workers")).json()
     assert workers == {"mode": "celery", "broker": "down", "workers": []}
     assert dispatcher.sent == []
@@ -426,7 +427,7 @@ async def test_broker_down_keeps_jobs_queued_and_says_so(start_front, clip):
         if status["paused"] is None:
             break
         await asyncio.sleep(0.05)
-    assert status["paused"] is None
+    assert status["paused"] is None and status["workers"]["broker"] == "up"
 
 
 async def test_the_broker_pause_does_not_flap(start_front, clip, caplog):

@@ -140,7 +140,14 @@ SCHEMAS: dict[str, Schema] = {
             "version": STR,
             "handbrake": _obj({"path": STR, "version": STR}),
             "uptime_s": NUM,
-            "workers": _obj({"max": INT, "busy": INT}),
+            "workers": _obj(
+                {
+                    "max": INT,
+                    "busy": INT,
+                    "mode": {"type": "string", "enum": ["local", "celery"]},
+                    "broker": _nullable({"type": "string", "enum": ["up", "down"]}),
+                }
+            ),
             "jobs": _obj({s.value: INT for s in Status}),
             "disk": _obj({"free_bytes": INT, "min_free_bytes": INT, "reserved_bytes": INT}),
             "watching": BOOL,

@@ -28,7 +28,12 @@ async def api_status(request: web.Request) -> web.Response:
             "version": __version__,
             "handbrake": {"path": cfg.encode.handbrake, "version": svc.handbrake_version},
             "uptime_s": round(svc.uptime_s, 1),
-            "workers": {"max": svc.pool.max, "busy": svc.pool.busy},
+            "workers": {
+                "max": svc.pool.max,
+                "busy": svc.pool.busy,
+                "mode": cfg.workers.mode,  # "celery": encodes run on remote workers
+                "broker": svc.broker,  # "up", "down" or null (local, or not asked yet)
+            },
             "jobs": await svc.store.counts(),
             "disk": {
                 "free_bytes": disk.free_bytes(cfg.storage.data_dir),
