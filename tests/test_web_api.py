@@ -175,7 +175,12 @@ async def test_status(client):
     assert body["handbrake"]["path"] == cfg.encode.handbrake
     assert body["handbrake"]["version"].startswith("1.")
     assert body["uptime_s"] >= 0
-    assert body["workers"] == {"max": cfg.encode.max_parallel, "busy": 0}
+    assert body["workers"] == {
+        "max": cfg.encode.max_parallel,
+        "busy": 0,
+        "mode": "local",
+        "broker": None,
+    }
     assert body["jobs"]["rejected"] == 1 and body["jobs"]["queued"] == 0
     assert body["disk"]["free_bytes"] > 0
     assert body["disk"]["min_free_bytes"] == cfg.storage.min_free_bytes
