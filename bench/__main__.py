@@ -31,6 +31,7 @@ from . import (
     status_scale,
     tus,
     upload,
+    workers,
 )
 from .harness import HANDBRAKE, Context, Result
 
@@ -54,6 +55,7 @@ CASES: dict[str, Case] = {
     "repackage": repackage.case_repackage,
     "cli_submit": cli_submit.case_cli_submit,
     "tus": tus.case_tus,
+    "workers": workers.case_workers,
 }
 COLUMNS = ("case", "figure", "measured", "reference", "ratio", "target", "result")
 

@@ -190,6 +190,8 @@ function metaText(job) {
     if (job.source.duration) parts.push(clock(job.source.duration));
     parts.push(bytes(job.source.size));
   }
+  // A remote worker's name (set by the worker itself): shown as text, like every name.
+  if (job.worker && (job.status === "running" || job.status === "done")) parts.push(`on ${job.worker}`);
   return parts.filter(Boolean).join(" · ");
 }
 

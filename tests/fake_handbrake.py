@@ -11,6 +11,12 @@ It speaks the same --json format. FAKE_HB_MODE picks the behaviour:
   exitcode:N         some progress, a partial output, WorkDone Error N, exit N
   nospace            some progress, a partial output, "No space left on device" on
                      stderr, WorkDone Error 4, exit 4
+  sleep[:S]          progress for S seconds (default 2) of sleeping, then a valid MP4 of
+                     the source's duration (ffmpeg's stream copy of the source, index
+                     first), WorkDone Error 0, exit 0: an encoder that costs no CPU, for
+                     the bench that measures vidd's own overhead around encodes; also
+                     chosen by the arguments `--fake-sleep S` (a profile's args reach a
+                     remote worker's HandBrakeCLI where no environment does)
 FAKE_HB_SHOW_ENV=1 prints the environment it got as a line `fake env: {json}` on stderr;
 FAKE_HB_PIDS_OUT names a file (in the job's work folder: vidd's box lets it write only
 there) that gets the pids of the process and its grandchild, also printed on stderr as
@@ -29,6 +35,7 @@ import sys
 import time
 
 REAL = "/usr/bin/HandBrakeCLI"
+FFMPEG = "/usr/bin/ffmpeg"
 
 
 def block(name: str, value: dict) -> None:
@@ -69,15 +76,46 @@ def some_progress(output: str | None) -> None:
             f.write(b"\0\0\0\x18ftypmp42" + b"\0" * 64)  # the start of an MP4, no more
 
 
+def sleep_then_copy(source: str, output: str | None, seconds: float) -> int:
+    """Report progress while sleeping `seconds`, then stream-copy the source into `output`."""
+    block("Version", {"Name": "HandBrake", "VersionString": "1.6.1-fake"})
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < seconds:
+        working(min(0.99, elapsed / seconds))
+        time.sleep(min(0.2, max(0.0, seconds - elapsed)))
+    if output is None:
+        work_done(4)
+        return 4
+    copy = subprocess.run(  # noqa: S603 - a fixed argument list
+        [FFMPEG, "-v", "error", "-y", "-i", source, "-map", "0:v:0", "-map", "0:a?",
+         "-c", "copy", "-movflags", "+faststart", "-f", "mp4", output],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    if copy.returncode != 0:
+        print(f"fake HandBrakeCLI: ffmpeg failed: {copy.stderr[-2000:]}", file=sys.stderr)
+        work_done(3)
+        return 3
+    working(1.0)
+    work_done(0)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if "--scan" in argv:
         os.execv(REAL, [REAL, *argv])
     if os.environ.get("FAKE_HB_SHOW_ENV"):
         print("fake env: " + json.dumps(dict(os.environ)), file=sys.stderr, flush=True)
     mode = os.environ.get("FAKE_HB_MODE", "ok")
+    if "--fake-sleep" in argv:
+        mode = "sleep:" + argv[argv.index("--fake-sleep") + 1]
     if mode == "ok":
         os.execv(REAL, [REAL, *argv])
     output = argv[argv.index("-o") + 1] if "-o" in argv else None
+    if mode == "sleep" or mode.startswith("sleep:"):
+        source = argv[argv.index("-i") + 1]
+        return sleep_then_copy(source, output, float(mode.partition(":")[2] or 2.0))
     block("Version", {"Name": "HandBrake", "VersionString": "1.6.1-fake"})
     some_progress(output)
     if mode == "stall":

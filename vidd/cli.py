@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import __version__, config, tus_client
+from . import __version__, config, tus_client, worker_cli
 from .client import Client, FileChanged, Refused, Unreachable
 from .config_location import Location, NoConfig, find_config
 from .job import Status, is_valid_id
@@ -60,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else USAGE
     if args.command in ("serve", "check-config"):
         return _local(args)
+    if args.command == "worker":  # a remote encode worker (worker_cli.py)
+        return worker_cli.main(args)
     try:
         client = _client(args)
     except (ValueError, config.ConfigError) as e:
@@ -150,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     retry.add_argument("--profile", help="run it with this profile instead")
     wait = command("wait", "follow jobs until each has ended", _wait)
     wait.add_argument("ids", nargs="+", type=_job_id, metavar="ID")
+    worker_cli.add_parser(sub)
     return parser
 
 

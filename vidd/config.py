@@ -8,11 +8,14 @@ expected. A missing ffmpeg only costs the posters: it is a line in `Config.warni
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import ipaddress
 import math
 import shutil
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +169,22 @@ class Daemon:
 
 
 @dataclass(frozen=True)
+class Workers:
+    """Remote encode workers (issue 13): Celery delivers attempts, vidd stays the record."""
+
+    mode: str = "local"  # "celery": the pool dispatches to remote workers
+    broker_url: str = field(default="", repr=False)  # holds the Redis password: never logged
+    public_url: str = ""  # how workers reach this vidd
+    lease_s: float = field(default=60.0, metadata=_most(DAY_S))
+    max_encode_s: float = field(default=21600.0, metadata=_most(7 * DAY_S))
+    max_attempts: int = field(default=3, metadata=_most(100))
+
+
+WORKER_MODES = ("local", "celery")
+MIN_LEASE_S = 1.0  # a heartbeat is at most every lease_s/4: shorter makes no sense
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path = Path("config.toml")
     storage: Storage = field(default_factory=Storage)
@@ -173,12 +192,13 @@ class Config:
     encode: Encode = field(default_factory=Encode)
     web: Web = field(default_factory=Web)
     daemon: Daemon = field(default_factory=Daemon)
+    workers: Workers = field(default_factory=Workers)
     # Problems that don't stop vidd but leave it doing less (one line each, naming the
     # key): `check-config` prints them and `serve` logs them.
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
-SECTIONS = ("storage", "watch", "encode", "web", "daemon")
+SECTIONS = ("storage", "watch", "encode", "web", "daemon", "workers")
 
 
 def load(path: Path | str, *, require_tools: bool = True) -> Config:
@@ -331,6 +351,7 @@ def _resolve(cfg: Config, base: Path, require_tools: bool) -> Config:
     if not 0 < cfg.web.port < 65536:
         raise ConfigError(f"{path}: web.port: expected 1-65535, got {cfg.web.port}")
     _check_token(cfg.web, path)
+    _check_workers(cfg.workers, cfg.web, path)
     return dataclasses.replace(cfg, storage=storage, encode=enc, warnings=tuple(warnings))
 
 
@@ -356,6 +377,51 @@ def _check_token(web: Web, path: Path) -> None:
             "the port could use vidd; set a token (`openssl rand -hex 32`), or "
             "web.allow_anonymous = true if that is what you mean"
         )
+
+
+def _check_workers(workers: Workers, web: Web, path: Path) -> None:
+    """Celery mode needs a broker and the URL workers reach vidd at. The broker URL is
+    never quoted back: it holds the Redis password."""
+    if workers.mode not in WORKER_MODES:
+        raise ConfigError(
+            f'{path}: workers.mode: expected "local" or "celery", got {workers.mode!r}'
+        )
+    if workers.lease_s < MIN_LEASE_S:
+        raise ConfigError(f"{path}: workers.lease_s: expected at least {MIN_LEASE_S:g} s")
+    if workers.max_encode_s < workers.lease_s:
+        raise ConfigError(f"{path}: workers.max_encode_s: expected at least workers.lease_s")
+    if workers.max_attempts < 1:
+        raise ConfigError(f"{path}: workers.max_attempts: expected at least 1")
+    if workers.mode != "celery":
+        return
+    if importlib.util.find_spec("celery") is None:  # found, not imported: that is lazy
+        raise ConfigError(
+            f'{path}: workers.mode: "celery" needs the workers extra: pip install "vidd[workers]"'
+        )
+    if not workers.broker_url.startswith(("redis://", "rediss://")):
+        raise ConfigError(
+            f"{path}: workers.broker_url: expected a redis:// or rediss:// URL "
+            "(redis://:PASSWORD@HOST:PORT/0) in celery mode"
+        )
+    public = workers.public_url
+    try:
+        host = urllib.parse.urlsplit(public).hostname
+    except ValueError:
+        host = None
+    if not public.startswith(("http://", "https://")) or not host:
+        raise ConfigError(
+            f"{path}: workers.public_url: expected the http(s) URL workers reach this vidd "
+            f"at (like http://10.0.0.5:8080) in celery mode, got {public!r}"
+        )
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:  # a name: the Host check (against DNS rebinding) must know it
+        known = {"localhost", web.host.lower(), *(h.lower() for h in web.allowed_hosts)}
+        if host.lower() not in known:
+            raise ConfigError(
+                f"{path}: workers.public_url: its host {host!r} must also be in "
+                "web.allowed_hosts, or vidd refuses the workers' requests"
+            ) from None
 
 
 def _find_tool(name: str, base: Path) -> str | None:

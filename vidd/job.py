@@ -136,6 +136,7 @@ class Job:
     repackaged: bool = False
     published_as: str | None = None
     publish_note: str | None = None
+    worker: str | None = None  # the remote worker that runs or ran it; None for local
 
     @property
     def source_file(self) -> str:
@@ -172,6 +173,7 @@ class Job:
             "repackaged": self.repackaged,
             "published_as": self.published_as,
             "publish_note": self.publish_note,
+            "worker": self.worker,
         }
         if with_log:
             data["log_tail"] = self.log_tail

@@ -28,11 +28,13 @@ from typing import Any
 
 from . import disk, shutdown
 from .config import Config
+from .dispatch import DispatchFailed
 from .encoder import EncodeFailed, Encoder, EncodeResult
 from .job import IllegalTransition, Job, JobError, Status
 from .layout import Layout
 from .progress import Progress
 from .publish import Publisher
+from .remote import RemoteEncoder
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,7 @@ RECORD_RETRY_MAX_S = 15.0
 CLAIM_RETRY_S = 5.0
 ABANDON_S = 1.0  # at the end of a stop: how long records the store refuses still get
 DISK_RECHECK_S = 5.0
+BROKER_RECHECK_S = 2.0  # remote workers: how often a paused pool asks about the broker again
 # At the interrupt stage of a stop: how long cancelled posters get to be reaped.
 POSTER_STOP_S = 3.0
 
@@ -114,7 +117,7 @@ class Pool:
         self,
         config: Config,
         store: Store,
-        encoder: Encoder,
+        encoder: Encoder | RemoteEncoder,
         layout: Layout,
         guard: disk.DiskGuard | None = None,
         publisher: Publisher | None = None,
@@ -137,7 +140,9 @@ class Pool:
         # Held from a claim until its task is registered, and by cancels and deletes, so
         # that a cancel never falls between a claim and the start of its encode.
         self._claiming = asyncio.Lock()
-        self.paused: str | None = None  # why new encodes wait (the disk guard)
+        # Why new encodes wait: the disk guard, the broker (remote workers).
+        self._disk_paused: str | None = None
+        self._broker_paused: str | None = None
         self.unrecorded = 0  # ended jobs whose record the store has not taken yet
         self.jobs_complete = 0
         self.jobs_failed = 0
@@ -148,6 +153,11 @@ class Pool:
             f"<Pool busy={self.busy}/{self.max} complete={self.jobs_complete} "
             f"failed={self.jobs_failed}>"
         )
+
+    @property
+    def paused(self) -> str | None:
+        """Why new encodes wait, if they do (the disk guard first, then the broker)."""
+        return self._disk_paused or self._broker_paused
 
     @property
     def busy(self) -> int:
@@ -203,7 +213,7 @@ class Pool:
             try:
                 while not self._stopping and not claimed:
                     self._wake.clear()
-                    if await self._disk_low():
+                    if await self._disk_low() or await self._broker_down():
                         continue
                     claimed = await self._claim()
                     if not claimed:
@@ -217,15 +227,43 @@ class Pool:
         try:
             self.guard.check()
         except disk.DiskFull as e:
-            if self.paused is None:
+            if self._disk_paused is None:
                 log.warning("pool: new encodes paused: %s", e)
-            self.paused = str(e)
+            self._disk_paused = str(e)
             await asyncio.sleep(DISK_RECHECK_S)
             return True
-        if self.paused is not None:
+        if self._disk_paused is not None:
             log.info("pool: disk space is back; encodes resume")
-            self.paused = None
+            self._disk_paused = None
         return False
+
+    async def _broker_down(self) -> bool:
+        """Remote workers: while the broker can't be reached, nothing is dispatched (the
+        jobs wait queued; uploads and the page go on)."""
+        if not isinstance(self.encoder, RemoteEncoder):
+            return False
+        reason = await self.encoder.unavailable()
+        if reason is not None:
+            if self._broker_paused is None:
+                log.warning("pool: new encodes paused: %s", reason)
+            self._broker_paused = reason
+            await asyncio.sleep(BROKER_RECHECK_S)
+            return True
+        if self._broker_paused is not None:
+            log.info("pool: the broker answers again; encodes resume")
+            self._broker_paused = None
+        return False
+
+    def adopt(self, jobs: list[Job]) -> None:
+        """At start-up, before `start`: running jobs whose remote attempt goes on. Each
+        takes a slot and waits for its worker again (the encoder knows the attempt)."""
+        for job in jobs:
+            run = _Running(job)
+            self._running[job.id] = run
+            self._slots.held += 1  # may exceed a lowered limit: it drains as they end
+            run.task = asyncio.create_task(self._run_job(run), name=f"job-{job.id}")
+        if jobs:
+            log.info("pool: %d remote encode(s) adopted from the last run", len(jobs))
 
     async def _claim(self) -> bool:
         """Start the oldest queued job, if any. A store error is logged and retried."""
@@ -285,6 +323,12 @@ class Pool:
     def _outcome(self, run: _Running, elapsed: float) -> _Outcome:
         job_id, encode, stop = run.job.id, run.encode, run.stop
         if encode is None or encode.cancelled():
+            if (
+                stop is Stop.SHUTDOWN
+                and isinstance(self.encoder, RemoteEncoder)
+                and self.encoder.kept(job_id)
+            ):
+                return _Outcome(_nothing, "left to its remote worker; adopted at the next start")
             if stop is Stop.SHUTDOWN:
                 return _Outcome(
                     lambda: self.store.requeue(job_id), "interrupted by shutdown, back to the queue"
@@ -293,6 +337,10 @@ class Pool:
                 return _Outcome(_nothing, "deleted")
             return _Outcome(lambda: self.store.cancel(job_id, was=Status.RUNNING), "cancelled")
         e = encode.exception()
+        if isinstance(e, DispatchFailed):  # the broker: back to the queue, in its place
+            return _Outcome(
+                lambda: self.store.requeue(job_id), f"not dispatched ({e}), back to the queue"
+            )
         if isinstance(e, EncodeFailed):
             error = JobError(e.code, e.message)
             return _Outcome(
@@ -478,6 +526,8 @@ class Pool:
     def _stop(self, run: _Running, why: Stop) -> None:
         if run.stop is None or why is Stop.DELETE:
             run.stop = why
+        if run.stop is Stop.SHUTDOWN and isinstance(self.encoder, RemoteEncoder):
+            self.encoder.detach(run.job.id)  # a claimed remote encode goes on
         if run.encode is not None:
             run.encode.cancel()
 
@@ -496,6 +546,8 @@ class Pool:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         deadline = time.monotonic() + timeout_s
         tasks = [r.task for r in self._running.values() if r.task is not None]
+        if isinstance(self.encoder, RemoteEncoder):
+            tasks = []  # remote encodes outlive the front: the next start adopts them
         if tasks:
             log.info("pool: waiting up to %.0f s for %d encode(s)", timeout_s, len(tasks))
             await asyncio.wait(tasks, timeout=timeout_s)

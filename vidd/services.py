@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from . import children, disk
 from .config import Config
+from .dispatch import CeleryDispatcher, Dispatcher
 from .encoder import Encoder
 from .intake import Intake
 from .job import Job
@@ -28,6 +29,7 @@ from .notify import Notifier
 from .pool import Pool
 from .progress import parse_blocks
 from .publish import Publisher
+from .remote import RemoteEncoder
 from .store import Listener, Store
 from .uploads import Uploads
 from .watcher import Watcher
@@ -50,7 +52,7 @@ class Services:
     disk: disk.DiskGuard
     store: Store
     intake: Intake
-    encoder: Encoder
+    encoder: Encoder | RemoteEncoder
     pool: Pool
     jobs: Lifecycle
     watcher: Watcher | None
@@ -65,6 +67,17 @@ class Services:
     @property
     def uptime_s(self) -> float:
         return time.monotonic() - self.started_at
+
+    @property
+    def remote(self) -> RemoteEncoder | None:
+        """The remote encoder, in `workers.mode = "celery"`."""
+        return self.encoder if isinstance(self.encoder, RemoteEncoder) else None
+
+    @property
+    def broker(self) -> str | None:
+        """The broker's last known state: "up", "down", or None (local mode, or not
+        asked yet). Never waits: the encoder pings in the background."""
+        return self.remote.broker_state if self.remote is not None else None
 
     @property
     def watching(self) -> bool:
@@ -154,11 +167,14 @@ async def open_services(
     config: Config,
     notifier: Notifier | None = None,
     listeners: Sequence[Listener] = (),
+    dispatcher: Dispatcher | None = None,
 ) -> AsyncIterator[Services]:
     """Open the store, recover from the last run, start the pool and the watcher.
 
     `listeners` (the web's hub and page cache) hear every change of the store, as the
     pool and the status line do; all are subscribed here and unsubscribed on the way out.
+    In `workers.mode = "celery"` jobs run on remote workers through `dispatcher` (the
+    Celery one unless a test gives its own).
     """
     layout = Layout(config.storage)
     layout.make_dirs()
@@ -166,11 +182,17 @@ async def open_services(
     with _single_instance(config):
         async with Store(config.storage.db_path) as store:
             guard = disk.DiskGuard.of(config.storage)
-            encoder = Encoder(config, layout)
+            local = Encoder(config, layout)
+            encoder: Encoder | RemoteEncoder = local
+            if config.workers.mode == "celery":
+                dispatcher = dispatcher or CeleryDispatcher(
+                    config.workers.broker_url, max_encode_s=config.workers.max_encode_s
+                )
+                encoder = RemoteEncoder(config, layout, store, dispatcher, local)
             publisher = Publisher(config, store, layout)
             pool = Pool(config, store, encoder, layout, guard, publisher)
             intake = Intake(config, store, layout, guard)
-            await _recover(store, intake, layout)
+            await _recover(store, intake, layout, encoder, pool)
             await publisher.recover()  # results a crash left unpublished
             uploads = Uploads(config, store, layout, guard)
             await uploads.open()  # after the intake's recovery: an admission may put one back
@@ -192,8 +214,12 @@ async def open_services(
             )
             status_line = StatusLine(store, pool, notifier)
             everyone: list[Listener] = [pool, status_line, svc.metrics, *listeners]
+            if isinstance(encoder, RemoteEncoder):
+                everyone.append(encoder)  # the pool's done record answers a worker's output
             unsubscribe: list[Callable[[], None]] = [store.subscribe(x) for x in everyone]
             try:
+                if isinstance(encoder, RemoteEncoder):
+                    encoder.start()
                 pool.start()
                 uploads.start_sweeper()
                 if watcher is not None:
@@ -204,16 +230,27 @@ async def open_services(
                 await svc.stop_intake(0)
                 await pool.stop(config.daemon.shutdown_timeout_s)
                 await publisher.stop()
+                if isinstance(encoder, RemoteEncoder):
+                    await encoder.close()
                 for undo in reversed(unsubscribe):
                     undo()
                 await status_line.close()
 
 
-async def _recover(store: Store, intake: Intake, layout: Layout) -> None:
-    """Put the data folder back in order after the last run, however it ended."""
+async def _recover(
+    store: Store, intake: Intake, layout: Layout, encoder: Encoder | RemoteEncoder, pool: Pool
+) -> None:
+    """Put the data folder back in order after the last run, however it ended. Remote
+    encodes whose worker is still heard from are adopted, not requeued."""
     admissions = await intake.recover()  # before tmp/ is cleared: uploads wait there
     cleared = layout.clear_tmp()  # safe: the lock says no other vidd is writing there
-    requeued = await store.requeue_interrupted()
+    adopted: dict[str, object] = {}
+    if isinstance(encoder, RemoteEncoder):
+        adopted = dict(await encoder.adopt())
+        await encoder.attempts.supersede_all_except(set(adopted))
+        jobs = [job for job_id in adopted if (job := await store.get(job_id)) is not None]
+        pool.adopt(jobs)
+    requeued = await store.requeue_interrupted(keep=adopted)
     if admissions or requeued or cleared:
         log.info(
             "recovered: %d admission(s) finished or rolled back, %d job(s) back to the "

@@ -168,6 +168,27 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE jobs ADD COLUMN poster_pending INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX jobs_poster_pending ON jobs (seq) WHERE poster_pending = 1;
     """,
+    # 9 (remote workers, attempts.py): each dispatch of a job to a remote worker is an
+    # attempt with its own token (only its sha256 kept) and lease; the job names the
+    # worker that runs or ran it.
+    """
+    CREATE TABLE attempts (
+        id TEXT PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        token_hash TEXT NOT NULL,
+        state TEXT NOT NULL,
+        worker TEXT,
+        dispatched_at TEXT NOT NULL,
+        claimed_at TEXT,
+        heartbeat_at TEXT,
+        ended_at TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX attempts_job ON attempts (job_id, number);
+    CREATE INDEX attempts_live ON attempts (state) WHERE state IN ('dispatched', 'claimed');
+    CREATE INDEX attempts_heard ON attempts (heartbeat_at) WHERE heartbeat_at IS NOT NULL;
+    ALTER TABLE jobs ADD COLUMN worker TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -175,7 +196,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 LIST_COLUMNS = (
     "seq, id, name, status, profile, origin, source_ext, created_at, started_at, "
     "finished_at, progress, fps, eta_s, source, output, poster, error_code, error_message"
-    ", folder, rejected_as, repackaged, published_as, publish_note"
+    ", folder, rejected_as, repackaged, published_as, publish_note, worker"
 )
 ALL_COLUMNS = LIST_COLUMNS + ", log_tail"
 INSERT_SQL = """INSERT INTO jobs (id, name, status, profile, origin, source_ext, created_at,
@@ -503,7 +524,8 @@ class Store:
         """Atomically move the oldest queued job to running and return it."""
         async with self._conn.execute(
             f"""UPDATE jobs SET status = 'running', started_at = ?, progress = 0,
-                    fps = NULL, eta_s = NULL, error_code = NULL, error_message = NULL
+                    fps = NULL, eta_s = NULL, error_code = NULL, error_message = NULL,
+                    worker = NULL
                 WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1)
                   AND status = 'queued'
                 RETURNING {ALL_COLUMNS}""",
@@ -573,10 +595,11 @@ class Store:
         """A running job interrupted by a stop goes back to the queue."""
         return await self.transition(job_id, Status.QUEUED, expect=Status.RUNNING)
 
-    async def requeue_interrupted(self) -> list[str]:
-        """At start-up: jobs left running by a stop or a crash go back to the queue."""
+    async def requeue_interrupted(self, keep: Collection[str] = ()) -> list[str]:
+        """At start-up: jobs left running by a stop or a crash go back to the queue,
+        except those in `keep` (remote encodes the pool adopts)."""
         async with self._conn.execute("SELECT id FROM jobs WHERE status = 'running'") as cur:
-            ids: list[str] = [row[0] for row in await cur.fetchall()]
+            ids: list[str] = [row[0] for row in await cur.fetchall() if row[0] not in keep]
         for job_id in ids:
             await self.requeue(job_id)
         return ids
@@ -808,6 +831,33 @@ class Store:
             raise KeyError(job_id)
         return await self._changed(_job(row))
 
+    # --- remote workers (attempts.py holds the attempt SQL) ------------------------------
+
+    @property
+    def writer(self) -> aiosqlite.Connection:
+        """The write connection, for attempts.py's statements (single statements only)."""
+        return self._conn
+
+    @property
+    def reader(self) -> aiosqlite.Connection:
+        return self._read
+
+    async def set_worker(self, job_id: str, worker: str | None) -> Job | None:
+        """A running job is now on `worker` (None: not on any); listeners hear it."""
+        async with self._conn.execute(
+            f"UPDATE jobs SET worker = ? WHERE id = ? AND status = 'running' "
+            f"RETURNING {ALL_COLUMNS}",
+            (worker, job_id),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else await self._changed(_job(row))
+
+    async def running_ids(self) -> list[str]:
+        async with self._read.execute(
+            "SELECT id FROM jobs WHERE status = 'running' ORDER BY seq"
+        ) as cur:
+            return [row[0] for row in await cur.fetchall()]
+
     async def statuses(self) -> dict[str, Status]:
         """Every job id with its status: which files in sources/ belong to a job."""
         async with self._read.execute("SELECT id, status FROM jobs") as cur:
@@ -912,6 +962,7 @@ def _job(row: aiosqlite.Row) -> Job:
         repackaged=bool(row["repackaged"]),
         published_as=row["published_as"],
         publish_note=row["publish_note"],
+        worker=row["worker"],
     )
 
 

@@ -59,6 +59,8 @@ BY_CODE: dict[str, str] = {
     "spawn_failed": "HandBrake isn't installed, or can't start on this machine.",
     "handbrake_missing": "HandBrake isn't installed, or can't start on this machine.",
     "internal": "vidd ran into a problem of its own; its log says more.",
+    "workers_lost": "The machines converting this video stopped answering, one after "
+    "another; retry it when they are back.",
 }
 
 

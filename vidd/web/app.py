@@ -13,11 +13,12 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 
 from ..config import Config
+from ..dispatch import Dispatcher
 from ..hub import Hub
 from ..notify import Notifier
 from ..services import open_services
 from ..shutdown import WEBSOCKETS_S
-from . import api, media, openapi, pages, profiles, status, tus, upload, ws
+from . import api, media, openapi, pages, profiles, status, tus, upload, workers, ws
 from .error_page import error_pages
 from .errors import errors
 from .keys import (
@@ -56,6 +57,7 @@ def create_app(
     notifier: Notifier | None = None,
     static_dir: Path = STATIC,
     websocket_close_s: float = WEBSOCKETS_S,
+    dispatcher: Dispatcher | None = None,
 ) -> web.Application:
     guard = Guard(config.web)
     app = web.Application(
@@ -69,7 +71,7 @@ def create_app(
     app[COUNTERS] = Counters()
     app[STATIC_DIR] = static_dir
     app[WEBSOCKETS] = weakref.WeakSet()
-    app.cleanup_ctx.append(_services_ctx(config, notifier))
+    app.cleanup_ctx.append(_services_ctx(config, notifier, dispatcher))
     app.on_shutdown.append(_websocket_closer(websocket_close_s))
     app.on_response_prepare.append(add_security_headers)
 
@@ -81,17 +83,20 @@ def create_app(
     media.add_routes(r)
     status.add_routes(r)
     profiles.add_routes(r)
+    workers.add_routes(r)
     r.add_get("/ws", ws.websocket)
     r.add_get("/api/openapi.json", openapi.document)
     return app
 
 
 def _services_ctx(
-    config: Config, notifier: Notifier | None
+    config: Config, notifier: Notifier | None, dispatcher: Dispatcher | None = None
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         hub, pages = app[HUB], app[PAGES]
-        async with open_services(config, notifier, listeners=(hub, pages)) as svc:
+        async with open_services(
+            config, notifier, listeners=(hub, pages), dispatcher=dispatcher
+        ) as svc:
             app[SERVICES] = svc
             sessions = Sessions(svc.store, config.web.token)
             if ended := await sessions.forget_other_tokens():

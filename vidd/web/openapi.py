@@ -107,6 +107,10 @@ SCHEMAS: dict[str, Schema] = {
                 **_nullable(STR),
                 "description": "a plain sentence when publishing failed or renamed the result",
             },
+            "worker": {
+                **_nullable(STR),
+                "description": "the remote worker that runs or ran it; null for a local encode",
+            },
         },
         optional=("log_tail",),
     ),
@@ -141,7 +145,11 @@ SCHEMAS: dict[str, Schema] = {
             "disk": _obj({"free_bytes": INT, "min_free_bytes": INT, "reserved_bytes": INT}),
             "watching": BOOL,
             "health": _obj({"ok": BOOL, "problems": {"type": "array", "items": STR}}),
-            "paused": {**_nullable(STR), "description": "why new encodes wait, if they do"},
+            "paused": {
+                **_nullable(STR),
+                "description": "why new encodes wait, if they do (the disk guard; with remote "
+                "workers, the broker)",
+            },
             "inbox_troubles": {
                 "type": "array",
                 "items": _obj({"name": STR, "reason": STR, "retry_in_s": _nullable(NUM)}),
@@ -797,6 +805,208 @@ def _tus_paths() -> dict[str, Schema]:
     }
 
 
+# --- remote workers (vidd/web/workers.py; contracts of issue 13) ---------------------------
+
+SCHEMAS["Workers"] = _obj(
+    {
+        "mode": {"type": "string", "enum": ["local", "celery"]},
+        "broker": {
+            **_nullable({"type": "string", "enum": ["up", "down"]}),
+            "description": "the broker's last ping; null in local mode or before the first",
+        },
+        "workers": {
+            "type": "array",
+            "description": "workers heard from within the last hour, most recent first",
+            "items": _obj(
+                {
+                    "name": STR,
+                    "job": {**_nullable(STR), "description": "the job it runs now, if any"},
+                    "last_seen_s": NUM,
+                }
+            ),
+        },
+    }
+)
+SCHEMAS["Claim"] = _obj(
+    {
+        "job": {"type": "string", "pattern": ID_PATTERN},
+        "source": _obj({**MEDIA_INFO, "ext": STR}),
+        "args": {"type": "array", "items": STR, "description": "HandBrakeCLI arguments"},
+        "lease_s": NUM,
+        "progress_interval_s": NUM,
+        "max_output_bytes": INT,
+    }
+)
+
+
+def _worker_op(summary: str, responses: dict[str, Schema], **extra: Any) -> Schema:
+    """A worker route: its credential is the attempt's token, never web.token."""
+    refusals: dict[str, Schema] = {
+        "401": _error("Unknown attempt or wrong token (`unauthorized`): the same answer."),
+        "403": _error(
+            "A browser's request (Origin or Sec-Fetch-Site present), or a Host this server "
+            "does not answer to (`forbidden`, `unknown_host`)."
+        ),
+    }
+    return {
+        "summary": summary,
+        **extra,
+        "tags": ["workers"],
+        "security": [{"attempt": []}],
+        "responses": refusals | responses,
+    }
+
+
+def _json_body(schema: Schema) -> Schema:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+NOT_LIVE = _error(
+    "The attempt is not (or no longer) its job's live one: `superseded`, `cancelled`, or "
+    "`claimed` (already); the worker drops the task."
+)
+BAD_JSON = _error("The body is not the JSON object described (`bad_request`).")
+TOO_LARGE_JSON = _error("The body is over 64 KiB (`too_large`).")
+ATTEMPT_PARAM = {
+    "name": "attempt",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+}
+
+
+def _workers_paths() -> dict[str, Schema]:
+    base = "/api/workers/attempts/{attempt}"
+    no_content = {"204": {"description": "Taken."}}
+    opt_num = _nullable({"type": "number", "minimum": 0})
+    return {
+        "/api/workers": {
+            "get": _op(
+                "Remote workers: the mode, the broker's state, workers seen in the last hour.",
+                {"200": _json(_ref("schemas", "Workers"), "The workers.")},
+                tags=["workers"],
+            )
+        },
+        f"{base}/claim": {
+            "parameters": [ATTEMPT_PARAM],
+            "post": _worker_op(
+                "Claim an attempt, once: what the worker needs to encode it.",
+                {
+                    "200": _json(_ref("schemas", "Claim"), "Claimed."),
+                    "400": BAD_JSON,
+                    "409": NOT_LIVE,
+                    "413": TOO_LARGE_JSON,
+                },
+                requestBody=_json_body(
+                    _obj(
+                        {
+                            "worker": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 100,
+                                "description": "the worker's name: printable, shown on the page",
+                            }
+                        }
+                    )
+                ),
+            ),
+        },
+        f"{base}/source": {
+            "parameters": [ATTEMPT_PARAM],
+            "get": _worker_op(
+                "The job's source file (Range: bytes=N- resumes a download).",
+                {
+                    **_file(("application/octet-stream",), "The source."),
+                    "404": _error("The source file is missing (`not_found`)."),
+                    "409": NOT_LIVE,
+                },
+                parameters=FILE_PARAMS,
+            ),
+        },
+        f"{base}/progress": {
+            "parameters": [ATTEMPT_PARAM],
+            "post": _worker_op(
+                "Progress, and the lease's heartbeat (at most 4 a second).",
+                {
+                    **no_content,
+                    "400": BAD_JSON,
+                    "410": _error(
+                        "Stop now (`stop`): the attempt was superseded, cancelled or its lease "
+                        "lapsed."
+                    ),
+                    "413": TOO_LARGE_JSON,
+                },
+                requestBody=_json_body(
+                    _obj(
+                        {
+                            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+                            "fps": opt_num,
+                            "eta_s": opt_num,
+                        },
+                        optional=("fps", "eta_s"),
+                    )
+                ),
+            ),
+        },
+        f"{base}/log": {
+            "parameters": [ATTEMPT_PARAM],
+            "post": _worker_op(
+                "HandBrake's log tail, before the output.",
+                {**no_content, "400": BAD_JSON, "409": NOT_LIVE, "413": TOO_LARGE_JSON},
+                requestBody=_json_body(_obj({"tail": {"type": "string", "maxLength": 65536}})),
+            ),
+        },
+        f"{base}/output": {
+            "parameters": [ATTEMPT_PARAM],
+            "put": _worker_op(
+                "The encoded MP4: verified like a local encode's, moved to videos/, the job "
+                "recorded done before the answer.",
+                {
+                    "200": _json(_obj({"status": _ref("schemas", "Status")}), "Done."),
+                    "400": _error("The body did not arrive whole (`aborted`, `bad_request`)."),
+                    "408": _error("The body stopped coming, or came too slowly (`too_slow`)."),
+                    "409": NOT_LIVE,
+                    "411": _error("No Content-Length (`length_required`)."),
+                    "413": _error("Over the claim's `max_output_bytes` (`too_large`)."),
+                    "422": _error(
+                        "Not a good video (`bad_output`, `duration_mismatch`): the job fails."
+                    ),
+                    "503": _error("Verified, but the record is late (`unavailable`)."),
+                    "507": _error("The disk guard tripped (`disk_full`)."),
+                },
+                requestBody={
+                    "required": True,
+                    "content": {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        }
+                    },
+                },
+            ),
+        },
+        f"{base}/fail": {
+            "parameters": [ATTEMPT_PARAM],
+            "post": _worker_op(
+                "The encode failed on the worker: the job fails with this code and message.",
+                {**no_content, "400": BAD_JSON, "409": NOT_LIVE, "413": TOO_LARGE_JSON},
+                requestBody=_json_body(
+                    _obj(
+                        {
+                            "code": {
+                                "type": "string",
+                                "pattern": "^[A-Za-z0-9_.-]{1,40}$",
+                            },
+                            "message": {"type": "string", "maxLength": 1000},
+                            "log_tail": {"type": "string", "maxLength": 65536},
+                        },
+                        optional=("message", "log_tail"),
+                    )
+                ),
+            ),
+        },
+    }
+
+
 def build() -> Schema:
     """The whole document."""
     return {
@@ -811,12 +1021,18 @@ def build() -> Schema:
             "Outside /api/, a request whose Accept names text/html (a browser opening a page) "
             "gets its error as a small HTML page instead, the same for every request.",
         },
-        "paths": _paths() | _tus_paths(),
+        "paths": _paths() | _tus_paths() | _workers_paths(),
         "components": {
             "schemas": SCHEMAS,
             "responses": RESPONSES,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": TOKEN_NOTE},
+                "attempt": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A remote worker's attempt token (from the Celery message); "
+                    "only the /api/workers/attempts/ routes take it.",
+                },
                 "session": {
                     "type": "apiKey",
                     "in": "cookie",

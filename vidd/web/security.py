@@ -37,8 +37,9 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Reachable without the token: the login form, the page's own assets, the health check.
-PUBLIC_PREFIXES = ("/login", "/logout", "/static/", "/healthz")
+# Reachable without the token: the login form, the page's own assets, the health check,
+# and the remote workers' routes (their attempt's token is their credential).
+PUBLIC_PREFIXES = ("/login", "/logout", "/static/", "/healthz", "/api/workers/attempts/")
 PAGE_PATHS = ("/", "/watch/")
 
 
