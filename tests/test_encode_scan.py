@@ -250,7 +250,8 @@ async def test_an_inbox_file_with_a_free_slot_is_queued_unprobed(make_config, cl
         assert (await Intake(cfg, db, Layout(cfg.storage)).admit(dropped("e.avi"), "inbox")).source
 
 
-# --- end to end through the pool: needs the lead's wiring at merge ------------------
+# --- end to end through the pool (pool._outcome: reject_scanned, finish(source=)) ---
+
 
 async def pool_and_intake(cfg, db: Store) -> tuple[Pool, Intake]:
     layout = Layout(cfg.storage)

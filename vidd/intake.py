@@ -240,8 +240,11 @@ class Intake:
         profile = self.config.encode.profiles.get(job.profile)
         if profile is None or profile.repackage:
             return False
+        # Admissions in flight are not counted: which of them is queued first is not known
+        # yet, and counting them would have each probe for the others' sake. At worst a
+        # few (the watcher admits two at once) wait unprobed, to be scanned when they run.
         counts = await self.store.counts()
-        ahead = sum(counts.get(s, 0) for s in ("running", "queued", "admitting")) - 1  # not itself
+        ahead = counts.get("running", 0) + counts.get("queued", 0)
         return ahead < self.config.encode.max_parallel
 
     async def _probe(self, job: Job, claimed: Path) -> MediaInfo:
