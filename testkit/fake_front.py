@@ -42,6 +42,7 @@ class Attempt:
     output_answers: list[int] = field(default_factory=list)  # statuses for the first PUTs
     output_answer_after_s: float = 0.0  # how long each of those PUTs takes to answer
     answer_in_pieces: bool = False  # claim answers (and their errors) arrive in two writes
+    claim_padding: int = 0  # characters of an extra field in the claim answer
     claims: int = 0
     source_requests: list[str | None] = field(default_factory=list)  # their Range headers
     progress: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
@@ -49,6 +50,7 @@ class Attempt:
     failures: list[dict[str, Any]] = field(default_factory=list)
     output: bytes | None = None
     output_puts: int = 0
+    released: int = 0  # POST release: the worker handed the attempt back
 
     def kwargs(self, front: str) -> dict[str, Any]:
         from vidd.celery_app import Dispatch
@@ -90,6 +92,7 @@ class FakeFront:
         app.router.add_post(f"{base}/log", self._log)
         app.router.add_put(f"{base}/output", self._output)
         app.router.add_post(f"{base}/fail", self._fail)
+        app.router.add_post(f"{base}/release", self._release)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port, reuse_address=True).start()
@@ -156,6 +159,7 @@ class FakeFront:
                 "lease_s": attempt.lease_s,
                 "progress_interval_s": 0.25,
                 "max_output_bytes": attempt.max_output_bytes,
+                **({"padding": "x" * attempt.claim_padding} if attempt.claim_padding else {}),
             },
         )
 
@@ -244,6 +248,13 @@ class FakeFront:
             return self._error("output", 413, "too_large")
         attempt.output = await request.read()
         return web.json_response({"status": "done"})
+
+    async def _release(self, request: web.Request) -> web.StreamResponse:
+        attempt = self._attempt(request)
+        if isinstance(attempt, web.Response):
+            return attempt
+        attempt.released += 1
+        return web.Response(status=204)
 
     async def _fail(self, request: web.Request) -> web.StreamResponse:
         attempt = self._attempt(request)

@@ -86,6 +86,14 @@ def test_every_setting_is_in_config_toml_with_a_comment() -> None:
             "[encode.profiles.bad]\nargs = ['-o', '/etc/passwd']\n",
             "encode.profiles.bad.args: -o is set by vidd itself",
         ),
+        (  # getopt reads -i/x as -i /x, and --inp as --input: HandBrake would open /x
+            "[encode.profiles.bad]\nargs = ['-e', 'x264', '-i/etc/passwd']\n",
+            "encode.profiles.bad.args: -i/etc/passwd is set by vidd itself",
+        ),
+        (
+            "[encode.profiles.bad]\nargs = ['--inp', '/etc/passwd']\n",
+            "encode.profiles.bad.args: --inp is set by vidd itself",
+        ),
         ("[encode.profiles.empty]\n", "encode.profiles.empty: expected args or preset"),
         ("[web]\nport = 70000\n", "web.port: expected 1-65535"),
         ("[web\n", "not valid TOML"),

@@ -252,14 +252,6 @@ async def test_an_inbox_file_with_a_free_slot_is_queued_unprobed(make_config, cl
 
 # --- end to end through the pool: needs the lead's wiring at merge ------------------
 
-NEEDS_WIRING = pytest.mark.xfail(
-    strict=True,
-    reason="issue 14 seam: passes once pool._outcome calls intake.reject_scanned for "
-    "EncodeFailed.reject and passes EncodeResult.source to store.finish(source=); "
-    "then remove this mark",
-)
-
-
 async def pool_and_intake(cfg, db: Store) -> tuple[Pool, Intake]:
     layout = Layout(cfg.storage)
     layout.make_dirs()
@@ -279,7 +271,6 @@ async def ended(db: Store, job_id: str, timeout: float = 60.0) -> Job:
             await asyncio.sleep(0.05)
 
 
-@NEEDS_WIRING
 async def test_through_the_pool_a_text_file_ends_rejected_and_kept(make_config, not_videos):
     cfg = make_config()
     cfg.storage.inbox_dir.mkdir(parents=True)
@@ -297,7 +288,6 @@ async def test_through_the_pool_a_text_file_ends_rejected_and_kept(make_config, 
             await pool.stop(5)
 
 
-@NEEDS_WIRING
 async def test_through_the_pool_a_clip_ends_done_with_its_source_facts(make_config, clip):
     cfg = make_config()
     cfg.storage.inbox_dir.mkdir(parents=True)

@@ -13,6 +13,7 @@ from aiohttp import ClientSession
 from testkit.fake_front import FakeFront
 from vidd.celery_app import Dispatch
 from vidd.front_client import (
+    MAX_ANSWER,
     MAX_JSON,
     Claim,
     FrontClient,
@@ -129,6 +130,16 @@ async def test_answers_that_arrive_in_pieces_are_read_whole(front, tmp_path):
         with pytest.raises(Stop) as e:  # the error's code, not the status's reason
             await client.claim("w")
         assert (e.value.status, e.value.code) == (409, "claimed")
+
+
+async def test_an_answer_over_its_limit_is_refused(front, tmp_path):
+    source = tmp_path / "s.avi"
+    source.write_bytes(b"x" * 1000)
+    attempt = front.add("j4", source, [], duration=1.0, claim_padding=MAX_ANSWER)
+    async with ClientSession() as session:
+        client = FrontClient(session, Dispatch.from_kwargs(attempt.kwargs(front.url)))
+        with pytest.raises(Refused, match="too large"):
+            await client.claim("w")
 
 
 async def test_the_source_resumes_after_a_drop_and_restarts_after_a_200(front, tmp_path):

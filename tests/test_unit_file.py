@@ -11,22 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from testkit.systemd_units import (
+    MDWE_UNSUPPORTED,
+    MDWE_WRAPPER,
+    directives,
+    unexplained_hardening,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "vidd.service"
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
     ANALYZE is None, reason="systemd-analyze is not installed (`make test` installs systemd)"
 )
-
-
-def directives(text: str) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith(("#", "[")):
-            key, _, value = line.partition("=")
-            out.setdefault(key, []).append(value)
-    return out
 
 
 def unit_copy_for_verify(tmp_path: Path) -> Path:
@@ -92,27 +89,8 @@ def test_unit_keeps_its_promises():
     assert "@system-service" in d["SystemCallFilter"]
     # ...and RLIMIT_NICE lets vidd raise a child back to nice 0 (a '+' means a nice value).
     assert one["LimitNICE"] == "+0"
-    # Every hardening line carries a comment: right above it, or above its pair
-    # (IPAddressDeny/IPAddressAllow).
-    lines = UNIT.read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("# --- Hardening"))
-    end = lines.index("[Install]")
-    for i in range(start + 1, end):
-        if lines[i] and not lines[i].startswith("#"):
-            j = i - 1
-            while lines[j] and not lines[j].startswith("#"):
-                j -= 1
-            assert lines[j].startswith("#") and i - j <= 2, lines[i]
-
-
-MDWE_WRAPPER = """
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
-if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
-    sys.exit(77)
-os.execv(sys.argv[1], sys.argv[1:])
-"""
+    # Every hardening line carries a comment: right above it, or above its pair.
+    assert unexplained_hardening(UNIT.read_text()) == []
 
 
 def test_handbrake_encodes_without_write_execute_memory(tmp_path, clip):
@@ -126,7 +104,7 @@ def test_handbrake_encodes_without_write_execute_memory(tmp_path, clip):
     args = [sys.executable, str(wrapper), handbrake, "-i", str(clip), "-o", str(out)]
     args += ["-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"]
     r = subprocess.run(args, capture_output=True, timeout=90)
-    if r.returncode == 77:
+    if r.returncode == MDWE_UNSUPPORTED:
         pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3)")
     assert r.returncode == 0, r.stderr[-2000:]
     assert out.stat().st_size > 1000

@@ -76,3 +76,20 @@ async def test_a_bad_retry_body_is_refused_and_changes_nothing(client, body, sta
     assert (await resp.json())["error"]["code"] == code
     stored = await client.app[SERVICES].store.get(job.id)
     assert stored is not None and stored.status is Status.FAILED and stored.profile == "web"
+
+
+async def test_a_retry_body_that_arrives_in_pieces_is_read_whole(client):
+    """A body sent in two writes, a moment apart: the server reads it all, not just what
+    had arrived (a read of the first piece alone was 'not JSON')."""
+    job = await add_failed(client)
+
+    async def pieces():
+        yield b'{"profile": "web-'
+        await asyncio.sleep(0.2)
+        yield b'full-rate"}'
+
+    resp = await client.post(
+        f"/api/jobs/{job.id}/retry", data=pieces(), headers={"Content-Type": "application/json"}
+    )
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["profile"] == "web-full-rate"

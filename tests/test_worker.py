@@ -17,8 +17,9 @@ from testkit.fake_front import Attempt, FakeFront
 from testkit.media import make_clip
 from testkit.redis import RedisServer
 from vidd import mp4
+from vidd.config import DEFAULT_PROFILES
 
-WEB = ["-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"]
+WEB = DEFAULT_PROFILES["web"].handbrake_args()  # the front's default profile, as it sends it
 # x264 at its slowest: a 20 s clip takes several seconds, time enough to stop it midway.
 SLOW = ["-e", "x264", "--encoder-preset", "placebo", "-q", "22", "-B", "96"]
 
@@ -207,6 +208,7 @@ async def test_sigterm_mid_encode_stops_handbrake_and_hands_the_message_back(
     assert worker.proc.returncode == 0  # a stop asked for: systemd sees a clean exit
     assert queue_state(broker) == (1, 0)  # back in the queue for another worker
     assert attempt.output is None and attempt.failures == []
+    assert attempt.released == 1  # the front was told at once, not left to the lease
     assert worker.attempt_folders() == []
 
 

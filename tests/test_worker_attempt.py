@@ -16,9 +16,10 @@ import pytest
 from testkit.fake_front import Attempt, FakeFront
 from testkit.media import make_clip
 from vidd.celery_app import Dispatch
+from vidd.config import DEFAULT_PROFILES
 from vidd.worker import FrontAway, Heartbeat, Settings, private_config, run_attempt
 
-WEB = ["-e", "x264", "-q", "22", "-r", "15", "-B", "96", "-O"]
+WEB = DEFAULT_PROFILES["web"].handbrake_args()  # the front's default profile, as it sends it
 HANDBRAKE = shutil.which("HandBrakeCLI") or "/usr/bin/HandBrakeCLI"
 
 
@@ -56,10 +57,21 @@ async def test_a_failed_encode_is_reported_with_its_code_and_log(front, settings
     assert list(settings.work_dir.iterdir()) == []
 
 
-async def test_a_profile_argument_vidd_sets_itself_fails_the_attempt(front, settings, clip):
-    attempt = front.add("jobr", clip, [*WEB, "-o", "/etc/passwd"])
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["-o", "/etc/passwd"], "-o"),
+        (["-o/tmp/x.mp4"], "-o/tmp/x.mp4"),
+        (["--outp", "x"], "--outp"),
+    ],
+)
+async def test_a_profile_argument_vidd_sets_itself_fails_the_attempt(
+    front, settings, clip, extra, named
+):
+    # The message's arguments come from the broker: every form getopt reads is refused.
+    attempt = front.add("jobr", clip, [*WEB, *extra])
     outcome = await run(front, attempt, settings)
-    assert outcome == "failed: bad_profile: -o is set by vidd itself"
+    assert outcome == f"failed: bad_profile: {named} is set by vidd itself"
     assert attempt.failures[0]["code"] == "bad_profile"
     assert attempt.source_requests == []  # refused before anything was fetched
 
@@ -184,3 +196,25 @@ async def test_an_encode_longer_than_max_encode_s_is_stopped_and_reported(front,
     assert time.monotonic() - started < 6.0
     assert attempt.failures[0]["code"] == "too_long" and attempt.output is None
     assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_the_task_gives_the_pool_process_its_signal_handlers_back(settings):
+    import signal
+
+    from vidd.celery_app import make_app
+    from vidd.worker_process import register
+
+    def billiards(signum, frame):  # stands for billiard's clean-exit handler
+        raise AssertionError("not called here")
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGQUIT, signal.SIGTERM)}
+    signal.signal(signal.SIGQUIT, billiards)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        task = register(make_app("memory://", max_encode_s=60), settings)
+        task(**Dispatch("../x", "t1", "http://127.0.0.1:9", tuple(WEB)).to_kwargs())
+        assert signal.getsignal(signal.SIGQUIT) is billiards
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

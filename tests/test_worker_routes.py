@@ -294,6 +294,30 @@ async def test_a_lapsed_lease_dispatches_a_fresh_attempt_and_refuses_the_stale_o
     assert job["error"]["code"] == "workers_lost"
 
 
+async def test_a_stopping_worker_hands_its_attempt_back_and_it_goes_out_again_at_once(
+    start_front, clip
+):
+    """lease_s is 30 s: the fresh attempt within 5 s can only come from the release."""
+    front = await start_front(lease_s=30.0)
+    job_id = await front.upload(clip)
+    first = await front.dispatcher.next_message(1)
+    before = await front.call(first, "POST", "release")
+    assert before.status == 409  # not claimed yet: nothing to hand back
+    await front.claim(first, "stopping-worker")
+    resp = await front.call(first, "POST", "release")
+    assert resp.status == 204, await resp.text()
+    second = await front.dispatcher.next_message(2, timeout=5)
+    assert second.attempt != first.attempt
+    assert (await front.job(job_id))["status"] == "running"
+    assert await front.progress(first) == 410  # the old attempt is over
+    again = await front.call(first, "POST", "release")
+    assert again.status == 409
+    wrong = await front.call(first, "POST", "release", token="x" * 43)
+    assert wrong.status == 401
+    await front.claim(second, "other-worker")
+    assert await front.progress(second) == 204
+
+
 async def test_a_good_output_is_verified_recorded_done_and_gets_its_poster(
     front, clip, good_output
 ):

@@ -23,7 +23,7 @@ from testkit.systemd_units import (
     directives,
     unexplained_hardening,
 )
-from vidd import worker, worker_process
+from vidd import worker, worker_cli, worker_process
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "vidd-worker.service"
@@ -72,6 +72,9 @@ def test_unit_keeps_its_promises():
     assert one["User"] == one["Group"] == "vidd-worker"
     assert one["StateDirectory"] == "vidd-worker" and one["DynamicUser"] == "yes"
     assert "--work-dir" not in one["ExecStart"]
+    # A usage or set-up error is not restarted in a loop.
+    assert one["Restart"] == "on-failure"
+    assert one["RestartPreventExitStatus"] == str(worker_cli.USAGE) == str(worker_cli.NO_EXTRA)
     # SIGTERM to the main process, which cancels the encode and hands the task back in
     # less than TimeoutStopSec.
     assert one["KillMode"] == "mixed"

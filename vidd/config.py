@@ -20,22 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Arguments the encoder adds itself; a profile may not set them.
-RESERVED_ARGS = (
-    "-i",
-    "--input",
-    "-o",
-    "--output",
-    "-f",
-    "--format",
-    "--json",
-    "--scan",
-    "-t",
-    "--title",
-    "--preset-import-file",
-    "--preset-import-gui",
-)
-
+from .reserved_args import reserved_arg
 
 # Upper bounds: a value past them is a typo or a unit mix-up, never a real setting.
 DAY_S = 86_400.0
@@ -298,10 +283,9 @@ def _profile(spec: Any, where: str, path: Path) -> Profile:
     profile: Profile = _build(Profile, spec, where, path)
     if not profile.args and not profile.preset:
         raise ConfigError(f"{path}: {where}: expected args or preset")
-    for arg in profile.args:
-        flag = arg.split("=", 1)[0]
-        if flag in RESERVED_ARGS:
-            raise ConfigError(f"{path}: {where}.args: {flag} is set by vidd itself")
+    reserved = reserved_arg(profile.args)
+    if reserved is not None:
+        raise ConfigError(f"{path}: {where}.args: {reserved} is set by vidd itself")
     return profile
 
 

@@ -178,6 +178,10 @@ class FrontClient:
         body = {"code": code[:MAX_CODE], "message": message[:MAX_MESSAGE], "log_tail": log_tail}
         await self._json("POST", "fail", fit_json(body, "log_tail"))
 
+    async def release(self) -> None:
+        """Hand the claimed attempt back (this worker is stopping)."""
+        await self._json("POST", "release", {})
+
     async def download(self, path: Path, size: int) -> int:
         """Fetch the source into `path`, resuming after what is there already (Range).
         Returns the bytes it now holds; raises Unreachable on a drop (call again)."""

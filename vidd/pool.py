@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import disk, shutdown
+from . import disk, intake, shutdown
 from .config import Config
 from .dispatch import DispatchFailed
 from .encoder import EncodeFailed, Encoder, EncodeResult
@@ -341,6 +341,14 @@ class Pool:
             return _Outcome(
                 lambda: self.store.requeue(job_id), f"not dispatched ({e}), back to the queue"
             )
+        if isinstance(e, EncodeFailed) and e.reject:
+            # Queued unprobed (the intake left the scan to the encode): not a video after
+            # all, so it ends as the probe would have ended it, kept in rejected/.
+            job = run.job
+            return _Outcome(
+                lambda: intake.reject_scanned(self.store, self.layout, job, e.message),
+                f"rejected by its encode's scan: {e.message}",
+            )
         if isinstance(e, EncodeFailed):
             error = JobError(e.code, e.message)
             return _Outcome(
@@ -364,6 +372,7 @@ class Pool:
                 repackaged=result.repackaged,
                 publish=publish,
                 poster_pending=bool(self.config.encode.ffmpeg),
+                source=result.source,
             ),
             f"done ({result.output.size} bytes, {how})",
             result=result,

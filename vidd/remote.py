@@ -30,7 +30,7 @@ from .broker import BrokerWatch
 from .celery_app import Dispatch
 from .config import Config
 from .dispatch import Dispatcher, DispatchFailed
-from .encoder import EncodeFailed, Encoder, EncodeResult, _check_duration
+from .encoder import NOT_VIDEO, EncodeFailed, Encoder, EncodeResult, _check_duration
 from .job import Job, MediaInfo, Status, now
 from .layout import Layout
 from .progress import Progress
@@ -75,12 +75,13 @@ class _Waiting:
 
     attempt: Attempt
     job: Job
-    outcome: asyncio.Future[EncodeResult]
+    outcome: asyncio.Future[EncodeResult | None]  # None: lost or handed back
     on_progress: Callable[[Progress], None]
     last_beat: float | None = None  # monotonic; None until claimed
     beat_written: float = 0.0  # monotonic of the last heartbeat_at write
     log_tail: str = ""
     worker: str | None = None
+    probed: bool = False  # the job's source facts were found here, not at intake
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class RemoteEncoder:
         self._adopted: dict[str, Attempt] = {}  # job id -> its claimed attempt, at start
         self._detached: set[str] = set()  # job ids stopped by a shutdown: left running
         self._kept: set[str] = set()  # of those, the ones whose worker goes on
+        self._released: set[str] = set()  # attempt ids their worker handed back
         self._recorded: dict[str, asyncio.Future[Job | None]] = {}
         self._seen: dict[str, tuple[str | None, float]] = {}  # worker -> (job, monotonic)
         self.broker = BrokerWatch(dispatcher)
@@ -190,20 +192,25 @@ class RemoteEncoder:
         output is in videos/. Raises EncodeFailed, or DispatchFailed (the pool requeues)."""
         lost = 0
         attempt = self._adopted.pop(job.id, None)
+        probed = job.source is None  # its facts come from here: the record takes them
         job = await self._with_source(job)
         while True:
             if attempt is None:
                 attempt = await self._dispatch(job)
-            result = await self._wait_for(job, attempt, on_progress)
+            result = await self._wait_for(job, attempt, on_progress, probed=probed)
             if result is not None:
                 return result
             lost += 1
             self.lost += 1
             self._later(self.dispatcher.revoke(attempt.id))
+            if attempt.id in self._released:
+                self._released.discard(attempt.id)
+                why = "handed it back (stopping)"
+            else:
+                why = f"lost (no heartbeat for {self.lease_s:g} s)"
             log.warning(
-                "job %s: worker %s lost (no heartbeat for %g s), attempt %d of %d",
-                job.id, attempt.worker or "?", self.lease_s, lost,
-                self.config.workers.max_attempts,
+                "job %s: worker %s %s, attempt %d of %d",
+                job.id, attempt.worker or "?", why, lost, self.config.workers.max_attempts,
             )  # fmt: skip
             if lost >= self.config.workers.max_attempts:
                 raise EncodeFailed(
@@ -225,8 +232,8 @@ class RemoteEncoder:
             raise EncodeFailed("source_missing", f"the source file {job.source_file} is gone")
         try:
             source = await probe.probe(self.config.encode.handbrake, path)
-        except probe.NotAVideo as e:
-            raise EncodeFailed("not_a_video", str(e)) from None
+        except probe.NotAVideo as e:  # the intake left the probe to the encode: a rejection
+            raise EncodeFailed(NOT_VIDEO, str(e), reject=True) from None
         except probe.HandBrakeMissing as e:
             raise EncodeFailed("spawn_failed", str(e)) from None
         return dataclasses.replace(job, source=source)
@@ -254,11 +261,17 @@ class RemoteEncoder:
         return attempt
 
     async def _wait_for(
-        self, job: Job, attempt: Attempt, on_progress: Callable[[Progress], None]
+        self,
+        job: Job,
+        attempt: Attempt,
+        on_progress: Callable[[Progress], None],
+        *,
+        probed: bool = False,
     ) -> EncodeResult | None:
         """Wait for the attempt's outcome: its result, or None when its lease lapsed."""
         loop = asyncio.get_running_loop()
         w = _Waiting(attempt, job, loop.create_future(), on_progress, worker=attempt.worker)
+        w.probed = probed
         if attempt.state is State.CLAIMED:  # adopted: its lease runs from its last beat
             age = (now() - attempt.last_seen()).total_seconds()
             w.last_beat = time.monotonic() - max(0.0, age)
@@ -445,6 +458,18 @@ class RemoteEncoder:
         if w is not None:
             w.log_tail = tail[-MAX_LOG_TAIL:]
 
+    async def release(self, attempt_id: str, token: str) -> None:
+        """The worker is stopping (SIGTERM) and hands its attempt back: it ends as lost,
+        and a fresh attempt is dispatched now rather than when the lease lapses."""
+        attempt, job = await self.claimed(attempt_id, token)
+        w = self.waiting.get(attempt.id)
+        if w is None or not await self.attempts.end(attempt.id, State.LOST, was=(State.CLAIMED,)):
+            raise NotLive("superseded")
+        log.info("job %s: worker %s handed attempt %s back", job.id, w.worker, attempt.id)
+        self._released.add(attempt.id)
+        if not w.outcome.done():
+            w.outcome.set_result(None)
+
     async def fail(self, attempt_id: str, token: str, code: str, message: str, tail: str) -> None:
         """The worker's encode failed: the job fails with its code and message."""
         attempt, job = await self.claimed(attempt_id, token)
@@ -498,7 +523,13 @@ class RemoteEncoder:
         recorded: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
         self._recorded[job.id] = recorded
         try:
-            w.outcome.set_result(EncodeResult(output=output, log_tail=w.log_tail))
+            w.outcome.set_result(
+                EncodeResult(
+                    output=output,
+                    log_tail=w.log_tail,
+                    source=job.source if w.probed else None,
+                )
+            )
             log.info("job %s: output of worker %s verified (%d bytes)", job.id, w.worker,
                      output.size)  # fmt: skip
             return await asyncio.wait_for(asyncio.shield(recorded), RECORD_WAIT_S)

@@ -191,7 +191,11 @@ async def open_services(
                 encoder = RemoteEncoder(config, layout, store, dispatcher, local)
             publisher = Publisher(config, store, layout)
             pool = Pool(config, store, encoder, layout, guard, publisher)
-            intake = Intake(config, store, layout, guard)
+            # An inbox file that finds a slot free skips the probe: its local encode scans
+            # it anyway (issue 14). Remote workers need the facts before dispatch.
+            intake = Intake(
+                config, store, layout, guard, scan_in_encode=config.workers.mode == "local"
+            )
             await _recover(store, intake, layout, encoder, pool)
             await publisher.recover()  # results a crash left unpublished
             uploads = Uploads(config, store, layout, guard)

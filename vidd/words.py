@@ -61,6 +61,10 @@ BY_CODE: dict[str, str] = {
     "internal": "vidd ran into a problem of its own; its log says more.",
     "workers_lost": "The machines converting this video stopped answering, one after "
     "another; retry it when they are back.",
+    # The codes a remote worker reports with its failure (web/workers.py: fail).
+    "source_unreadable": "The worker couldn't fetch the original file; retry it.",
+    "too_long": "The conversion took longer than the worker allows.",
+    "output_too_large": "The converted video is larger than vidd accepts.",
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -25,16 +26,18 @@ from typing import TypeVar
 import aiohttp
 
 from .celery_app import Dispatch
-from .config import RESERVED_ARGS, Config, Encode, Profile, Storage, Watch
+from .config import Config, Encode, Profile, Storage, Watch
 from .encoder import EncodeFailed, Encoder
 from .front_client import Claim, FrontClient, Refused, Rejected, Stop, Unreachable
 from .job import Job, Status, now
 from .layout import Layout
 from .progress import Progress
+from .reserved_args import reserved_arg
 
 log = logging.getLogger(__name__)
 
 PROFILE = "remote"  # the one profile of a worker's private config: the message's args
+RELEASE_S = 1.0  # on a stop: how long the front gets to take the attempt back
 KILL_GRACE_S = 1.0  # SIGTERM to SIGKILL for HandBrake's group: gone well within 2 s
 FIRST_RETRY_S, MAX_RETRY_S = 0.2, 2.0
 MAX_HEARTBEAT_GAP_S = 5.0  # a heartbeat at least this often, and at least 4 per lease
@@ -148,10 +151,27 @@ async def run_attempt(dispatch: Dispatch, settings: Settings) -> str:
                 return f"dropped: no claim ({e})"
             log.info("attempt %s: claimed job %s", dispatch.attempt, claim.job)
             run = _Run(client, claim, dispatch, settings, folder)
-            return await run.supervised()
+            try:
+                return await run.supervised()
+            except asyncio.CancelledError:  # a stop (SIGTERM): HandBrake is reaped already
+                await _hand_back(client, dispatch.attempt)
+                raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         log.debug("attempt %s: %.1f s", dispatch.attempt, time.monotonic() - started)
+
+
+async def _hand_back(client: FrontClient, attempt: str) -> None:
+    """Tell the front this worker stops, so it dispatches the job again at once; at most
+    RELEASE_S (the stop must stay quick), and a front that doesn't hear it has the lease."""
+    telling = asyncio.create_task(client.release())
+    done, _ = await asyncio.wait({telling}, timeout=RELEASE_S)
+    if not done:
+        telling.cancel()
+    elif telling.exception() is not None:
+        log.warning("attempt %s: the front did not take it back: %s", attempt, telling.exception())
+    else:
+        log.info("attempt %s: handed back to the front", attempt)
 
 
 async def _patiently(call: Callable[[], Awaitable[T]], patience_s: float) -> T:
@@ -163,11 +183,12 @@ async def _patiently(call: Callable[[], Awaitable[T]], patience_s: float) -> T:
     while True:
         try:
             return await call()
-        except Unreachable:
+        except Unreachable as e:
             if deadline is None:
                 deadline = time.monotonic() + patience_s
             if time.monotonic() + delay >= deadline:
                 raise
+            log.info("%s; again in %.1f s", e, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_RETRY_S)
 
@@ -226,9 +247,9 @@ class _Run:
         return "cancelled"
 
     async def work(self) -> str:
-        bad = [a for a in self.dispatch.args if a.split("=", 1)[0] in RESERVED_ARGS]
-        if bad:
-            return await self.failed("bad_profile", f"{bad[0]} is set by vidd itself", "")
+        bad = reserved_arg(self.dispatch.args)
+        if bad is not None:
+            return await self.failed("bad_profile", f"{bad} is set by vidd itself", "")
         try:
             await self.download()
         except Refused as e:  # a 404 (the front lost it) or more bytes than it said
@@ -271,15 +292,8 @@ class _Run:
     async def download(self) -> None:
         path = self.layout.source(self.job)
         path.parent.mkdir(parents=True, exist_ok=True)
-        delay = FIRST_RETRY_S
-        while True:  # the heartbeat ends it if the front stays away for lease_s
-            try:
-                await self.client.download(path, self.claim.source.size)
-                return
-            except Unreachable as e:
-                log.info("attempt %s: %s; resuming", self.dispatch.attempt, e)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, MAX_RETRY_S)
+        # Resumed after every drop: the heartbeat ends the run if the front stays away.
+        await _patiently(lambda: self.client.download(path, self.claim.source.size), math.inf)
 
     async def failed(self, code: str, message: str, log_tail: str) -> str:
         await self.persistently(lambda: self.client.fail(code, message, log_tail))

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # ends in this time, so it is short; a task that is between attempts ends in it.
 SOFT_SHUTDOWN_S = 1.0
 HANDED_BACK = 75  # the exit code of a task process that stopped its encode on a signal
+HAND_BACK_SIGNALS = (signal.SIGQUIT, signal.SIGTERM)  # the cold shutdown's, and a plain stop
 
 
 class NoCelery(Exception):
@@ -121,7 +122,11 @@ async def _handed_back_on_signal(dispatch: Dispatch, settings: Settings) -> str:
         signalled.append(sig)
         task.cancel()
 
-    for sig in (signal.SIGQUIT, signal.SIGTERM):
+    # Billiard's own handlers (SIGQUIT: a clean exit; SIGTERM: ignored, as it is remapped)
+    # come back after the attempt: remove_signal_handler alone would leave SIG_DFL, and an
+    # idle pool process would then die of the next one (SIGQUIT: with a core dump).
+    previous = {sig: signal.getsignal(sig) for sig in HAND_BACK_SIGNALS}
+    for sig in HAND_BACK_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         return await run_attempt(dispatch, settings)
@@ -135,5 +140,7 @@ async def _handed_back_on_signal(dispatch: Dispatch, settings: Settings) -> str:
         logging.shutdown()
         os._exit(HANDED_BACK)
     finally:
-        for sig in (signal.SIGQUIT, signal.SIGTERM):
+        for sig, handler in previous.items():
             loop.remove_signal_handler(sig)
+            if handler is not None:
+                signal.signal(sig, handler)

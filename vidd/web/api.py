@@ -16,6 +16,7 @@ from .. import log_lines
 from ..job import Job, Status, is_valid_id
 from ..lifecycle import NotFound, Refused
 from ..services import Services
+from .bodies import read_whole
 from .errors import ApiError
 from .keys import PAGES, SERVICES
 
@@ -150,11 +151,9 @@ async def _retry_profile(request: web.Request) -> str | None:
     """The optional body of a retry: {"profile": NAME}, to run it with another profile."""
     if not request.body_exists:
         return None
-    if (request.content_length or 0) > MAX_RETRY_BODY:
-        raise ApiError(413, "too_large", f"a retry's body is at most {MAX_RETRY_BODY} bytes")
-    raw = await request.content.read(MAX_RETRY_BODY + 1)
-    if len(raw) > MAX_RETRY_BODY:
-        raise ApiError(413, "too_large", f"a retry's body is at most {MAX_RETRY_BODY} bytes")
+    raw = await read_whole(
+        request, MAX_RETRY_BODY, f"a retry's body is at most {MAX_RETRY_BODY} bytes"
+    )
     if not raw.strip():
         return None
     try:

@@ -1004,6 +1004,14 @@ def _workers_paths() -> dict[str, Schema]:
                 ),
             ),
         },
+        f"{base}/release": {
+            "parameters": [ATTEMPT_PARAM],
+            "post": _worker_op(
+                "The worker is stopping and hands its claimed attempt back: it ends as lost "
+                "and the job is dispatched again at once, not after the lease.",
+                {**no_content, "409": NOT_LIVE},
+            ),
+        },
     }
 
 

@@ -25,6 +25,7 @@ from aiohttp import ClientPayloadError, hdrs, web
 
 from .. import disk
 from ..remote import BadOutput, NotLive, RemoteEncoder, StopAttempt, Unauthorized
+from .bodies import read_whole
 from .errors import ApiError
 from .files import FileAnswer
 from .keys import SERVICES
@@ -53,6 +54,7 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_post(f"{BASE}{ATTEMPT}/log", log_tail)
     r.add_put(f"{BASE}{ATTEMPT}/output", output)
     r.add_post(f"{BASE}{ATTEMPT}/fail", fail)
+    r.add_post(f"{BASE}{ATTEMPT}/release", release)
 
 
 # --- GET /api/workers (behind web.token, like the rest of /api) --------------------------
@@ -123,13 +125,7 @@ _NOT_LIVE = {
 
 async def _json(request: web.Request) -> dict[str, Any]:
     """The JSON object body, at most 64 KiB (413), else 400."""
-    if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
-        raise ApiError(413, "too_large", f"the body is over {MAX_JSON_BYTES} bytes")
-    body = bytearray()
-    while chunk := await request.content.read(16 * 1024):
-        body += chunk
-        if len(body) > MAX_JSON_BYTES:
-            raise ApiError(413, "too_large", f"the body is over {MAX_JSON_BYTES} bytes")
+    body = await read_whole(request, MAX_JSON_BYTES, f"the body is over {MAX_JSON_BYTES} bytes")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -225,6 +221,15 @@ async def fail(request: web.Request) -> web.Response:
     tail = _text(data, "log_tail", MAX_TAIL)
     with _answers():
         await remote.fail(request.match_info["attempt"], token, code, message, tail)
+    return web.Response(status=204)
+
+
+async def release(request: web.Request) -> web.Response:
+    """A stopping worker hands its attempt back: the job is dispatched again at once."""
+    remote = _remote(request)
+    token = _token(request)
+    with _answers():
+        await remote.release(request.match_info["attempt"], token)
     return web.Response(status=204)
 
 
