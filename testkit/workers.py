@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import secrets
+import signal
 import sqlite3
 import sys
 import time
@@ -161,9 +162,10 @@ class Cluster:
         self.front.start(timeout)
         return self.front
 
-    def stop_front(self) -> int | None:
+    def stop_front(self, sig: int = signal.SIGTERM) -> int | None:
+        """Stop the front with `sig` (SIGKILL: a crash); its exit code."""
         assert self.front is not None
-        return self.front.stop()
+        return self.front.stop(sig)
 
     def add_worker(self, name: str, *, start: bool = True) -> Worker:
         """A new host on the bridge running `vidd worker --name NAME` (the broker URL in

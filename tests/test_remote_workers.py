@@ -294,7 +294,10 @@ def test_a_partitioned_worker_stops_by_itself_and_the_job_is_done_once(
     assert time.monotonic() - cut_at < 60
 
 
-def test_a_front_restart_mid_encode_does_not_throw_the_encode_away(tmp_path, slow_clip):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["stop", "crash"])
+def test_a_front_restart_mid_encode_does_not_throw_the_encode_away(tmp_path, slow_clip, stop):
+    """A stop (SIGTERM: drain, then leave the claimed attempt to its worker) or a crash
+    (SIGKILL: nothing recorded at the end) and a start within lease_s: adopted."""
     require_hosts()
     # A longer lease: the front's stop and start must fit in it on a busy machine. A short
     # shutdown wait: the front stops before the encode ends, as it would mid-way through
@@ -307,8 +310,8 @@ def test_a_front_restart_mid_encode_does_not_throw_the_encode_away(tmp_path, slo
         cluster.wait_running_on(job_id)
         worker = cluster.workers["w1"]
         (handbrake,) = worker.handbrake_pids()
-        assert cluster.stop_front() == 0
-        assert worker.handbrake_pids() == [handbrake]  # the front's stop left it running
+        assert cluster.stop_front(stop) == (0 if stop == signal.SIGTERM else -stop)
+        assert worker.handbrake_pids() == [handbrake]  # the front's end left it running
         cluster.start_front()
         # The same encode goes on (or has just ended, its output waiting for the front):
         # no new one was started.
