@@ -185,6 +185,7 @@ def test_a_dead_host_s_job_is_done_on_the_other_worker(cluster, medium_clip):
     assert taken <= 2.0, timings
     assert done <= LEASE_S + LEASE_SLACK_S + 2.0 + encode, timings
     assert not dead.host.pids()  # the dead host stayed dead
+    assert f"worker {dead.name} lost" in cluster.front.log()  # the log names the dead host
 
 
 def test_a_crashed_task_redelivered_by_celery_is_refused_and_done_once(cluster, medium_clip):

@@ -203,6 +203,8 @@ class RemoteEncoder:
             lost += 1
             self.lost += 1
             self._later(self.dispatcher.revoke(attempt.id))
+            with contextlib.suppress(Exception):  # the name it was claimed by, for the log
+                attempt = await self.attempts.get(attempt.id) or attempt
             if attempt.id in self._released:
                 self._released.discard(attempt.id)
                 why = "handed it back (stopping)"

@@ -113,7 +113,7 @@ class Heartbeat:
             except (Unreachable, Refused, TimeoutError) as e:
                 if down_since is None:
                     down_since = clock
-                    log.warning("heartbeat: %s", e or "timed out")
+                    log.warning("heartbeat: %s", str(e) or "timed out")
             if time.monotonic() - last_ok >= self.lease_s:
                 return f"no heartbeat reached the front for {self.lease_s:g} s"
 
