@@ -91,7 +91,12 @@ def test_max_parallel_and_token_change_on_hangup(daemon_factory, clip, tmp_path)
     wait_for(lambda: states() == ["running", "running"], timeout=30)  # the second one started
     assert status(d) == 401  # the new token is required
     assert status(d, TOKEN) == 200
-    assert get_json_with(d, "/api/status")["workers"] == {"max": 2, "busy": 2}
+    assert get_json_with(d, "/api/status")["workers"] == {
+        "max": 2,
+        "busy": 2,
+        "mode": "local",
+        "broker": None,
+    }
 
 
 def get_json_with(d: Daemon, path: str) -> dict[str, object]:

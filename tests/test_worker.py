@@ -97,9 +97,11 @@ async def encoding(worker: WorkerProcess, attempt: Attempt) -> None:
 async def test_an_attempt_is_claimed_downloaded_after_a_cut_encoded_and_sent_back(
     broker, front, worker, clips, tmp_path
 ):
-    source = clips["short"]
+    # Long enough to be heard several times, however fast the machine (the short clip's
+    # web encode took under a second on an idle one: two progress posts).
+    source = clips["medium"]
     cut = source.stat().st_size // 2
-    attempt = front.add("job1", source, WEB, lease_s=4.0, cut_source_at=cut)
+    attempt = front.add("job1", source, SLOW, lease_s=4.0, cut_source_at=cut)
     await dispatch(broker, front, attempt)
     await until(lambda: attempt.output is not None, 90, "the output")
     await worker.wait_log(f"attempt {attempt.id}: done")
