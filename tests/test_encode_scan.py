@@ -250,6 +250,30 @@ async def test_an_inbox_file_with_a_free_slot_is_queued_unprobed(make_config, cl
         assert (await Intake(cfg, db, Layout(cfg.storage)).admit(dropped("e.avi"), "inbox")).source
 
 
+async def test_a_waiting_inbox_file_is_probed_below_the_encodes(make_config, clip, monkeypatch):
+    """Nobody waits on the probe of a file that waits for a slot: it runs at nice 10, not
+    above the first encode (nice 5); an upload's probe, which its answer waits on, at 0."""
+    from vidd import intake as intake_module
+    from vidd import probe as probe_module
+
+    niceness: list[int] = []
+    real_probe = probe_module.probe
+
+    async def recording(handbrake, path, box=None, nice=0):
+        niceness.append(nice)
+        return await real_probe(handbrake, path, box, nice=nice)
+
+    monkeypatch.setattr(probe_module, "probe", recording)
+    cfg = make_config(FULL_RATE, encode={"max_parallel": 1})
+    cfg.storage.inbox_dir.mkdir(parents=True)
+    async with Store(cfg.storage.db_path) as db:
+        intake = Intake(cfg, db, Layout(cfg.storage), scan_in_encode=True)
+        for i, origin in enumerate(("inbox", "inbox", "upload")):
+            dropped = Path(shutil.copyfile(clip, cfg.storage.inbox_dir / f"{i}.avi"))
+            await intake.admit(dropped, origin)
+    assert niceness == [intake_module.WAITING_PROBE_NICE, 0]  # the first one was not probed
+
+
 # --- end to end through the pool (pool._outcome: reject_scanned, finish(source=)) ---
 
 

@@ -248,7 +248,7 @@ async def test_a_probe_that_breaks_puts_the_file_back(
     """Not "not a video" but a broken probe (an I/O error): no job, file back in place."""
     cfg, store, intake = env
 
-    async def probe(handbrake: str, path: Path, box=None):
+    async def probe(handbrake: str, path: Path, box=None, nice: int = 0):
         assert path.parent == cfg.storage.sources_dir  # it was claimed
         raise OSError(errno.EIO, "Input/output error")
 

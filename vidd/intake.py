@@ -42,6 +42,9 @@ MAX_NAME_CHARS = 255
 DROPPED_CATEGORIES = {"Cc", "Cf", "Cs"}
 SAFE_EXT = re.compile(r"\.[a-z0-9]{1,8}")
 COPY_CHUNK = 1 << 20
+# The probe of an inbox file that waits for a slot: nobody waits on its answer, and at
+# nice 0 it outweighed the first encode (nice 5, pool.ENCODE_NICE) threefold.
+WAITING_PROBE_NICE = 10
 
 
 def clean_name(name: str, max_chars: int = MAX_NAME_CHARS) -> str:
@@ -184,12 +187,13 @@ class Intake:
             if not stat.S_ISREG(claimed.lstat().st_mode):
                 raise ValueError(f"{job.name!r} is not a regular file")
             try:
-                if await self._leave_probe_to_encode(job):
+                nice = await self._probe_nice(job)
+                if nice is None:
                     job = await self.store.admitted(job.id, None)
                 else:
                     async with self._probes:
                         started = time.monotonic()
-                        info = await self._probe(job, claimed)
+                        info = await self._probe(job, claimed, nice)
                         log.debug("intake: %s probed in %.3f s", job.id, time.monotonic() - started)
                     job = await self.store.admitted(job.id, info)
             except probe.NotAVideo as e:
@@ -230,24 +234,25 @@ class Intake:
             )  # fmt: skip
         return job
 
-    async def _leave_probe_to_encode(self, job: Job) -> bool:
-        """Whether to queue this file unprobed: an inbox file (an upload's 201/422 answer
+    async def _probe_nice(self, job: Job) -> int | None:
+        """None to queue this file unprobed: an inbox file (an upload's 201/422 answer
         needs the probe), for a profile that doesn't repackage (that choice needs the
         codecs first), with a slot free for it now, so that its encode starts at once
-        and scans the file itself; a file that would wait is probed meanwhile."""
+        and scans the file itself. Else the nice value to probe it at: an inbox file
+        that waits for a slot anyway is probed below the encodes running meanwhile."""
         if not self.scan_in_encode or job.origin != "inbox":
-            return False
+            return 0
         profile = self.config.encode.profiles.get(job.profile)
         if profile is None or profile.repackage:
-            return False
+            return 0
         # Admissions in flight are not counted: which of them is queued first is not known
         # yet, and counting them would have each probe for the others' sake. At worst a
         # few (the watcher admits two at once) wait unprobed, to be scanned when they run.
         counts = await self.store.counts()
         ahead = counts.get("running", 0) + counts.get("queued", 0)
-        return ahead < self.config.encode.max_parallel
+        return None if ahead < self.config.encode.max_parallel else WAITING_PROBE_NICE
 
-    async def _probe(self, job: Job, claimed: Path) -> MediaInfo:
+    async def _probe(self, job: Job, claimed: Path, nice: int = 0) -> MediaInfo:
         """HandBrake's scan, in a box that may read only this file."""
         work = self.layout.work(job.id)
         work.mkdir(parents=True, exist_ok=True)
@@ -255,7 +260,7 @@ class Intake:
             home=work, reads=(claimed.resolve(),), pass_env=self.config.encode.child_env
         )
         try:
-            return await probe.probe(self.config.encode.handbrake, claimed, box)
+            return await probe.probe(self.config.encode.handbrake, claimed, box, nice=nice)
         finally:
             remove(work)
 

@@ -59,15 +59,17 @@ def _seconds(d: dict[str, Any]) -> float:
     return float(d.get("Hours", 0) * 3600 + d.get("Minutes", 0) * 60 + d.get("Seconds", 0))
 
 
-async def probe(handbrake: str, path: Path, box: children.Box | None = None) -> MediaInfo:
-    """Scan a file (in `box`, if given). Returns what it holds, or raises NotAVideo with
-    the reason."""
+async def probe(
+    handbrake: str, path: Path, box: children.Box | None = None, *, nice: int = 0
+) -> MediaInfo:
+    """Scan a file (in `box`, if given, at `nice`). Returns what it holds, or raises
+    NotAVideo with the reason."""
     size = path.stat().st_size
     if size == 0:
         raise NotAVideo("the file is empty")
     args = [handbrake, "--scan", "--json", "--previews", "1:0", "-i", str(path.resolve())]
     try:
-        code, out, err = await children.run(args, timeout_s=PROBE_TIMEOUT_S, box=box)
+        code, out, err = await children.run(args, timeout_s=PROBE_TIMEOUT_S, box=box, nice=nice)
     except TimeoutError:
         raise NotAVideo(f"HandBrake took more than {PROBE_TIMEOUT_S:.0f} s to read it") from None
     except (FileNotFoundError, PermissionError) as e:  # spawned without setpriv
