@@ -92,12 +92,12 @@ async def test_scans_run_at_most_one_per_core(make_config, clip, monkeypatch):
     running = peak = 0
     real = probe_mod.probe
 
-    async def counted(handbrake, path, box=None):
+    async def counted(handbrake, path, box=None, nice=0):
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
         try:
-            return await real(handbrake, path, box)
+            return await real(handbrake, path, box, nice=nice)
         finally:
             running -= 1
 
