@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 import aiosqlite
 
 from .job import now
-from .store import Store
+from .store import Store, parse_time, time_text
 
 
 class State(enum.StrEnum):
@@ -91,7 +91,7 @@ class Attempts:
                 VALUES (?, ?, (SELECT COALESCE(MAX(number), 0) + 1 FROM attempts
                                WHERE job_id = ?), ?, 'dispatched', ?)
                 RETURNING {COLUMNS}""",
-            (attempt_id, job_id, job_id, token_hash(token), _ts(now())),
+            (attempt_id, job_id, job_id, token_hash(token), time_text(now())),
         ) as cur:
             row = await cur.fetchone()
         assert row is not None
@@ -116,7 +116,7 @@ class Attempts:
 
     async def claim(self, attempt_id: str, worker: str) -> Attempt | None:
         """dispatched -> claimed, once. None when it was not dispatched any more."""
-        t = _ts(now())
+        t = time_text(now())
         async with self.store.writer.execute(
             f"""UPDATE attempts SET state = 'claimed', worker = ?, claimed_at = ?,
                     heartbeat_at = ?
@@ -131,7 +131,7 @@ class Attempts:
         claimed."""
         async with self.store.writer.execute(
             "UPDATE attempts SET heartbeat_at = ? WHERE id = ? AND state = 'claimed' RETURNING 1",
-            (_ts(at or now()), attempt_id),
+            (time_text(at or now()), attempt_id),
         ) as cur:
             return await cur.fetchone() is not None
 
@@ -141,7 +141,7 @@ class Attempts:
         async with self.store.writer.execute(
             f"UPDATE attempts SET state = ?, ended_at = ? WHERE id = ? AND state IN ({marks}) "
             "RETURNING 1",
-            (str(state), _ts(now()), attempt_id, *was),
+            (str(state), time_text(now()), attempt_id, *was),
         ) as cur:
             return await cur.fetchone() is not None
 
@@ -151,7 +151,7 @@ class Attempts:
         async with self.store.writer.execute(
             "UPDATE attempts SET state = 'superseded', ended_at = ? "
             "WHERE job_id = ? AND state IN (?, ?) RETURNING 1",
-            (_ts(now()), job_id, *LIVE),
+            (time_text(now()), job_id, *LIVE),
         ) as cur:
             return len(list(await cur.fetchall()))
 
@@ -190,7 +190,7 @@ class Attempts:
         async with self.store.writer.execute(
             # A claim sets heartbeat_at too: every claimed attempt has one (indexed).
             f"SELECT {COLUMNS} FROM attempts WHERE heartbeat_at >= ? AND worker IS NOT NULL",
-            (_ts(since),),
+            (time_text(since),),
         ) as cur:
             rows = [_attempt(r) for r in await cur.fetchall()]
         seen: dict[str, tuple[str | None, datetime]] = {}
@@ -208,16 +208,8 @@ class Attempts:
         )
 
 
-def _ts(t: datetime | None) -> str | None:
-    return t.isoformat() if t else None
-
-
-def _dt(s: str | None) -> datetime | None:
-    return datetime.fromisoformat(s) if s else None
-
-
 def _attempt(row: aiosqlite.Row) -> Attempt:
-    dispatched = _dt(row["dispatched_at"])
+    dispatched = parse_time(row["dispatched_at"])
     assert dispatched is not None
     return Attempt(
         id=row["id"],
@@ -227,7 +219,7 @@ def _attempt(row: aiosqlite.Row) -> Attempt:
         state=State(row["state"]),
         worker=row["worker"],
         dispatched_at=dispatched,
-        claimed_at=_dt(row["claimed_at"]),
-        heartbeat_at=_dt(row["heartbeat_at"]),
-        ended_at=_dt(row["ended_at"]),
+        claimed_at=parse_time(row["claimed_at"]),
+        heartbeat_at=parse_time(row["heartbeat_at"]),
+        ended_at=parse_time(row["ended_at"]),
     )

@@ -291,7 +291,7 @@ class Encoder:
                 nice=nice,
                 box=box,
             )
-            _check_duration(output, job.source, words)
+            check_duration(output, job.source, words)
         except (repackage.Failed, EncodeFailed) as e:
             log.warning("job %s: repackaging failed (%s); encoding instead", job.id, e)
             tmp_out.unlink(missing_ok=True)
@@ -518,12 +518,12 @@ class Encoder:
             ) from None
         if not output.video_codec:
             raise EncodeFailed("bad_output", "the converted file has no video track", tail)
-        _check_duration(output, source, tail)
+        check_duration(output, source, tail)
         os.replace(tmp_out, self.layout.video(job.id))
         return output
 
 
-def _check_duration(output: MediaInfo, source: MediaInfo, tail: str) -> None:
+def check_duration(output: MediaInfo, source: MediaInfo, tail: str) -> None:
     """A result lasts as long as its source, within a tolerance. Raises EncodeFailed."""
     allowed = max(DURATION_TOLERANCE * source.duration, MIN_DURATION_TOLERANCE_S)
     if abs(output.duration - source.duration) > allowed:

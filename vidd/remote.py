@@ -30,7 +30,7 @@ from .broker import BrokerWatch
 from .celery_app import Dispatch
 from .config import Config
 from .dispatch import Dispatcher, DispatchFailed
-from .encoder import NOT_VIDEO, EncodeFailed, Encoder, EncodeResult, _check_duration
+from .encoder import NOT_VIDEO, EncodeFailed, Encoder, EncodeResult, check_duration
 from .job import Job, MediaInfo, Status, now
 from .layout import Layout
 from .progress import Progress
@@ -62,11 +62,8 @@ class StopAttempt(Exception):
     """The worker must stop now (410): superseded, cancelled or its lease lapsed."""
 
 
-class BadOutput(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class BadOutput(EncodeFailed):
+    """A worker's output that fails verification: its job fails with it (422 to the worker)."""
 
 
 @dataclass
@@ -509,15 +506,13 @@ class RemoteEncoder:
             if not output.video_codec:
                 raise BadOutput("bad_output", "the worker's video has no video track")
             if job.source is not None:
-                _check_duration(output, job.source, w.log_tail)
+                check_duration(output, job.source, w.log_tail)
         except (mp4.NotAnMp4, OSError, struct.error) as e:
             await self._fail_output(
                 w, BadOutput("bad_output", f"the worker's file is not an MP4: {e}")
             )
-        except BadOutput as e:
+        except EncodeFailed as e:  # BadOutput, or the duration check's
             await self._fail_output(w, e)
-        except EncodeFailed as e:
-            await self._fail_output(w, BadOutput(e.code, e.message))
         if not await self.attempts.end(attempt.id, State.DONE, was=(State.CLAIMED,)):
             raise NotLive("superseded")
         self.layout.videos.mkdir(parents=True, exist_ok=True)
@@ -538,13 +533,13 @@ class RemoteEncoder:
         finally:
             self._recorded.pop(job.id, None)
 
-    async def _fail_output(self, w: _Waiting, e: BadOutput) -> NoReturn:
-        """A bad output fails the job, as a local encode's would. Raises `e`."""
+    async def _fail_output(self, w: _Waiting, e: EncodeFailed) -> NoReturn:
+        """A bad output fails the job, as a local encode's would. Raises BadOutput."""
         if not await self.attempts.end(w.attempt.id, State.FAILED, was=(State.CLAIMED,)):
             raise NotLive("superseded")
         if not w.outcome.done():
             w.outcome.set_exception(EncodeFailed(e.code, e.message, w.log_tail))
-        raise e
+        raise BadOutput(e.code, e.message)
 
     # --- a store listener: the pool's record of a job answers the output's PUT --------
 

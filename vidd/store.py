@@ -315,7 +315,7 @@ class Store:
         await self._conn.execute(
             "INSERT INTO health (id, checked_at) VALUES (1, ?) "
             "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
-            (_ts(now()),),
+            (time_text(now()),),
         )
 
     # --- reads ---------------------------------------------------------------
@@ -529,7 +529,7 @@ class Store:
                 WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1)
                   AND status = 'queued'
                 RETURNING {ALL_COLUMNS}""",
-            (_ts(now()),),
+            (time_text(now()),),
         ) as cur:
             row = await cur.fetchone()
         if row is None:
@@ -651,7 +651,7 @@ class Store:
         """
         sets = ["status = ?"]
         args: list[Any] = [str(target)]
-        t = _ts(now())
+        t = time_text(now())
         if target is Status.RUNNING:
             sets += ["started_at = ?", "finished_at = NULL", "progress = 0"]
             sets += ["fps = NULL", "eta_s = NULL", "error_code = NULL", "error_message = NULL"]
@@ -705,14 +705,14 @@ class Store:
         await self._conn.execute(
             "INSERT INTO sessions (id_hash, token_fp, created_at, expires_at, address) "
             "VALUES (?, ?, ?, ?, ?)",
-            (id_hash, token_fp, _ts(now()), _ts(expires_at), address[:100]),
+            (id_hash, token_fp, time_text(now()), time_text(expires_at), address[:100]),
         )
 
     async def session_open(self, id_hash: str, token_fp: str) -> bool:
         """Whether this session exists, belongs to the current token and has not expired."""
         async with self._read.execute(
             "SELECT 1 FROM sessions WHERE id_hash = ? AND token_fp = ? AND expires_at > ?",
-            (id_hash, token_fp, _ts(now())),
+            (id_hash, token_fp, time_text(now())),
         ) as cur:
             return await cur.fetchone() is not None
 
@@ -723,7 +723,7 @@ class Store:
         """Drop the sessions of any other token, and the expired ones."""
         async with self._conn.execute(
             "DELETE FROM sessions WHERE token_fp <> ? OR expires_at <= ? RETURNING 1",
-            (token_fp, _ts(now())),
+            (token_fp, time_text(now())),
         ) as cur:
             return len(list(await cur.fetchall()))
 
@@ -894,9 +894,9 @@ def _insert_values(job: Job, intake_path: Path | None) -> tuple[Any, ...]:
         job.profile,
         job.origin,
         job.source_ext,
-        _ts(job.created_at),
-        _ts(job.started_at),
-        _ts(job.finished_at),
+        time_text(job.created_at),
+        time_text(job.started_at),
+        time_text(job.finished_at),
         job.progress,
         _media_json(job.source),
         _media_json(job.output),
@@ -915,11 +915,13 @@ def _path(value: bytes | str | None) -> Path | None:
     return Path(os.fsdecode(value) if isinstance(value, bytes) else value)
 
 
-def _ts(t: datetime | None) -> str | None:
+def time_text(t: datetime | None) -> str | None:
+    """A time as the database stores it (ISO 8601), or None."""
     return t.isoformat() if t else None
 
 
-def _dt(s: str | None) -> datetime | None:
+def parse_time(s: str | None) -> datetime | None:
+    """A stored time back as a datetime, or None."""
     return datetime.fromisoformat(s) if s else None
 
 
@@ -936,7 +938,7 @@ def _media(s: str | None) -> MediaInfo | None:
 
 def _job(row: aiosqlite.Row) -> Job:
     keys = row.keys()
-    created = _dt(row["created_at"])
+    created = parse_time(row["created_at"])
     assert created is not None
     return Job(
         seq=row["seq"],
@@ -947,8 +949,8 @@ def _job(row: aiosqlite.Row) -> Job:
         origin=row["origin"],
         source_ext=row["source_ext"],
         created_at=created,
-        started_at=_dt(row["started_at"]),
-        finished_at=_dt(row["finished_at"]),
+        started_at=parse_time(row["started_at"]),
+        finished_at=parse_time(row["finished_at"]),
         progress=row["progress"],
         fps=row["fps"],
         eta_s=row["eta_s"],

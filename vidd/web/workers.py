@@ -11,7 +11,6 @@ disk guard, then verified and recorded by the remote encoder (remote.py).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import math
@@ -29,7 +28,7 @@ from .bodies import read_whole
 from .errors import ApiError
 from .files import FileAnswer
 from .keys import SERVICES
-from .upload import Pace
+from .upload import Pace, disk_full_answers
 
 log = logging.getLogger(__name__)
 
@@ -250,11 +249,8 @@ async def output(request: web.Request) -> web.Response:
     path = remote.output_path(attempt)
     svc = request.app[SERVICES]
     try:
-        with svc.disk.reserve(length) as reservation:
+        with disk_full_answers(), svc.disk.reserve(length) as reservation:
             await _receive(request, path, length, reservation)
-    except disk.DiskFull as e:
-        path.unlink(missing_ok=True)
-        raise ApiError(507, "disk_full", str(e)) from None
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -286,11 +282,6 @@ async def _receive(
                 await f.write(chunk)
     except (ConnectionError, ClientPayloadError, web.RequestPayloadError):
         raise ApiError(400, "aborted", "the output did not arrive whole") from None
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise ApiError(
-            507, "disk_full", "the disk filled up while the output was written"
-        ) from None
+    # A full disk (ENOSPC) is answered 507 disk_full by the error middleware, as elsewhere.
     if written != length:
         raise ApiError(400, "aborted", "the output did not arrive whole")
