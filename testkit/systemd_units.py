@@ -4,6 +4,18 @@ kernel's no-write+execute switch (what MemoryDenyWriteExecute=yes enforces)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ANALYZE = shutil.which("systemd-analyze")
+needs_analyze = pytest.mark.skipif(
+    ANALYZE is None, reason="systemd-analyze is not installed (`make test` installs systemd)"
+)
+
 MDWE_UNSUPPORTED = 77  # the wrapper's exit code on a kernel without PR_SET_MDWE (< 6.3)
 
 # python MDWE_WRAPPER COMMAND ARGS...: exec COMMAND with PR_SET_MDWE set (inherited
@@ -44,3 +56,18 @@ def unexplained_hardening(text: str) -> list[str]:
             if not (lines[j].startswith("#") and i - j <= 2):
                 bare.append(lines[i])
     return bare
+
+
+def analyze(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`systemd-analyze ARGS` (text, captured); skip with needs_analyze where it is missing."""
+    assert ANALYZE is not None
+    return subprocess.run([ANALYZE, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def copy_for_verify(unit: Path, folder: Path) -> Path:
+    """The unit with ExecStart's /opt/vidd/bin/vidd (there only after `make install`)
+    pointing at an executable that exists here: verify checks that it does."""
+    true = shutil.which("true") or "/bin/true"
+    copy = folder / unit.name
+    copy.write_text(unit.read_text().replace("ExecStart=/opt/vidd/bin/vidd", f"ExecStart={true}"))
+    return copy

@@ -7,49 +7,29 @@ import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from testkit.systemd_units import (
     MDWE_UNSUPPORTED,
     MDWE_WRAPPER,
+    ROOT,
+    analyze,
+    copy_for_verify,
     directives,
+    needs_analyze,
     unexplained_hardening,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "vidd.service"
-ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(
-    ANALYZE is None, reason="systemd-analyze is not installed (`make test` installs systemd)"
-)
-
-
-def unit_copy_for_verify(tmp_path: Path) -> Path:
-    """The unit with ExecStart pointing at an executable that exists here.
-
-    verify checks that ExecStart's binary exists, and /opt/vidd/bin/vidd only exists after
-    `make install`; the shipped file stays as it is.
-    """
-    text = UNIT.read_text()
-    assert "ExecStart=/opt/vidd/bin/vidd serve --config /etc/vidd/config.toml\n" in text
-    true = shutil.which("true") or "/bin/true"
-    copy = tmp_path / "vidd.service"
-    copy.write_text(text.replace("ExecStart=/opt/vidd/bin/vidd", f"ExecStart={true}"))
-    return copy
 
 
 @needs_analyze
 def test_verify_is_silent(tmp_path):
-    copy = unit_copy_for_verify(tmp_path)
-    r = subprocess.run(
-        [ANALYZE, "verify", copy.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    text = UNIT.read_text()
+    assert "ExecStart=/opt/vidd/bin/vidd serve --config /etc/vidd/config.toml\n" in text
+    copy = copy_for_verify(UNIT, tmp_path)
+    r = analyze("verify", copy.name, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "" and r.stderr == "", r.stdout + r.stderr
 
@@ -57,12 +37,7 @@ def test_verify_is_silent(tmp_path):
 @needs_analyze
 def test_security_exposure_at_most_2(tmp_path):
     # --offline reads the file itself; no running systemd is needed.
-    r = subprocess.run(
-        [ANALYZE, "security", "--offline=true", "--no-pager", str(UNIT)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = analyze("security", "--offline=true", "--no-pager", str(UNIT))
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().splitlines()[-1]
     m = re.search(r"exposure level for vidd\.service: (\d+\.\d+)", last)

@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -20,17 +17,16 @@ from testkit.redis import RedisServer
 from testkit.systemd_units import (
     MDWE_UNSUPPORTED,
     MDWE_WRAPPER,
+    ROOT,
+    analyze,
+    copy_for_verify,
     directives,
+    needs_analyze,
     unexplained_hardening,
 )
 from vidd import worker, worker_cli, worker_process
 
-ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "vidd-worker.service"
-ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(
-    ANALYZE is None, reason="systemd-analyze is not installed (`make test` installs systemd)"
-)
 
 
 @needs_analyze
@@ -38,24 +34,14 @@ def test_verify_is_silent(tmp_path):
     # verify wants ExecStart's binary to exist: /opt/vidd/bin/vidd exists only once installed.
     text = UNIT.read_text()
     assert "ExecStart=/opt/vidd/bin/vidd worker\n" in text
-    copy = tmp_path / "vidd-worker.service"
-    copy.write_text(
-        text.replace("ExecStart=/opt/vidd/bin/vidd", f"ExecStart={shutil.which('true')}")
-    )
-    r = subprocess.run(
-        [ANALYZE, "verify", copy.name], cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    copy = copy_for_verify(UNIT, tmp_path)
+    r = analyze("verify", copy.name, cwd=tmp_path)
     assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stdout + r.stderr
 
 
 @needs_analyze
 def test_security_exposure_at_most_2():
-    r = subprocess.run(
-        [ANALYZE, "security", "--offline=true", "--no-pager", str(UNIT)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = analyze("security", "--offline=true", "--no-pager", str(UNIT))
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().splitlines()[-1]
     m = re.search(r"exposure level for vidd-worker\.service: (\d+\.\d+)", last)
