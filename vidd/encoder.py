@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import children, disk, mp4, poster, probe, repackage
 from .config import Config, Profile
@@ -185,6 +185,28 @@ class _Run:
         self.on_progress(p)
 
 
+class JobEncoder(Protocol):
+    """What the pool runs jobs with: this module's Encoder, or remote.RemoteEncoder."""
+
+    outlives_vidd: bool
+
+    async def run(
+        self, job: Job, on_progress: Callable[[Progress], None], *, nice: int = 0
+    ) -> EncodeResult: ...
+
+    async def make_poster(self, job_id: str, duration: float, *, nice: int = 0) -> bool: ...
+
+    async def unavailable(self) -> str | None: ...
+
+    def renice(self, job_id: str, nice: int) -> bool: ...
+
+    def kill_all(self) -> None: ...
+
+    def detach(self, job_id: str) -> None: ...
+
+    def kept(self, job_id: str) -> bool: ...
+
+
 class Encoder:
     """Runs encodes; `running` maps a job id to its HandBrakeCLI process."""
 
@@ -211,6 +233,20 @@ class Encoder:
             "av_mp4",
             *profile.handbrake_args(),
         ]
+
+    # What the pool asks of every encoder (JobEncoder); the remote one answers otherwise.
+    outlives_vidd = False  # a local encode ends with vidd; a remote worker's goes on
+
+    async def unavailable(self) -> str | None:
+        """Why no encode can start now, or None: a local one always can."""
+        return None
+
+    def detach(self, job_id: str) -> None:
+        """vidd is stopping: nothing of a local encode goes on without it."""
+
+    def kept(self, job_id: str) -> bool:
+        """Whether a detached job's encode goes on: never for a local one."""
+        return False
 
     def renice(self, job_id: str, nice: int) -> bool:
         proc = self.running.get(job_id)

@@ -29,12 +29,11 @@ from typing import Any
 from . import disk, intake, shutdown
 from .config import Config
 from .dispatch import DispatchFailed
-from .encoder import EncodeFailed, Encoder, EncodeResult
+from .encoder import EncodeFailed, EncodeResult, JobEncoder
 from .job import IllegalTransition, Job, JobError, Status
 from .layout import Layout
 from .progress import Progress
 from .publish import Publisher
-from .remote import RemoteEncoder
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -117,7 +116,7 @@ class Pool:
         self,
         config: Config,
         store: Store,
-        encoder: Encoder | RemoteEncoder,
+        encoder: JobEncoder,
         layout: Layout,
         guard: disk.DiskGuard | None = None,
         publisher: Publisher | None = None,
@@ -240,8 +239,6 @@ class Pool:
     async def _broker_down(self) -> bool:
         """Remote workers: while the broker can't be reached, nothing is dispatched (the
         jobs wait queued; uploads and the page go on)."""
-        if not isinstance(self.encoder, RemoteEncoder):
-            return False
         reason = await self.encoder.unavailable()
         if reason is not None:
             if self._broker_paused is None:
@@ -323,11 +320,7 @@ class Pool:
     def _outcome(self, run: _Running, elapsed: float) -> _Outcome:
         job_id, encode, stop = run.job.id, run.encode, run.stop
         if encode is None or encode.cancelled():
-            if (
-                stop is Stop.SHUTDOWN
-                and isinstance(self.encoder, RemoteEncoder)
-                and self.encoder.kept(job_id)
-            ):
+            if stop is Stop.SHUTDOWN and self.encoder.kept(job_id):
                 return _Outcome(_nothing, "left to its remote worker; adopted at the next start")
             if stop is Stop.SHUTDOWN:
                 return _Outcome(
@@ -535,7 +528,7 @@ class Pool:
     def _stop(self, run: _Running, why: Stop) -> None:
         if run.stop is None or why is Stop.DELETE:
             run.stop = why
-        if run.stop is Stop.SHUTDOWN and isinstance(self.encoder, RemoteEncoder):
+        if run.stop is Stop.SHUTDOWN:
             self.encoder.detach(run.job.id)  # a claimed remote encode goes on
         if run.encode is not None:
             run.encode.cancel()
@@ -555,7 +548,7 @@ class Pool:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         deadline = time.monotonic() + timeout_s
         tasks = [r.task for r in self._running.values() if r.task is not None]
-        if isinstance(self.encoder, RemoteEncoder):
+        if self.encoder.outlives_vidd:
             tasks = []  # remote encodes outlive the front: the next start adopts them
         if tasks:
             log.info("pool: waiting up to %.0f s for %d encode(s)", timeout_s, len(tasks))

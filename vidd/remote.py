@@ -158,6 +158,8 @@ class RemoteEncoder:
 
     # --- the pool's side: the Encoder interface ------------------------------------
 
+    outlives_vidd = True  # a claimed attempt goes on while vidd stops; the next start adopts it
+
     def renice(self, job_id: str, nice: int) -> bool:
         return False  # the worker's HandBrake is not ours to renice
 
