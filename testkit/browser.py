@@ -27,14 +27,17 @@ CHROMIUM_ARGS = [
 ]
 
 
-def throttle(page: Any, upload: int) -> None:
-    """Chromium sends at most `upload` bytes a second from `page` (-1: no limit)."""
+def throttle(page: Any, upload: int, *, offline: bool = False) -> Any:
+    """Chromium sends at most `upload` bytes a second from `page` (-1: no limit); with
+    `offline`, nothing at all, the throttle kept (so that a request in flight fails
+    rather than being let through at full speed). Returns the DevTools session."""
     cdp = page.context.new_cdp_session(page)
     cdp.send("Network.enable")
     cdp.send(
         "Network.emulateNetworkConditions",
-        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": upload},
+        {"offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": upload},
     )
+    return cdp
 
 
 def daemon_env() -> dict[str, str]:

@@ -64,6 +64,9 @@ def test_offline_mid_upload_then_back_online(daemon_factory, video):
     with sync_playwright() as p:
         browser, context, page = open_page(p, d.url, problems)
         start_slow_upload(page, d.url, video, past=size // 4)
+        # The throttled request in flight fails at once (a plain set_offline could first
+        # lift the throttle and let it finish); set_offline then fires the page's event.
+        throttle(page, SLOW, offline=True)
         context.set_offline(True)
         pill = page.locator(".card.upload .pill")
         pill.filter(has_text="Paused").wait_for(timeout=15_000)
