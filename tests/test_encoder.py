@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from testkit.jobs import make_job
 from testkit.media import ffprobe, make_clip, mp4_top_boxes
 from testkit.tmpfs import tiny_disk
+from vidd import children
 from vidd.config import Profile
 from vidd.encoder import EncodeFailed, Encoder, output_rate
 from vidd.job import Job, Status, new_id
@@ -335,6 +337,79 @@ async def test_renice_and_kill_all_reach_a_running_encode(
         await asyncio.wait_for(task, 10)
     assert failed.value.code == "killed"
     assert gone(pid) and gone(grandchild)
+    assert_clean(cfg, job)
+
+
+def policies(pid: int) -> set[int]:
+    """The scheduling policies of a process's threads."""
+    return {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+
+async def test_background_reaches_the_whole_group_and_pauses_the_stall_clock(
+    clip, make_config, fake_handbrake, monkeypatch
+):
+    """An encode ranked behind another runs in the background (SCHED_IDLE), grandchild
+    and all, and may be starved there on purpose: it is not stalled however long it
+    goes without progress. Moved up, it is back to normal and its stall clock runs."""
+    assert children.can_move_up()  # the tests run as root
+    monkeypatch.setenv("FAKE_HB_MODE", "stall")
+    cfg = make_config(
+        encode={
+            "handbrake": fake_handbrake,
+            "child_env": FAKE_ENV,
+            "stall_timeout_s": 1.0,
+            "kill_grace_s": 1.0,
+        }
+    )
+    job = await intake_job(cfg, clip)
+    pids_file = Layout(cfg.storage).work(job.id) / "pids.json"
+    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
+    encoder = Encoder(cfg, Layout(cfg.storage))
+    task = asyncio.create_task(encoder.run(job, lambda p: None, nice=15, background=True))
+    while not pids_file.exists() or not pids_file.read_text():
+        await asyncio.sleep(0.02)
+    pids = json.loads(pids_file.read_text())
+    for pid in pids:
+        assert policies(pid) == {os.SCHED_IDLE}
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 15
+
+    await asyncio.sleep(2.5)  # 2.5 stall timeouts without progress, in the background
+    assert not task.done()
+
+    moved = time.monotonic()
+    assert encoder.renice(job.id, 5, background=False)
+    for pid in pids:
+        assert policies(pid) == {os.SCHED_OTHER}
+        assert os.getpriority(os.PRIO_PROCESS, pid) == 5
+    with pytest.raises(EncodeFailed) as failed:
+        await asyncio.wait_for(task, 20)
+    assert failed.value.code == "stalled"
+    assert time.monotonic() - moved >= 1.0  # the clock started when it moved up
+    assert all(gone(pid) for pid in pids)
+    assert_clean(cfg, job)
+
+
+async def test_where_nothing_can_move_up_the_background_is_a_nice_value_only(
+    clip, make_config, fake_handbrake, monkeypatch
+):
+    """Without the privilege to move a job up again, none goes into the background: one
+    left there when it comes first would be starved by those behind it."""
+    monkeypatch.setattr(children, "can_move_up", lambda: False)
+    monkeypatch.setenv("FAKE_HB_MODE", "stall")
+    cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV})
+    job = await intake_job(cfg, clip)
+    pids_file = Layout(cfg.storage).work(job.id) / "pids.json"
+    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
+    encoder = Encoder(cfg, Layout(cfg.storage))
+    task = asyncio.create_task(encoder.run(job, lambda p: None, nice=15, background=True))
+    while not pids_file.exists() or not pids_file.read_text():
+        await asyncio.sleep(0.02)
+    pid = json.loads(pids_file.read_text())[0]
+    assert policies(pid) == {os.SCHED_OTHER}
+    assert os.getpriority(os.PRIO_PROCESS, pid) == 15
+    encoder.kill_all()
+    with pytest.raises(EncodeFailed):
+        await asyncio.wait_for(task, 10)
     assert_clean(cfg, job)
 
 

@@ -126,6 +126,14 @@ def nice_of(proc: asyncio.subprocess.Process) -> int:
     return os.getpriority(os.PRIO_PROCESS, proc.pid)
 
 
+def rank_of(proc: asyncio.subprocess.Process) -> tuple[int, bool]:
+    """A running encode's nice value, and whether all its threads run in the background."""
+    tasks = os.listdir(f"/proc/{proc.pid}/task")
+    idle = {os.sched_getscheduler(int(t)) == os.SCHED_IDLE for t in tasks}
+    assert len(idle) == 1, "some threads in the background, some not"
+    return nice_of(proc), idle.pop()
+
+
 async def test_later_jobs_run_at_lower_priority_and_move_up(
     rig_factory: Callable[..., Any],
     fake_handbrake: str,
@@ -140,9 +148,13 @@ async def test_later_jobs_run_at_lower_priority_and_move_up(
         jobs = [await r.add(clip) for _ in range(4)]
         for job in jobs[:3]:
             await r.wait_status(job.id, Status.RUNNING)
-        running = r.pool.encoder.running
         await asyncio.sleep(0.3)
-        assert [nice_of(running[j.id]) for j in jobs[:3]] == [5, 12, 19]
+        # The first at nice 5; the ones behind it in the background, ranked by nice too.
+        assert [rank_of(r.pool.encoder.running[j.id]) for j in jobs[:3]] == [
+            (5, False),
+            (12, True),
+            (19, True),
+        ]
         fourth = await r.store.get(jobs[3].id)
         assert fourth is not None and fourth.status is Status.QUEUED
         assert fourth.queue_position == 0
@@ -150,7 +162,12 @@ async def test_later_jobs_run_at_lower_priority_and_move_up(
         assert await r.pool.cancel(jobs[0].id)
         await r.wait_status(jobs[3].id, Status.RUNNING)  # the free slot is filled at once
         await asyncio.sleep(0.3)
-        assert [nice_of(running[j.id]) for j in jobs[1:]] == [5, 12, 19]
+        # The second moved up, out of the background; the new one went in behind.
+        assert [rank_of(r.pool.encoder.running[j.id]) for j in jobs[1:]] == [
+            (5, False),
+            (12, True),
+            (19, True),
+        ]
         cancelled = await r.store.get(jobs[0].id)
         assert cancelled is not None and cancelled.status is Status.CANCELLED
     finally:

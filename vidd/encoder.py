@@ -140,6 +140,9 @@ class _Run:
     rate: float | None = None  # the output frame rate, for the meter's frame count
     source: MediaInfo | None = None
     rejected: str | None = None  # why the scan found it is not a video
+    # Ranked behind another encode: it may be starved of CPU on purpose, so its stall
+    # clock stands still until it moves up.
+    background: bool = False
 
     def on_stderr(self, line: str) -> None:
         self.tail.append(line)
@@ -191,14 +194,19 @@ class JobEncoder(Protocol):
     outlives_vidd: bool
 
     async def run(
-        self, job: Job, on_progress: Callable[[Progress], None], *, nice: int = 0
+        self,
+        job: Job,
+        on_progress: Callable[[Progress], None],
+        *,
+        nice: int = 0,
+        background: bool = False,
     ) -> EncodeResult: ...
 
     async def make_poster(self, job_id: str, duration: float, *, nice: int = 0) -> bool: ...
 
     async def unavailable(self) -> str | None: ...
 
-    def renice(self, job_id: str, nice: int) -> bool: ...
+    def renice(self, job_id: str, nice: int, *, background: bool = False) -> bool: ...
 
     def kill_all(self) -> None: ...
 
@@ -213,11 +221,16 @@ class Encoder:
     def __init__(self, config: Config, layout: Layout) -> None:
         self.config = config
         self.layout = layout
-        self.running: dict[str, asyncio.subprocess.Process] = {}
+        self._runs: dict[str, _Run] = {}  # job id -> what its running encode has seen
         self._killed: set[str] = set()  # by kill_all: reported as such, not as a crash
 
     def __repr__(self) -> str:
-        return f"<Encoder running={len(self.running)}>"
+        return f"<Encoder running={len(self._runs)}>"
+
+    @property
+    def running(self) -> dict[str, asyncio.subprocess.Process]:
+        """Each running encode's HandBrakeCLI process, by job id."""
+        return {job_id: run.proc for job_id, run in self._runs.items()}
 
     def command(self, job: Job) -> list[str]:
         """The HandBrakeCLI argument list for a job. File names are vidd's own, never a user's."""
@@ -248,9 +261,22 @@ class Encoder:
         """Whether a detached job's encode goes on: never for a local one."""
         return False
 
-    def renice(self, job_id: str, nice: int) -> bool:
-        proc = self.running.get(job_id)
-        return proc is not None and proc.returncode is None and children.set_nice(proc, nice)
+    def renice(self, job_id: str, nice: int, *, background: bool = False) -> bool:
+        """Move a running encode to `nice`, into or out of the background (behind
+        another encode: it gets only the CPU time the ones ahead leave)."""
+        run = self._runs.get(job_id)
+        if run is None or run.proc.returncode is not None:
+            return False
+        if run.background and not background:
+            run.last_change = time.monotonic()  # its stall clock starts now
+        run.background = background
+        return children.set_priority(run.proc, nice, background=self._background(background))
+
+    @staticmethod
+    def _background(asked: bool) -> bool:
+        """Into the background only if it can be moved out again when it comes first;
+        else the nice value alone ranks it."""
+        return asked and children.can_move_up()
 
     def kill_all(self) -> None:
         """A forced exit: SIGKILL every running encode's group now, without waiting."""
@@ -259,7 +285,12 @@ class Encoder:
             children.kill_now(proc)
 
     async def run(
-        self, job: Job, on_progress: Callable[[Progress], None], *, nice: int = 0
+        self,
+        job: Job,
+        on_progress: Callable[[Progress], None],
+        *,
+        nice: int = 0,
+        background: bool = False,
     ) -> EncodeResult:
         """Encode a job into videos/<id>.mp4. Raises EncodeFailed. The poster is not made
         here: the job is done without it, and make_poster adds it a moment later."""
@@ -270,7 +301,7 @@ class Encoder:
             if repackaged is not None:
                 output, log_tail = repackaged
             else:
-                output, log_tail, scanned = await self._encode(job, on_progress, nice)
+                output, log_tail, scanned = await self._encode(job, on_progress, nice, background)
         finally:
             self.layout.clear_tmp_of(job.id)  # the work folder, HandBrake's leftovers in it
         return EncodeResult(
@@ -341,7 +372,7 @@ class Encoder:
         return output, tail.strip()
 
     async def _encode(
-        self, job: Job, on_progress: Callable[[Progress], None], nice: int
+        self, job: Job, on_progress: Callable[[Progress], None], nice: int, background: bool
     ) -> tuple[MediaInfo, str, MediaInfo | None]:
         """Run HandBrake, verify its output and move it to videos/: (output, log tail,
         the source's facts when this encode's scan found them)."""
@@ -371,7 +402,9 @@ class Encoder:
             pass_env=cfg.child_env,
         )
         try:
-            proc = await children.spawn(args, nice=nice, box=box)
+            proc = await children.spawn(
+                args, nice=nice, background=self._background(background), box=box
+            )
         except OSError as e:
             raise EncodeFailed("spawn_failed", f"HandBrakeCLI could not start: {e}") from None
         rate = output_rate(profile)
@@ -385,13 +418,14 @@ class Encoder:
             size=size,
             rate=rate,
             source=source,
+            background=background,
         )
         log.info("job %s: encoding with %s (pid %d)", job.id, job.profile, proc.pid)
-        self.running[job.id] = proc
+        self._runs[job.id] = run
         try:
             code = await self._supervise(run)
         finally:
-            self.running.pop(job.id, None)
+            self._runs.pop(job.id, None)
             killed = job.id in self._killed
             self._killed.discard(job.id)
             # SIGTERM, SIGKILL after the grace, reap; and kill any grandchild left in the
@@ -454,6 +488,8 @@ class Encoder:
         try:
             watched: set[asyncio.Task[Any]] = {waiter, *readers}
             while not waiter.done():
+                if run.background:  # starved on purpose, maybe: not a stall
+                    run.last_change = time.monotonic()
                 idle = time.monotonic() - run.last_change
                 if idle >= stall_s:
                     await children.stop(proc, self.config.encode.kill_grace_s)

@@ -43,7 +43,9 @@ DROPPED_CATEGORIES = {"Cc", "Cf", "Cs"}
 SAFE_EXT = re.compile(r"\.[a-z0-9]{1,8}")
 COPY_CHUNK = 1 << 20
 # The probe of an inbox file that waits for a slot: nobody waits on its answer, and at
-# nice 0 it outweighed the first encode (nice 5, pool.ENCODE_NICE) threefold.
+# nice 0 it outweighed the first encode (nice 5, pool.ENCODE_NICE) threefold. Not in the
+# background like the encodes behind the first: starved there, it could outlast its
+# timeout and get a video rejected.
 WAITING_PROBE_NICE = 10
 
 

@@ -1,9 +1,11 @@
 """The pool: runs queued jobs through the encoder, at most `encode.max_parallel` at once,
 and records how each one ended.
 
-The oldest running job gets the CPU first: each later one runs at a higher nice value,
-so running several at once fills the cores HandBrake's scan and mux phases leave idle
-without delaying the first result. A failure is recorded on the job, never raised; a
+The oldest running job gets the CPU first: each later one runs in the background (only
+CPU time the first leaves: see children.set_priority) and at a higher nice value, so
+running several at once fills the cores HandBrake's scan, mux and single-threaded
+stages leave idle without delaying the first result. When the first ends, the next
+moves up. A failure is recorded on the job, never raised; a
 store that cannot take the record is retried with backoff, the output kept meanwhile.
 
 Claims, cancels and deletes of running jobs are serialised by one lock, and a job's task
@@ -68,6 +70,7 @@ class Stop(enum.StrEnum):
 class _Running:
     job: Job
     nice: int = 0
+    background: bool = False  # ranked behind another running job
     task: asyncio.Task[None] | None = None
     encode: asyncio.Task[EncodeResult] | None = None
     stop: Stop | None = None
@@ -276,17 +279,20 @@ class Pool:
                 return False
             run = _Running(job)
             self._running[job.id] = run
-            run.nice = self._nice_for(job.id)
+            run.nice, run.background = self._rank(job.id)
             run.task = asyncio.create_task(self._run_job(run), name=f"job-{job.id}")
             return True
 
-    def _nice_for(self, job_id: str) -> int:
+    def _rank(self, job_id: str) -> tuple[int, bool]:
+        """A running job's nice value, and whether it runs in the background: the
+        oldest first, each later one behind it."""
         place = list(self._running).index(job_id)
-        return min(19, ENCODE_NICE + place * self.config.encode.nice_step)
+        return min(19, ENCODE_NICE + place * self.config.encode.nice_step), place > 0
 
     def _reprioritise(self) -> None:
         for job_id in self._running:
-            self.encoder.renice(job_id, self._nice_for(job_id))
+            nice, background = self._rank(job_id)
+            self.encoder.renice(job_id, nice, background=background)
 
     # --- one job -------------------------------------------------------------------
 
@@ -295,7 +301,12 @@ class Pool:
         try:
             if run.stop is None:
                 run.encode = asyncio.create_task(
-                    self.encoder.run(run.job, self._progress_writer(run.job.id), nice=run.nice)
+                    self.encoder.run(
+                        run.job,
+                        self._progress_writer(run.job.id),
+                        nice=run.nice,
+                        background=run.background,
+                    )
                 )
                 await asyncio.wait([run.encode])
             run.recording = True

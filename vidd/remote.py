@@ -160,7 +160,7 @@ class RemoteEncoder:
 
     outlives_vidd = True  # a claimed attempt goes on while vidd stops; the next start adopts it
 
-    def renice(self, job_id: str, nice: int) -> bool:
+    def renice(self, job_id: str, nice: int, *, background: bool = False) -> bool:
         return False  # the worker's HandBrake is not ours to renice
 
     def kill_all(self) -> None:
@@ -185,7 +185,12 @@ class RemoteEncoder:
         return dict(self._adopted)
 
     async def run(
-        self, job: Job, on_progress: Callable[[Progress], None], *, nice: int = 0
+        self,
+        job: Job,
+        on_progress: Callable[[Progress], None],
+        *,
+        nice: int = 0,
+        background: bool = False,
     ) -> EncodeResult:
         """Dispatch the job (or wait for its adopted attempt) until a worker's verified
         output is in videos/. Raises EncodeFailed, or DispatchFailed (the pool requeues)."""
