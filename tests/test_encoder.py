@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import stat
@@ -390,11 +391,12 @@ async def test_background_reaches_the_whole_group_and_pauses_the_stall_clock(
 
 
 async def test_where_nothing_can_move_up_the_background_is_a_nice_value_only(
-    clip, make_config, fake_handbrake, monkeypatch
+    clip, make_config, fake_handbrake, monkeypatch, caplog
 ):
     """Without the privilege to move a job up again, none goes into the background: one
     left there when it comes first would be starved by those behind it."""
     monkeypatch.setattr(children, "can_move_up", lambda: False)
+    caplog.set_level(logging.INFO, logger="vidd.encoder")
     monkeypatch.setenv("FAKE_HB_MODE", "stall")
     cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV})
     job = await intake_job(cfg, clip)
@@ -407,6 +409,7 @@ async def test_where_nothing_can_move_up_the_background_is_a_nice_value_only(
     pid = json.loads(pids_file.read_text())[0]
     assert policies(pid) == {os.SCHED_OTHER}
     assert os.getpriority(os.PRIO_PROCESS, pid) == 15
+    assert "ranked by nice value only" in caplog.text
     encoder.kill_all()
     with pytest.raises(EncodeFailed):
         await asyncio.wait_for(task, 10)

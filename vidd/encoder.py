@@ -222,6 +222,7 @@ class Encoder:
         self.config = config
         self.layout = layout
         self._runs: dict[str, _Run] = {}  # job id -> what its running encode has seen
+        self._said_nice_only = False
         self._killed: set[str] = set()  # by kill_all: reported as such, not as a crash
 
     def __repr__(self) -> str:
@@ -272,11 +273,21 @@ class Encoder:
         run.background = background
         return children.set_priority(run.proc, nice, background=self._background(background))
 
-    @staticmethod
-    def _background(asked: bool) -> bool:
+    def _background(self, asked: bool) -> bool:
         """Into the background only if it can be moved out again when it comes first;
-        else the nice value alone ranks it."""
-        return asked and children.can_move_up()
+        else the nice value alone ranks it (said once in the log)."""
+        if not asked:
+            return False
+        if children.can_move_up():
+            return True
+        if not self._said_nice_only:
+            self._said_nice_only = True
+            log.info(
+                "encoder: the encodes behind the first are ranked by nice value only: vidd "
+                "may not move an encode up again (it needs CAP_SYS_NICE or a nice limit, "
+                "as the unit's LimitNICE=+0)"
+            )
+        return False
 
     def kill_all(self) -> None:
         """A forced exit: SIGKILL every running encode's group now, without waiting."""
