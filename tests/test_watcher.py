@@ -436,6 +436,41 @@ async def test_a_file_renamed_in_whole_skips_the_quiet_time_a_written_one_waits(
             await watcher.stop()
 
 
+async def test_a_file_just_written_elsewhere_and_renamed_in_skips_the_quiet_time_too(
+    make_config, clip: Path, tmp_path: Path
+) -> None:
+    """A fresh mtime does not tell a rename from a file written in place at once (watchfiles
+    reports both as one "added"); inotify's own IN_MOVED_TO does (arrivals.py). The file
+    written in place, in one go, still waits the quiet time."""
+    quiet = 4.0  # long, so that which rule took a file shows
+    cfg = make_config(
+        watch={"stable_seconds": 30.0, "lease_quiet_seconds": quiet, "rescan_seconds": 60.0}
+    )
+    cfg.storage.data_dir.mkdir(parents=True)
+    async with Store(cfg.storage.db_path) as store:
+        recorder = Recorder()
+        store.subscribe(recorder)
+        watcher = Watcher(cfg, Intake(cfg, store, Layout(cfg.storage)))
+        await watcher.start()
+        try:
+            staged = tmp_path / "staged.avi"
+            shutil.copyfile(clip, staged)  # written just now: its mtime is fresh
+            dropped = time.monotonic()
+            os.rename(staged, cfg.storage.inbox_dir / "atomic.avi")
+            (job,) = await wait_jobs(store, 1, timeout=quiet * 3)
+            assert job.name == "atomic.avi"
+            assert recorder.added[job.id] - dropped < 1.0
+
+            in_place = cfg.storage.inbox_dir / "written.avi"
+            in_place.write_bytes(clip.read_bytes())  # created, written, closed at once
+            written = time.monotonic()
+            jobs = await wait_jobs(store, 2, timeout=quiet * 4)
+            (second,) = [j for j in jobs if j.name == "written.avi"]
+            assert recorder.added[second.id] - written >= quiet - 0.05
+        finally:
+            await watcher.stop()
+
+
 async def test_a_renamed_in_file_is_taken_on_its_event_not_at_a_tick(
     env, watching, clip: Path, tmp_path: Path, monkeypatch
 ) -> None:

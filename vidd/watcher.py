@@ -10,13 +10,13 @@ see lease.py), no event for `watch.lease_quiet_seconds`, and the same size and m
 on two checks in a row. Where Linux can't answer, `watch.stable_seconds` of quiet
 stands in for the lease.
 
-A file renamed in whole (its arrival its only event, its content unchanged for
-`watch.lease_quiet_seconds` by its mtime) needs no quiet after the rename: it moved no
-data, and its mtime already shows the quiet the rule waits for, so only the lease
-stands between it and the intake, asked as soon as its event arrives: on that first
-look a second stat would only repeat what the mtime says. Once looked at, a file that
-changes between two checks waits (the change's event may still be on its way), and any
-other event (a write, a close, a change of mode) puts it back on the quiet rule.
+A file renamed in whole (its arrival its only event, and a rename by inotify's own word,
+see arrivals.py, or its content unchanged for `watch.lease_quiet_seconds` by its mtime)
+needs no quiet after the rename: it moved no data, and was written before it came, so
+only the lease stands between it and the intake, asked as soon as its event arrives: on
+that first look a second stat would only repeat what the rename says. Once looked at, a
+file that changes between two checks waits (the change's event may still be on its way),
+and any other event (a write, a close, a change of mode) puts it back on the quiet rule.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from pathlib import Path
 from watchfiles import Change, awatch
 
 from . import lease
+from .arrivals import Arrivals
 from .config import Config
 from .intake import Intake, clean_name
 
@@ -98,6 +99,7 @@ class Watcher:
         self.config = config
         self.intake = intake
         self.inbox = config.storage.inbox_dir
+        self._arrivals = Arrivals(self.inbox)  # which files were renamed in whole
         self._candidates: dict[Path, _Candidate] = {}
         # Entries that are not regular files, each said once: (device, inode, type) by path.
         self._not_taken: dict[Path, tuple[int, int, int]] = {}
@@ -174,6 +176,7 @@ class Watcher:
         """(Re)start the watchfiles loop, then scan: files that came before it are seen too."""
         await self._disarm()
         self.inbox.mkdir(parents=True, exist_ok=True)
+        self._arrivals.open()
         st = self.inbox.stat()
         self._inbox_id = (st.st_dev, st.st_ino)
         self._watch_stop = asyncio.Event()
@@ -200,6 +203,7 @@ class Watcher:
     async def _disarm(self) -> None:
         task, self._watch_task = self._watch_task, None
         self._armed = False
+        self._arrivals.close()
         if task is None:
             return
         # Cancelling alone would wait for the watchfiles thread's next timeout (5 s);
@@ -352,6 +356,7 @@ class Watcher:
         quiet_needed = watch.lease_quiet_seconds
         now = time.monotonic()
         wall_ns = time.time_ns()
+        self._arrivals.catch_up()
         for path, cand in list(self._candidates.items()):
             if len(self._admitting) >= ADMIT_SLOTS:
                 break
@@ -389,8 +394,11 @@ class Watcher:
                     cand.failed_at = now  # touched but unchanged: still failed
                     continue
                 cand.failed_sig = None
-            # Its arrival its only event, and no write for the quiet time: renamed in.
-            renamed_in = cand.events <= 1 and wall_ns - st.st_mtime_ns >= quiet_needed * 1e9
+            # Its arrival its only event, and renamed in (the kernel says so, or its mtime
+            # shows no write for the quiet time): it arrived whole.
+            renamed_in = cand.events <= 1 and (
+                self._arrivals.whole(path) or wall_ns - st.st_mtime_ns >= quiet_needed * 1e9
+            )
             # A change between two checks is a write whose event may still be on its way:
             # wait for it. Only a first look at a renamed-in file needs no second one.
             if sig != prev and not (renamed_in and prev is None):
