@@ -32,6 +32,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 REAL = "/usr/bin/HandBrakeCLI"
@@ -119,6 +120,8 @@ def main(argv: list[str]) -> int:
     block("Version", {"Name": "HandBrake", "VersionString": "1.6.1-fake"})
     some_progress(output)
     if mode == "stall":
+        # A second thread, as HandBrake has many: vidd's priorities must reach them all.
+        threading.Thread(target=time.sleep, args=(1000,), daemon=True).start()
         grandchild = subprocess.Popen(["sleep", "1000"])  # noqa: S603, S607
         pids = [os.getpid(), grandchild.pid]
         print(f"fake pids: {json.dumps(pids)}", file=sys.stderr, flush=True)

@@ -20,7 +20,7 @@ from testkit.media import ffprobe, make_clip, mp4_top_boxes
 from testkit.tmpfs import tiny_disk
 from vidd import children
 from vidd.config import Profile
-from vidd.encoder import EncodeFailed, Encoder, output_rate
+from vidd.encoder import EncodeFailed, Encoder, Priority, output_rate
 from vidd.job import Job, Status, new_id
 from vidd.layout import Layout
 from vidd.probe import probe
@@ -322,16 +322,16 @@ async def test_renice_and_kill_all_reach_a_running_encode(
     monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
     encoder = Encoder(cfg, Layout(cfg.storage))
     started = asyncio.Event()
-    task = asyncio.create_task(encoder.run(job, lambda p: started.set(), nice=3))
+    task = asyncio.create_task(encoder.run(job, lambda p: started.set(), priority=Priority(3)))
     await asyncio.wait_for(started.wait(), 20)
     while not pids_file.exists() or not pids_file.read_text():
         await asyncio.sleep(0.02)
     pid, grandchild = json.loads(pids_file.read_text())
     assert os.getpriority(os.PRIO_PROCESS, pid) == 3
-    assert encoder.renice(job.id, 7)
+    assert encoder.renice(job.id, Priority(7))
     assert os.getpriority(os.PRIO_PROCESS, pid) == 7
     assert os.getpriority(os.PRIO_PROCESS, grandchild) == 7  # the whole group
-    assert not encoder.renice("no-such-job", 7)
+    assert not encoder.renice("no-such-job", Priority(7))
 
     encoder.kill_all()
     with pytest.raises(EncodeFailed) as failed:
@@ -352,7 +352,8 @@ async def test_background_reaches_the_whole_group_and_pauses_the_stall_clock(
     """An encode ranked behind another runs in the background (SCHED_IDLE), grandchild
     and all, and may be starved there on purpose: it is not stalled however long it
     goes without progress. Moved up, it is back to normal and its stall clock runs."""
-    assert children.can_move_up()  # the tests run as root
+    if not children.can_move_up():
+        pytest.skip("needs the right to move a child up again (root or CAP_SYS_NICE)")
     monkeypatch.setenv("FAKE_HB_MODE", "stall")
     cfg = make_config(
         encode={
@@ -366,10 +367,12 @@ async def test_background_reaches_the_whole_group_and_pauses_the_stall_clock(
     pids_file = Layout(cfg.storage).work(job.id) / "pids.json"
     monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
     encoder = Encoder(cfg, Layout(cfg.storage))
-    task = asyncio.create_task(encoder.run(job, lambda p: None, nice=15, background=True))
+    priority = Priority(15, background=True)
+    task = asyncio.create_task(encoder.run(job, lambda p: None, priority=priority))
     while not pids_file.exists() or not pids_file.read_text():
         await asyncio.sleep(0.02)
     pids = json.loads(pids_file.read_text())
+    assert len(os.listdir(f"/proc/{pids[0]}/task")) >= 2  # the fake's threads, every one:
     for pid in pids:
         assert policies(pid) == {os.SCHED_IDLE}
         assert os.getpriority(os.PRIO_PROCESS, pid) == 15
@@ -378,7 +381,8 @@ async def test_background_reaches_the_whole_group_and_pauses_the_stall_clock(
     assert not task.done()
 
     moved = time.monotonic()
-    assert encoder.renice(job.id, 5, background=False)
+    priority.nice, priority.background = 5, False
+    assert encoder.renice(job.id, priority)
     for pid in pids:
         assert policies(pid) == {os.SCHED_OTHER}
         assert os.getpriority(os.PRIO_PROCESS, pid) == 5
@@ -394,22 +398,61 @@ async def test_where_nothing_can_move_up_the_background_is_a_nice_value_only(
     clip, make_config, fake_handbrake, monkeypatch, caplog
 ):
     """Without the privilege to move a job up again, none goes into the background: one
-    left there when it comes first would be starved by those behind it."""
+    left there when it comes first would be starved by those behind it. Not in the
+    background, its stall clock runs."""
     monkeypatch.setattr(children, "can_move_up", lambda: False)
     caplog.set_level(logging.INFO, logger="vidd.encoder")
     monkeypatch.setenv("FAKE_HB_MODE", "stall")
-    cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV})
+    cfg = make_config(
+        encode={
+            "handbrake": fake_handbrake,
+            "child_env": FAKE_ENV,
+            "stall_timeout_s": 1.0,
+            "kill_grace_s": 1.0,
+        }
+    )
     job = await intake_job(cfg, clip)
     pids_file = Layout(cfg.storage).work(job.id) / "pids.json"
     monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
     encoder = Encoder(cfg, Layout(cfg.storage))
-    task = asyncio.create_task(encoder.run(job, lambda p: None, nice=15, background=True))
+    task = asyncio.create_task(
+        encoder.run(job, lambda p: None, priority=Priority(15, background=True))
+    )
     while not pids_file.exists() or not pids_file.read_text():
         await asyncio.sleep(0.02)
     pid = json.loads(pids_file.read_text())[0]
     assert policies(pid) == {os.SCHED_OTHER}
     assert os.getpriority(os.PRIO_PROCESS, pid) == 15
     assert "ranked by nice value only" in caplog.text
+    with pytest.raises(EncodeFailed) as failed:
+        await asyncio.wait_for(task, 10)
+    assert failed.value.code == "stalled"
+    assert_clean(cfg, job)
+
+
+async def test_a_priority_changed_while_the_encode_starts_is_the_one_it_gets(
+    clip, make_config, fake_handbrake, monkeypatch
+):
+    """The pool may move a job up before its HandBrake runs (the one ahead ended): the
+    encode must not start in the background anyway."""
+    if not children.can_move_up():
+        pytest.skip("needs the right to move a child up again (root or CAP_SYS_NICE)")
+    monkeypatch.setenv("FAKE_HB_MODE", "stall")
+    cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV})
+    job = await intake_job(cfg, clip)
+    pids_file = Layout(cfg.storage).work(job.id) / "pids.json"
+    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
+    encoder = Encoder(cfg, Layout(cfg.storage))
+    priority = Priority(15, background=True)
+    task = asyncio.create_task(encoder.run(job, lambda p: None, priority=priority))
+    await asyncio.sleep(0)  # it has started, HandBrake not yet
+    priority.nice, priority.background = 5, False
+    assert not encoder.renice(job.id, priority)  # not running yet: taken when it runs
+    while not pids_file.exists() or not pids_file.read_text():
+        await asyncio.sleep(0.02)
+    pid = json.loads(pids_file.read_text())[0]
+    assert policies(pid) == {os.SCHED_OTHER}
+    assert os.getpriority(os.PRIO_PROCESS, pid) == 5
     encoder.kill_all()
     with pytest.raises(EncodeFailed):
         await asyncio.wait_for(task, 10)

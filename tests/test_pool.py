@@ -149,7 +149,8 @@ async def test_later_jobs_run_at_lower_priority_and_move_up(
         for job in jobs[:3]:
             await r.wait_status(job.id, Status.RUNNING)
         await asyncio.sleep(0.3)
-        # The first at nice 5; the ones behind it in the background, ranked by nice too.
+        # The first at nice 5; the ones behind it in the background (and at higher nice
+        # values, which rank them only where vidd can't use the background).
         assert [rank_of(r.pool.encoder.running[j.id]) for j in jobs[:3]] == [
             (5, False),
             (12, True),

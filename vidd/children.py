@@ -24,6 +24,7 @@ MAX_OUTPUT = 4 << 20  # bytes kept of each stream of a short command (a scan's J
 PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
 
 
+POLICY_PASSES = 3  # set_priority's passes over a group's threads at most
 SANDBOX = Path(__file__).with_name("sandbox.py")
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -117,10 +118,17 @@ def set_priority(proc: asyncio.subprocess.Process, nice: int, *, background: boo
     """
     policy = os.SCHED_IDLE if background else os.SCHED_OTHER
     try:
-        for tid in _group_threads(proc.pid):
-            with contextlib.suppress(ProcessLookupError):  # a thread that just ended
-                if os.sched_getscheduler(tid) != policy:
-                    os.sched_setscheduler(tid, policy, os.sched_param(0))
+        # Again while a pass finds threads to change: one started meanwhile by a thread
+        # not yet changed took the old policy.
+        for _ in range(POLICY_PASSES):
+            changed = False
+            for tid in _group_threads(proc.pid):
+                with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+                    if os.sched_getscheduler(tid) != policy:
+                        os.sched_setscheduler(tid, policy, os.sched_param(0))
+                        changed = True
+            if not changed:
+                break
         os.setpriority(os.PRIO_PGRP, proc.pid, max(0, min(19, nice)))
         return True
     except (PermissionError, ProcessLookupError):

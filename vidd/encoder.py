@@ -123,6 +123,19 @@ async def _lines(stream: asyncio.StreamReader) -> AsyncIterator[str]:
 
 
 @dataclass
+class Priority:
+    """Where a job's encode stands: its nice value, and whether it runs in the background
+    (behind another encode: only the CPU time the ones ahead leave; see
+    children.set_priority). The pool changes it as jobs end; the encoder applies it."""
+
+    nice: int = 0
+    background: bool = False
+
+    def __call__(self) -> tuple[int, bool]:
+        return self.nice, self.background
+
+
+@dataclass
 class _Run:
     """What one running encode has seen so far."""
 
@@ -140,8 +153,9 @@ class _Run:
     rate: float | None = None  # the output frame rate, for the meter's frame count
     source: MediaInfo | None = None
     rejected: str | None = None  # why the scan found it is not a video
-    # Ranked behind another encode: it may be starved of CPU on purpose, so its stall
-    # clock stands still until it moves up.
+    priority: Priority = field(default_factory=Priority)  # as the pool asks it
+    # In the background now: it may be starved of CPU on purpose, so its stall clock
+    # stands still until it moves up.
     background: bool = False
 
     def on_stderr(self, line: str) -> None:
@@ -198,15 +212,14 @@ class JobEncoder(Protocol):
         job: Job,
         on_progress: Callable[[Progress], None],
         *,
-        nice: int = 0,
-        background: bool = False,
+        priority: Priority | None = None,
     ) -> EncodeResult: ...
 
     async def make_poster(self, job_id: str, duration: float, *, nice: int = 0) -> bool: ...
 
     async def unavailable(self) -> str | None: ...
 
-    def renice(self, job_id: str, nice: int, *, background: bool = False) -> bool: ...
+    def renice(self, job_id: str, priority: Priority) -> bool: ...
 
     def kill_all(self) -> None: ...
 
@@ -262,18 +275,23 @@ class Encoder:
         """Whether a detached job's encode goes on: never for a local one."""
         return False
 
-    def renice(self, job_id: str, nice: int, *, background: bool = False) -> bool:
-        """Move a running encode to `nice`, into or out of the background (behind
-        another encode: it gets only the CPU time the ones ahead leave)."""
+    def renice(self, job_id: str, priority: Priority) -> bool:
+        """Give a running encode this priority. False if it is not running (yet): an
+        encode still starting takes its priority's latest values once it runs."""
         run = self._runs.get(job_id)
         if run is None or run.proc.returncode is not None:
             return False
+        run.priority = priority
+        return self._apply(run)
+
+    def _apply(self, run: _Run) -> bool:
+        background = self._may_background(run.priority.background)
         if run.background and not background:
             run.last_change = time.monotonic()  # its stall clock starts now
         run.background = background
-        return children.set_priority(run.proc, nice, background=self._background(background))
+        return children.set_priority(run.proc, run.priority.nice, background=background)
 
-    def _background(self, asked: bool) -> bool:
+    def _may_background(self, asked: bool) -> bool:
         """Into the background only if it can be moved out again when it comes first;
         else the nice value alone ranks it (said once in the log)."""
         if not asked:
@@ -300,19 +318,19 @@ class Encoder:
         job: Job,
         on_progress: Callable[[Progress], None],
         *,
-        nice: int = 0,
-        background: bool = False,
+        priority: Priority | None = None,
     ) -> EncodeResult:
         """Encode a job into videos/<id>.mp4. Raises EncodeFailed. The poster is not made
         here: the job is done without it, and make_poster adds it a moment later."""
         self.layout.clear_tmp_of(job.id)  # leftovers of an attempt vidd did not see through
+        priority = priority or Priority()
         try:
-            repackaged = await self._repackage(job, nice)
+            repackaged = await self._repackage(job, priority.nice)
             scanned = None
             if repackaged is not None:
                 output, log_tail = repackaged
             else:
-                output, log_tail, scanned = await self._encode(job, on_progress, nice, background)
+                output, log_tail, scanned = await self._encode(job, on_progress, priority)
         finally:
             self.layout.clear_tmp_of(job.id)  # the work folder, HandBrake's leftovers in it
         return EncodeResult(
@@ -383,7 +401,7 @@ class Encoder:
         return output, tail.strip()
 
     async def _encode(
-        self, job: Job, on_progress: Callable[[Progress], None], nice: int, background: bool
+        self, job: Job, on_progress: Callable[[Progress], None], priority: Priority
     ) -> tuple[MediaInfo, str, MediaInfo | None]:
         """Run HandBrake, verify its output and move it to videos/: (output, log tail,
         the source's facts when this encode's scan found them)."""
@@ -412,10 +430,10 @@ class Encoder:
             reads=(source_path.resolve(), Path(cfg.handbrake)),
             pass_env=cfg.child_env,
         )
+        asked = priority()
+        background = self._may_background(priority.background)
         try:
-            proc = await children.spawn(
-                args, nice=nice, background=self._background(background), box=box
-            )
+            proc = await children.spawn(args, nice=priority.nice, background=background, box=box)
         except OSError as e:
             raise EncodeFailed("spawn_failed", f"HandBrakeCLI could not start: {e}") from None
         rate = output_rate(profile)
@@ -429,14 +447,19 @@ class Encoder:
             size=size,
             rate=rate,
             source=source,
+            priority=priority,
             background=background,
         )
         log.info("job %s: encoding with %s (pid %d)", job.id, job.profile, proc.pid)
         self._runs[job.id] = run
+        if priority() != asked:  # moved up (or back) while HandBrake started
+            self._apply(run)
         try:
             code = await self._supervise(run)
         finally:
             self._runs.pop(job.id, None)
+            if run.background:  # let it stop at normal speed, not on leftover CPU time
+                children.set_priority(proc, run.priority.nice)
             killed = job.id in self._killed
             self._killed.discard(job.id)
             # SIGTERM, SIGKILL after the grace, reap; and kill any grandchild left in the

@@ -1,12 +1,14 @@
 """The pool: runs queued jobs through the encoder, at most `encode.max_parallel` at once,
 and records how each one ended.
 
-The oldest running job gets the CPU first: each later one runs in the background (only
-CPU time the first leaves: see children.set_priority) and at a higher nice value, so
-running several at once fills the cores HandBrake's scan, mux and single-threaded
-stages leave idle without delaying the first result. When the first ends, the next
-moves up. A failure is recorded on the job, never raised; a
-store that cannot take the record is retried with backoff, the output kept meanwhile.
+The oldest running job gets the CPU first: the later ones run in the background, sharing
+what CPU time the first leaves (see children.set_priority), so running several at once
+fills the cores HandBrake's scan, mux and single-threaded stages leave idle without
+delaying the first result. When the first ends, the next moves up. (Where vidd may not
+move a job up again, each later one runs at a higher nice value instead.)
+
+A failure is recorded on the job, never raised; a store that cannot take the record is
+retried with backoff, the output kept meanwhile.
 
 Claims, cancels and deletes of running jobs are serialised by one lock, and a job's task
 is never cancelled itself (only its encode is), so it always releases its slot and
@@ -25,13 +27,13 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import disk, intake, shutdown
 from .config import Config
 from .dispatch import DispatchFailed
-from .encoder import EncodeFailed, EncodeResult, JobEncoder
+from .encoder import EncodeFailed, EncodeResult, JobEncoder, Priority
 from .job import IllegalTransition, Job, JobError, Status
 from .layout import Layout
 from .progress import Progress
@@ -69,8 +71,7 @@ class Stop(enum.StrEnum):
 @dataclass
 class _Running:
     job: Job
-    nice: int = 0
-    background: bool = False  # ranked behind another running job
+    priority: Priority = field(default_factory=Priority)
     task: asyncio.Task[None] | None = None
     encode: asyncio.Task[EncodeResult] | None = None
     stop: Stop | None = None
@@ -279,7 +280,7 @@ class Pool:
                 return False
             run = _Running(job)
             self._running[job.id] = run
-            run.nice, run.background = self._rank(job.id)
+            run.priority = Priority(*self._rank(job.id))
             run.task = asyncio.create_task(self._run_job(run), name=f"job-{job.id}")
             return True
 
@@ -290,9 +291,12 @@ class Pool:
         return min(19, ENCODE_NICE + place * self.config.encode.nice_step), place > 0
 
     def _reprioritise(self) -> None:
-        for job_id in self._running:
-            nice, background = self._rank(job_id)
-            self.encoder.renice(job_id, nice, background=background)
+        for job_id, run in self._running.items():
+            rank = self._rank(job_id)
+            if run.priority() != rank:
+                # The encode takes the change even while it is still starting.
+                run.priority.nice, run.priority.background = rank
+                self.encoder.renice(job_id, run.priority)
 
     # --- one job -------------------------------------------------------------------
 
@@ -304,8 +308,7 @@ class Pool:
                     self.encoder.run(
                         run.job,
                         self._progress_writer(run.job.id),
-                        nice=run.nice,
-                        background=run.background,
+                        priority=run.priority,
                     )
                 )
                 await asyncio.wait([run.encode])
@@ -420,7 +423,7 @@ class Pool:
         if outcome.result is not None and self.publisher is not None:
             self.publisher.later(job.id)
         if outcome.result is not None and self.config.encode.ffmpeg:
-            self._poster_later(job.id, outcome.result.output.duration, run.nice)
+            self._poster_later(job.id, outcome.result.output.duration, run.priority.nice)
 
     # --- posters, after done ------------------------------------------------------
 

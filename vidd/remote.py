@@ -30,7 +30,7 @@ from .broker import BrokerWatch
 from .celery_app import Dispatch
 from .config import Config
 from .dispatch import Dispatcher, DispatchFailed
-from .encoder import NOT_VIDEO, EncodeFailed, Encoder, EncodeResult, check_duration
+from .encoder import NOT_VIDEO, EncodeFailed, Encoder, EncodeResult, Priority, check_duration
 from .job import Job, MediaInfo, Status, now
 from .layout import Layout
 from .progress import Progress
@@ -160,7 +160,7 @@ class RemoteEncoder:
 
     outlives_vidd = True  # a claimed attempt goes on while vidd stops; the next start adopts it
 
-    def renice(self, job_id: str, nice: int, *, background: bool = False) -> bool:
+    def renice(self, job_id: str, priority: Priority) -> bool:
         return False  # the worker's HandBrake is not ours to renice
 
     def kill_all(self) -> None:
@@ -189,8 +189,7 @@ class RemoteEncoder:
         job: Job,
         on_progress: Callable[[Progress], None],
         *,
-        nice: int = 0,
-        background: bool = False,
+        priority: Priority | None = None,
     ) -> EncodeResult:
         """Dispatch the job (or wait for its adopted attempt) until a worker's verified
         output is in videos/. Raises EncodeFailed, or DispatchFailed (the pool requeues)."""
