@@ -327,3 +327,36 @@ async def test_through_the_pool_a_clip_ends_done_with_its_source_facts(make_conf
             assert job.source is not None and job.source.video_codec == "mpeg4"
         finally:
             await pool.stop(5)
+
+
+async def test_the_page_hears_the_source_facts_while_the_encode_runs(make_config, clip_dir):
+    """Queued unprobed, a job's source facts reach the store (and so the page) as soon as
+    its encode's scan finds them, while it runs, not only with the done record."""
+    long_clip = make_clip(clip_dir / "scan-six.avi", seconds=6)
+    cfg = make_config()
+    cfg.storage.inbox_dir.mkdir(parents=True)
+    async with Store(cfg.storage.db_path) as db:
+        seen: list[Job] = []
+
+        class Listener:
+            def job_changed(self, job: Job, *, progress_only: bool) -> None:
+                if not progress_only:
+                    seen.append(job)
+
+            def job_deleted(self, job_id: str) -> None:
+                pass
+
+        db.subscribe(Listener())
+        pool, intake = await pool_and_intake(cfg, db)
+        try:
+            path = Path(shutil.copyfile(long_clip, cfg.storage.inbox_dir / "six.avi"))
+            job = await intake.admit(path, "inbox")
+            assert job.source is None
+            done = await ended(db, job.id)
+            assert done.status is Status.DONE
+        finally:
+            await pool.stop(5)
+    running = [j for j in seen if j.id == job.id and j.status is Status.RUNNING and j.source]
+    assert running, [(j.status, j.source) for j in seen]
+    assert running[0].source == done.source  # the same facts the done record keeps
+    assert running[0].source is not None and running[0].source.duration == pytest.approx(6, abs=0.2)

@@ -202,6 +202,22 @@ async def test_progress_only_touches_running_jobs(store: Store) -> None:
     assert await store.set_progress(job.id, 0.5, None, None) is None
 
 
+async def test_a_running_job_queued_unprobed_gets_its_source_facts_once(store: Store) -> None:
+    found = MediaInfo(size=10, duration=2.0, width=320, height=240, video_codec="mpeg4")
+    job = await store.add(dataclasses.replace(a_job(), source=None))
+    assert await store.set_source(job.id, found) is None  # queued: not yet
+    await store.claim_next()
+    rec = Recorder()
+    store.subscribe(rec)
+    running = await store.set_source(job.id, found)
+    assert running is not None and running.source == found
+    assert rec.changes == [(job.id, Status.RUNNING, False)]  # the page hears of it
+    other = dataclasses.replace(found, width=640)
+    assert await store.set_source(job.id, other) is None  # it has them: kept
+    again = await store.get(job.id)
+    assert again is not None and again.source == found
+
+
 async def test_reads_stay_index_backed_at_100k_jobs(tmp_path: Path) -> None:
     async with Store(tmp_path / "vidd.db") as store:
         t0 = now()

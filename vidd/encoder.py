@@ -154,6 +154,7 @@ class _Run:
     source: MediaInfo | None = None
     rejected: str | None = None  # why the scan found it is not a video
     priority: Priority = field(default_factory=Priority)  # as the pool asks it
+    on_source: Callable[[MediaInfo], None] | None = None  # told what the scan found
     # In the background now: it may be starved of CPU on purpose, so its stall clock
     # stands still until it moves up.
     background: bool = False
@@ -175,6 +176,8 @@ class _Run:
             if stop:
                 children.kill_now(self.proc)
             return
+        if self.on_source is not None:
+            self.on_source(self.source)
         if self.rate:
             self.meter.frames_total = self.source.duration * self.rate
 
@@ -213,6 +216,7 @@ class JobEncoder(Protocol):
         on_progress: Callable[[Progress], None],
         *,
         priority: Priority | None = None,
+        on_source: Callable[[MediaInfo], None] | None = None,
     ) -> EncodeResult: ...
 
     async def make_poster(self, job_id: str, duration: float, *, nice: int = 0) -> bool: ...
@@ -319,6 +323,7 @@ class Encoder:
         on_progress: Callable[[Progress], None],
         *,
         priority: Priority | None = None,
+        on_source: Callable[[MediaInfo], None] | None = None,
     ) -> EncodeResult:
         """Encode a job into videos/<id>.mp4. Raises EncodeFailed. The poster is not made
         here: the job is done without it, and make_poster adds it a moment later."""
@@ -330,7 +335,9 @@ class Encoder:
             if repackaged is not None:
                 output, log_tail = repackaged
             else:
-                output, log_tail, scanned = await self._encode(job, on_progress, priority)
+                output, log_tail, scanned = await self._encode(
+                    job, on_progress, priority, on_source
+                )
         finally:
             self.layout.clear_tmp_of(job.id)  # the work folder, HandBrake's leftovers in it
         return EncodeResult(
@@ -401,7 +408,11 @@ class Encoder:
         return output, tail.strip()
 
     async def _encode(
-        self, job: Job, on_progress: Callable[[Progress], None], priority: Priority
+        self,
+        job: Job,
+        on_progress: Callable[[Progress], None],
+        priority: Priority,
+        on_source: Callable[[MediaInfo], None] | None,
     ) -> tuple[MediaInfo, str, MediaInfo | None]:
         """Run HandBrake, verify its output and move it to videos/: (output, log tail,
         the source's facts when this encode's scan found them)."""
@@ -449,6 +460,7 @@ class Encoder:
             source=source,
             priority=priority,
             background=background,
+            on_source=on_source,
         )
         log.info("job %s: encoding with %s (pid %d)", job.id, job.profile, proc.pid)
         self._runs[job.id] = run

@@ -34,7 +34,7 @@ from . import disk, intake, shutdown
 from .config import Config
 from .dispatch import DispatchFailed
 from .encoder import EncodeFailed, EncodeResult, JobEncoder, Priority
-from .job import IllegalTransition, Job, JobError, Status
+from .job import IllegalTransition, Job, JobError, MediaInfo, Status
 from .layout import Layout
 from .progress import Progress
 from .publish import Publisher
@@ -137,6 +137,7 @@ class Pool:
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._abandon = False  # the last shutdown stage: stop retrying records
+        self._source_writes: set[asyncio.Task[None]] = set()  # see _source_writer
         self._posters: dict[str, asyncio.Task[None]] = {}  # job id -> its poster being made
         self._posters_closed = False  # stopping: owed posters wait for the next start
         self._poster_recovery: asyncio.Task[None] | None = None
@@ -309,6 +310,7 @@ class Pool:
                         run.job,
                         self._progress_writer(run.job.id),
                         priority=run.priority,
+                        on_source=self._source_writer(run.job.id),
                     )
                 )
                 await asyncio.wait([run.encode])
@@ -501,6 +503,23 @@ class Pool:
                 pending.append(asyncio.create_task(self._write_progress(job_id, p)))
 
         return on_progress
+
+    def _source_writer(self, job_id: str) -> Callable[[MediaInfo], None]:
+        """For a job queued unprobed: its source's facts go to the page as soon as its
+        encode's scan finds them, not only with the done record."""
+
+        def on_source(info: MediaInfo) -> None:
+            task = asyncio.create_task(self._write_source(job_id, info))
+            self._source_writes.add(task)
+            task.add_done_callback(self._source_writes.discard)
+
+        return on_source
+
+    async def _write_source(self, job_id: str, info: MediaInfo) -> None:
+        try:
+            await self.store.set_source(job_id, info)
+        except Exception as e:  # best effort, as progress: the done record has them too
+            log.debug("job %s: source facts not written: %s", job_id, e)
 
     async def _write_progress(self, job_id: str, p: Progress) -> None:
         try:

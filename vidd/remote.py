@@ -190,6 +190,7 @@ class RemoteEncoder:
         on_progress: Callable[[Progress], None],
         *,
         priority: Priority | None = None,
+        on_source: Callable[[MediaInfo], None] | None = None,
     ) -> EncodeResult:
         """Dispatch the job (or wait for its adopted attempt) until a worker's verified
         output is in videos/. Raises EncodeFailed, or DispatchFailed (the pool requeues)."""

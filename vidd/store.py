@@ -619,6 +619,23 @@ class Store:
         self._notify(job, progress_only=True)
         return job
 
+    async def set_source(self, job_id: str, source: MediaInfo) -> Job | None:
+        """The source's facts of a running job queued unprobed, as soon as its encode's
+        scan finds them (the done record has them too). None if it is not running, or
+        has them already."""
+        async with self._conn.execute(
+            f"""UPDATE jobs SET source = ?
+                WHERE id = ? AND status = 'running' AND source IS NULL
+                RETURNING {LIST_COLUMNS}""",
+            (_media_json(source), job_id),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        job = _job(row)
+        self._notify(job, progress_only=False)
+        return job
+
     async def delete(self, job_id: str) -> bool:
         async with self._conn.execute(
             "DELETE FROM jobs WHERE id = ? RETURNING id", (job_id,)
