@@ -346,6 +346,25 @@ def policies(pid: int) -> set[int]:
     return {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
 
 
+async def stalling(make_config, fake_handbrake, clip, monkeypatch, **encode):
+    """An encoder and a job whose fake HandBrake stalls (1 s stall timeout unless `encode`
+    says otherwise), and the file the fake writes its pids to."""
+    monkeypatch.setenv("FAKE_HB_MODE", "stall")
+    settings = {"stall_timeout_s": 1.0, "kill_grace_s": 1.0, **encode}
+    cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV, **settings})
+    job = await intake_job(cfg, clip)
+    pids_file = Layout(cfg.storage).work(job.id) / "pids.json"  # the one folder it may write
+    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
+    return cfg, Encoder(cfg, Layout(cfg.storage)), job, pids_file
+
+
+async def pids_from(pids_file: Path) -> list[int]:
+    """The fake's pid and its grandchild's, once it has written them."""
+    while not pids_file.exists() or not pids_file.read_text():
+        await asyncio.sleep(0.02)
+    return list(json.loads(pids_file.read_text()))
+
+
 async def test_background_reaches_the_whole_group_and_pauses_the_stall_clock(
     clip, make_config, fake_handbrake, monkeypatch
 ):
@@ -354,24 +373,10 @@ async def test_background_reaches_the_whole_group_and_pauses_the_stall_clock(
     goes without progress. Moved up, it is back to normal and its stall clock runs."""
     if not children.can_move_up():
         pytest.skip("needs the right to move a child up again (root or CAP_SYS_NICE)")
-    monkeypatch.setenv("FAKE_HB_MODE", "stall")
-    cfg = make_config(
-        encode={
-            "handbrake": fake_handbrake,
-            "child_env": FAKE_ENV,
-            "stall_timeout_s": 1.0,
-            "kill_grace_s": 1.0,
-        }
-    )
-    job = await intake_job(cfg, clip)
-    pids_file = Layout(cfg.storage).work(job.id) / "pids.json"
-    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
-    encoder = Encoder(cfg, Layout(cfg.storage))
+    cfg, encoder, job, pids_file = await stalling(make_config, fake_handbrake, clip, monkeypatch)
     priority = Priority(15, background=True)
     task = asyncio.create_task(encoder.run(job, lambda p: None, priority=priority))
-    while not pids_file.exists() or not pids_file.read_text():
-        await asyncio.sleep(0.02)
-    pids = json.loads(pids_file.read_text())
+    pids = await pids_from(pids_file)
     assert len(os.listdir(f"/proc/{pids[0]}/task")) >= 2  # the fake's threads, every one:
     for pid in pids:
         assert policies(pid) == {os.SCHED_IDLE}
@@ -402,25 +407,11 @@ async def test_where_nothing_can_move_up_the_background_is_a_nice_value_only(
     background, its stall clock runs."""
     monkeypatch.setattr(children, "can_move_up", lambda: False)
     caplog.set_level(logging.INFO, logger="vidd.encoder")
-    monkeypatch.setenv("FAKE_HB_MODE", "stall")
-    cfg = make_config(
-        encode={
-            "handbrake": fake_handbrake,
-            "child_env": FAKE_ENV,
-            "stall_timeout_s": 1.0,
-            "kill_grace_s": 1.0,
-        }
-    )
-    job = await intake_job(cfg, clip)
-    pids_file = Layout(cfg.storage).work(job.id) / "pids.json"
-    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
-    encoder = Encoder(cfg, Layout(cfg.storage))
+    cfg, encoder, job, pids_file = await stalling(make_config, fake_handbrake, clip, monkeypatch)
     task = asyncio.create_task(
         encoder.run(job, lambda p: None, priority=Priority(15, background=True))
     )
-    while not pids_file.exists() or not pids_file.read_text():
-        await asyncio.sleep(0.02)
-    pid = json.loads(pids_file.read_text())[0]
+    pid = (await pids_from(pids_file))[0]
     assert policies(pid) == {os.SCHED_OTHER}
     assert os.getpriority(os.PRIO_PROCESS, pid) == 15
     assert "ranked by nice value only" in caplog.text
@@ -437,20 +428,15 @@ async def test_a_priority_changed_while_the_encode_starts_is_the_one_it_gets(
     encode must not start in the background anyway."""
     if not children.can_move_up():
         pytest.skip("needs the right to move a child up again (root or CAP_SYS_NICE)")
-    monkeypatch.setenv("FAKE_HB_MODE", "stall")
-    cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV})
-    job = await intake_job(cfg, clip)
-    pids_file = Layout(cfg.storage).work(job.id) / "pids.json"
-    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
-    encoder = Encoder(cfg, Layout(cfg.storage))
+    cfg, encoder, job, pids_file = await stalling(
+        make_config, fake_handbrake, clip, monkeypatch, stall_timeout_s=60.0
+    )
     priority = Priority(15, background=True)
     task = asyncio.create_task(encoder.run(job, lambda p: None, priority=priority))
     await asyncio.sleep(0)  # it has started, HandBrake not yet
     priority.nice, priority.background = 5, False
     assert not encoder.renice(job.id, priority)  # not running yet: taken when it runs
-    while not pids_file.exists() or not pids_file.read_text():
-        await asyncio.sleep(0.02)
-    pid = json.loads(pids_file.read_text())[0]
+    pid = (await pids_from(pids_file))[0]
     assert policies(pid) == {os.SCHED_OTHER}
     assert os.getpriority(os.PRIO_PROCESS, pid) == 5
     encoder.kill_all()
