@@ -5,10 +5,13 @@ ends `rejected` with the probe's words, kept as rejected/<id>-<name>, nothing lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import stat
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -296,66 +299,71 @@ async def ended(db: Store, job_id: str, timeout: float = 60.0) -> Job:
             await asyncio.sleep(0.05)
 
 
-async def test_through_the_pool_a_text_file_ends_rejected_and_kept(make_config, not_videos):
+Drop = Callable[[Path, str], Awaitable[Job]]
+
+
+@contextlib.asynccontextmanager
+async def through_the_pool(
+    make_config, listener: object | None = None
+) -> AsyncIterator[tuple[Any, Store, Drop]]:
+    """A store (heard by `listener`), a started pool and an intake that leaves the probe
+    to the encode: (config, store, drop), where drop(src, name) copies a file into the
+    inbox and admits it."""
     cfg = make_config()
     cfg.storage.inbox_dir.mkdir(parents=True)
     async with Store(cfg.storage.db_path) as db:
+        if listener is not None:
+            db.subscribe(listener)
         pool, intake = await pool_and_intake(cfg, db)
+
+        async def drop(src: Path, name: str) -> Job:
+            path = Path(shutil.copyfile(src, cfg.storage.inbox_dir / name))
+            return await intake.admit(path, "inbox")
+
         try:
-            path = Path(shutil.copyfile(not_videos["notes.txt"], cfg.storage.inbox_dir / "n.txt"))
-            job = await intake.admit(path, "inbox")
-            assert job.source is None
-            job = await ended(db, job.id)
-            assert job.status is Status.REJECTED
-            assert job.rejected_as is not None
-            assert (cfg.storage.rejected_dir / job.rejected_as).read_text() == TEXT
+            yield cfg, db, drop
         finally:
             await pool.stop(5)
+
+
+async def test_through_the_pool_a_text_file_ends_rejected_and_kept(make_config, not_videos):
+    async with through_the_pool(make_config) as (cfg, db, drop):
+        job = await drop(not_videos["notes.txt"], "n.txt")
+        assert job.source is None
+        job = await ended(db, job.id)
+        assert job.status is Status.REJECTED
+        assert job.rejected_as is not None
+        assert (cfg.storage.rejected_dir / job.rejected_as).read_text() == TEXT
 
 
 async def test_through_the_pool_a_clip_ends_done_with_its_source_facts(make_config, clip):
-    cfg = make_config()
-    cfg.storage.inbox_dir.mkdir(parents=True)
-    async with Store(cfg.storage.db_path) as db:
-        pool, intake = await pool_and_intake(cfg, db)
-        try:
-            path = Path(shutil.copyfile(clip, cfg.storage.inbox_dir / "clip.avi"))
-            job = await intake.admit(path, "inbox")
-            assert job.source is None
-            job = await ended(db, job.id)
-            assert job.status is Status.DONE
-            assert job.source is not None and job.source.video_codec == "mpeg4"
-        finally:
-            await pool.stop(5)
+    async with through_the_pool(make_config) as (_, db, drop):
+        job = await drop(clip, "clip.avi")
+        assert job.source is None
+        job = await ended(db, job.id)
+        assert job.status is Status.DONE
+        assert job.source is not None and job.source.video_codec == "mpeg4"
 
 
 async def test_the_page_hears_the_source_facts_while_the_encode_runs(make_config, clip_dir):
     """Queued unprobed, a job's source facts reach the store (and so the page) as soon as
     its encode's scan finds them, while it runs, not only with the done record."""
     long_clip = make_clip(clip_dir / "scan-six.avi", seconds=6)
-    cfg = make_config()
-    cfg.storage.inbox_dir.mkdir(parents=True)
-    async with Store(cfg.storage.db_path) as db:
-        seen: list[Job] = []
+    seen: list[Job] = []
 
-        class Listener:
-            def job_changed(self, job: Job, *, progress_only: bool) -> None:
-                if not progress_only:
-                    seen.append(job)
+    class Listener:
+        def job_changed(self, job: Job, *, progress_only: bool) -> None:
+            if not progress_only:
+                seen.append(job)
 
-            def job_deleted(self, job_id: str) -> None:
-                pass
+        def job_deleted(self, job_id: str) -> None:
+            pass
 
-        db.subscribe(Listener())
-        pool, intake = await pool_and_intake(cfg, db)
-        try:
-            path = Path(shutil.copyfile(long_clip, cfg.storage.inbox_dir / "six.avi"))
-            job = await intake.admit(path, "inbox")
-            assert job.source is None
-            done = await ended(db, job.id)
-            assert done.status is Status.DONE
-        finally:
-            await pool.stop(5)
+    async with through_the_pool(make_config, Listener()) as (_, db, drop):
+        job = await drop(long_clip, "six.avi")
+        assert job.source is None
+        done = await ended(db, job.id)
+        assert done.status is Status.DONE
     running = [j for j in seen if j.id == job.id and j.status is Status.RUNNING and j.source]
     assert running, [(j.status, j.source) for j in seen]
     assert running[0].source == done.source  # the same facts the done record keeps

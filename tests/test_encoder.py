@@ -122,6 +122,30 @@ def gone(pid: int) -> bool:
         return True
 
 
+def policies(pid: int) -> set[int]:
+    """The scheduling policies of a process's threads."""
+    return {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+
+async def stalling(make_config, fake_handbrake, clip, monkeypatch, **encode):
+    """An encoder and a job whose fake HandBrake stalls (1 s stall timeout unless `encode`
+    says otherwise), and the file the fake writes its pids to."""
+    monkeypatch.setenv("FAKE_HB_MODE", "stall")
+    settings = {"stall_timeout_s": 1.0, "kill_grace_s": 1.0, **encode}
+    cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV, **settings})
+    job = await intake_job(cfg, clip)
+    pids_file = Layout(cfg.storage).work(job.id) / "pids.json"  # the one folder it may write
+    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
+    return cfg, Encoder(cfg, Layout(cfg.storage)), job, pids_file
+
+
+async def pids_from(pids_file: Path) -> list[int]:
+    """The fake's pid and its grandchild's, once it has written them."""
+    while not pids_file.exists() or not pids_file.read_text():
+        await asyncio.sleep(0.02)
+    return list(json.loads(pids_file.read_text()))
+
+
 async def test_a_real_encode_is_verified_and_published(clip, make_config):
     cfg = make_config(PROFILES)
     job = await intake_job(cfg, clip)
@@ -315,18 +339,13 @@ async def test_cancelling_a_real_encode_reaps_it_and_cleans_up(long_clip, make_c
 async def test_renice_and_kill_all_reach_a_running_encode(
     clip, make_config, fake_handbrake, monkeypatch, tmp_path
 ):
-    monkeypatch.setenv("FAKE_HB_MODE", "stall")
-    cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV})
-    job = await intake_job(cfg, clip)
-    pids_file = Layout(cfg.storage).work(job.id) / "pids.json"  # the one folder it may write
-    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
-    encoder = Encoder(cfg, Layout(cfg.storage))
+    cfg, encoder, job, pids_file = await stalling(
+        make_config, fake_handbrake, clip, monkeypatch, stall_timeout_s=120.0
+    )
     started = asyncio.Event()
     task = asyncio.create_task(encoder.run(job, lambda p: started.set(), priority=Priority(3)))
     await asyncio.wait_for(started.wait(), 20)
-    while not pids_file.exists() or not pids_file.read_text():
-        await asyncio.sleep(0.02)
-    pid, grandchild = json.loads(pids_file.read_text())
+    pid, grandchild = await pids_from(pids_file)
     assert os.getpriority(os.PRIO_PROCESS, pid) == 3
     assert encoder.renice(job.id, Priority(7))
     assert os.getpriority(os.PRIO_PROCESS, pid) == 7
@@ -339,30 +358,6 @@ async def test_renice_and_kill_all_reach_a_running_encode(
     assert failed.value.code == "killed"
     assert gone(pid) and gone(grandchild)
     assert_clean(cfg, job)
-
-
-def policies(pid: int) -> set[int]:
-    """The scheduling policies of a process's threads."""
-    return {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
-
-
-async def stalling(make_config, fake_handbrake, clip, monkeypatch, **encode):
-    """An encoder and a job whose fake HandBrake stalls (1 s stall timeout unless `encode`
-    says otherwise), and the file the fake writes its pids to."""
-    monkeypatch.setenv("FAKE_HB_MODE", "stall")
-    settings = {"stall_timeout_s": 1.0, "kill_grace_s": 1.0, **encode}
-    cfg = make_config(encode={"handbrake": fake_handbrake, "child_env": FAKE_ENV, **settings})
-    job = await intake_job(cfg, clip)
-    pids_file = Layout(cfg.storage).work(job.id) / "pids.json"  # the one folder it may write
-    monkeypatch.setenv("FAKE_HB_PIDS_OUT", str(pids_file))
-    return cfg, Encoder(cfg, Layout(cfg.storage)), job, pids_file
-
-
-async def pids_from(pids_file: Path) -> list[int]:
-    """The fake's pid and its grandchild's, once it has written them."""
-    while not pids_file.exists() or not pids_file.read_text():
-        await asyncio.sleep(0.02)
-    return list(json.loads(pids_file.read_text()))
 
 
 async def test_background_reaches_the_whole_group_and_pauses_the_stall_clock(

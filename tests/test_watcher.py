@@ -4,12 +4,15 @@ the real HandBrakeCLI probe and a real SQLite store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sqlite3
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -396,44 +399,54 @@ async def test_stop_is_idempotent(env, clip: Path) -> None:
     assert "watching=False" in repr(watcher)
 
 
-async def test_a_file_renamed_in_whole_skips_the_quiet_time_a_written_one_waits(
-    make_config, clip: Path, tmp_path: Path
-) -> None:
-    quiet = 4.0  # long, so that which rule took a file shows
+QUIET = 4.0  # a long lease_quiet_seconds, so that which rule took a file shows
+
+
+@contextlib.asynccontextmanager
+async def quiet_watcher(make_config) -> AsyncIterator[tuple[Any, Store, Recorder]]:
+    """A watcher with a long quiet time over a real store: (config, store, recorder)."""
     cfg = make_config(
-        watch={"stable_seconds": 30.0, "lease_quiet_seconds": quiet, "rescan_seconds": 60.0}
+        watch={"stable_seconds": 30.0, "lease_quiet_seconds": QUIET, "rescan_seconds": 60.0}
     )
     cfg.storage.data_dir.mkdir(parents=True)
-    old = time.time() - 3600
     async with Store(cfg.storage.db_path) as store:
         recorder = Recorder()
         store.subscribe(recorder)
         watcher = Watcher(cfg, Intake(cfg, store, Layout(cfg.storage)))
         await watcher.start()
         try:
-            # Written an hour ago elsewhere, then renamed in: its arrival is its only event.
-            staged = tmp_path / "staged.avi"
-            shutil.copyfile(clip, staged)
-            os.utime(staged, (old, old))
-            dropped = time.monotonic()
-            os.rename(staged, cfg.storage.inbox_dir / "whole.avi")
-            (job,) = await wait_jobs(store, 1, timeout=quiet * 3)
-            assert job.status is Status.QUEUED and job.name == "whole.avi"
-            assert recorder.added[job.id] - dropped < quiet
-
-            # Written in the inbox itself, then given an old mtime: a second event, so the
-            # quiet time holds (counted from that last event).
-            in_place = cfg.storage.inbox_dir / "written.avi"
-            in_place.write_bytes(clip.read_bytes())
-            await asyncio.sleep(0.5)  # its writing is seen, as its own event
-            assert await store.list_jobs() == [job]  # fresh content: not taken
-            os.utime(in_place, (old, old))
-            last_event = time.monotonic()
-            jobs = await wait_jobs(store, 2, timeout=quiet * 4)
-            (second,) = [j for j in jobs if j.name == "written.avi"]
-            assert recorder.added[second.id] - last_event >= quiet - 0.05
+            yield cfg, store, recorder
         finally:
             await watcher.stop()
+
+
+async def test_a_file_renamed_in_whole_skips_the_quiet_time_a_written_one_waits(
+    make_config, clip: Path, tmp_path: Path
+) -> None:
+    quiet = QUIET
+    old = time.time() - 3600
+    async with quiet_watcher(make_config) as (cfg, store, recorder):
+        # Written an hour ago elsewhere, then renamed in: its arrival is its only event.
+        staged = tmp_path / "staged.avi"
+        shutil.copyfile(clip, staged)
+        os.utime(staged, (old, old))
+        dropped = time.monotonic()
+        os.rename(staged, cfg.storage.inbox_dir / "whole.avi")
+        (job,) = await wait_jobs(store, 1, timeout=quiet * 3)
+        assert job.status is Status.QUEUED and job.name == "whole.avi"
+        assert recorder.added[job.id] - dropped < quiet
+
+        # Written in the inbox itself, then given an old mtime: a second event, so the
+        # quiet time holds (counted from that last event).
+        in_place = cfg.storage.inbox_dir / "written.avi"
+        in_place.write_bytes(clip.read_bytes())
+        await asyncio.sleep(0.5)  # its writing is seen, as its own event
+        assert await store.list_jobs() == [job]  # fresh content: not taken
+        os.utime(in_place, (old, old))
+        last_event = time.monotonic()
+        jobs = await wait_jobs(store, 2, timeout=quiet * 4)
+        (second,) = [j for j in jobs if j.name == "written.avi"]
+        assert recorder.added[second.id] - last_event >= quiet - 0.05
 
 
 async def test_a_file_just_written_elsewhere_and_renamed_in_skips_the_quiet_time_too(
@@ -442,33 +455,22 @@ async def test_a_file_just_written_elsewhere_and_renamed_in_skips_the_quiet_time
     """A fresh mtime does not tell a rename from a file written in place at once (watchfiles
     reports both as one "added"); inotify's own IN_MOVED_TO does (arrivals.py). The file
     written in place, in one go, still waits the quiet time."""
-    quiet = 4.0  # long, so that which rule took a file shows
-    cfg = make_config(
-        watch={"stable_seconds": 30.0, "lease_quiet_seconds": quiet, "rescan_seconds": 60.0}
-    )
-    cfg.storage.data_dir.mkdir(parents=True)
-    async with Store(cfg.storage.db_path) as store:
-        recorder = Recorder()
-        store.subscribe(recorder)
-        watcher = Watcher(cfg, Intake(cfg, store, Layout(cfg.storage)))
-        await watcher.start()
-        try:
-            staged = tmp_path / "staged.avi"
-            shutil.copyfile(clip, staged)  # written just now: its mtime is fresh
-            dropped = time.monotonic()
-            os.rename(staged, cfg.storage.inbox_dir / "atomic.avi")
-            (job,) = await wait_jobs(store, 1, timeout=quiet * 3)
-            assert job.name == "atomic.avi"
-            assert recorder.added[job.id] - dropped < 1.0
+    quiet = QUIET
+    async with quiet_watcher(make_config) as (cfg, store, recorder):
+        staged = tmp_path / "staged.avi"
+        shutil.copyfile(clip, staged)  # written just now: its mtime is fresh
+        dropped = time.monotonic()
+        os.rename(staged, cfg.storage.inbox_dir / "atomic.avi")
+        (job,) = await wait_jobs(store, 1, timeout=quiet * 3)
+        assert job.name == "atomic.avi"
+        assert recorder.added[job.id] - dropped < 1.0
 
-            in_place = cfg.storage.inbox_dir / "written.avi"
-            in_place.write_bytes(clip.read_bytes())  # created, written, closed at once
-            written = time.monotonic()
-            jobs = await wait_jobs(store, 2, timeout=quiet * 4)
-            (second,) = [j for j in jobs if j.name == "written.avi"]
-            assert recorder.added[second.id] - written >= quiet - 0.05
-        finally:
-            await watcher.stop()
+        in_place = cfg.storage.inbox_dir / "written.avi"
+        in_place.write_bytes(clip.read_bytes())  # created, written, closed at once
+        written = time.monotonic()
+        jobs = await wait_jobs(store, 2, timeout=quiet * 4)
+        (second,) = [j for j in jobs if j.name == "written.avi"]
+        assert recorder.added[second.id] - written >= quiet - 0.05
 
 
 async def test_a_renamed_in_file_is_taken_on_its_event_not_at_a_tick(

@@ -98,8 +98,10 @@ async def spawn(
         env=environment,
         process_group=0,
     )
-    if nice or background:
-        set_priority(proc, nice, background=background)
+    if background:
+        set_priority(proc, nice, background=True)
+    elif nice:  # a new child has vidd's policy already: only its nice value to set
+        _set_nice(proc, nice)
     return proc
 
 
@@ -129,6 +131,13 @@ def set_priority(proc: asyncio.subprocess.Process, nice: int, *, background: boo
                         changed = True
             if not changed:
                 break
+    except (PermissionError, ProcessLookupError):
+        return False
+    return _set_nice(proc, nice)
+
+
+def _set_nice(proc: asyncio.subprocess.Process, nice: int) -> bool:
+    try:
         os.setpriority(os.PRIO_PGRP, proc.pid, max(0, min(19, nice)))
         return True
     except (PermissionError, ProcessLookupError):

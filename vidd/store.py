@@ -607,33 +607,40 @@ class Store:
     async def set_progress(
         self, job_id: str, progress: float, fps: float | None, eta_s: float | None
     ) -> Job | None:
-        async with self._conn.execute(
-            f"""UPDATE jobs SET progress = ?, fps = ?, eta_s = ?
-                WHERE id = ? AND status = 'running' RETURNING {LIST_COLUMNS}""",
-            (progress, fps, eta_s, job_id),
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        job = _job(row)
-        self._notify(job, progress_only=True)
-        return job
+        return await self._update_running(
+            job_id, "progress = ?, fps = ?, eta_s = ?", (progress, fps, eta_s), progress_only=True
+        )
 
     async def set_source(self, job_id: str, source: MediaInfo) -> Job | None:
         """The source's facts of a running job queued unprobed, as soon as its encode's
         scan finds them (the done record has them too). None if it is not running, or
         has them already."""
+        return await self._update_running(
+            job_id, "source = ?", (_media_json(source),), only_if="source IS NULL"
+        )
+
+    async def _update_running(
+        self,
+        job_id: str,
+        sets: str,
+        args: tuple[object, ...],
+        *,
+        only_if: str = "1",
+        progress_only: bool = False,
+    ) -> Job | None:
+        """SET `sets` (vidd's own SQL, never a user's) on a running job where `only_if`
+        holds, and tell the listeners. None when no row was changed."""
         async with self._conn.execute(
-            f"""UPDATE jobs SET source = ?
-                WHERE id = ? AND status = 'running' AND source IS NULL
+            f"""UPDATE jobs SET {sets}
+                WHERE id = ? AND status = 'running' AND ({only_if})
                 RETURNING {LIST_COLUMNS}""",
-            (_media_json(source), job_id),
+            (*args, job_id),
         ) as cur:
             row = await cur.fetchone()
         if row is None:
             return None
         job = _job(row)
-        self._notify(job, progress_only=False)
+        self._notify(job, progress_only=progress_only)
         return job
 
     async def delete(self, job_id: str) -> bool:
