@@ -426,6 +426,7 @@ function renderFooter(problem) {
   else if (view.loaded && shown && !moreToLoad()) text = `All ${count(shown)} shown`;
   else if (view.loaded && shown) text = `Showing the newest ${count(shown)}`;
   setText(status, text);
+  jobsList.setAttribute("aria-busy", String(view.loading)); // tells a screen reader, and a test, the list is loading
   more.hidden = !moreToLoad() || view.loading;
   const empty = $("empty");
   const uploading = jobsList.querySelector(".card.upload");

@@ -80,6 +80,8 @@ def test_no_serious_violations_light_and_dark(daemon_factory, tmp_path, clip):
             page = browser.new_page(color_scheme=scheme)
             page.goto(d.url + "/")
             page.wait_for_selector('#live[data-state="live"]')
+            # the first page of the list is in
+            page.wait_for_selector('#jobs[aria-busy="false"]', state="attached")
             statuses = page.locator(".card.job").evaluate_all(
                 "cards => cards.map(c => c.dataset.status)"
             )

@@ -97,6 +97,8 @@ def test_reload_mid_upload_and_pick_the_same_file_resumes(daemon_factory, video)
         start_slow_upload(page, d.url, video, past=size // 3)
         page.reload()
         page.wait_for_selector('#live[data-state="live"]')
+        # the list is loaded, not just empty yet
+        page.wait_for_selector('#jobs[aria-busy="false"]', state="attached")
         assert page.locator(".card.job").count() == 0
         page.set_input_files("#file-input", str(video))
         job = page.locator(".card.job").first
