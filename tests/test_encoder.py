@@ -114,12 +114,20 @@ def frame_times(video: Path) -> list[float]:
     return sorted(float(t) for t in out.split())
 
 
-def gone(pid: int) -> bool:
-    """True once a process has exited (a zombie left to a non-reaping init counts)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return True
+def gone(pid: int, within: float = 2.0) -> bool:
+    """True once a process has exited (a zombie left to a non-reaping init counts), within
+    `within` seconds: a SIGKILL sent to a group is delivered at once, but a process takes
+    a moment to finish exiting, longer on a loaded machine."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z":
+                return True
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
 
 
 def policies(pid: int) -> set[int]:

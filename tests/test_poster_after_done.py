@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from vidd import pool as pool_module
 from vidd.config import Config
 from vidd.encoder import Encoder
 from vidd.intake import Intake
@@ -72,10 +73,11 @@ class Daemonless:
             await self.pool.stop(5)
         await self.store.close()
 
-    async def add(self, clip: Path) -> Job:
+    async def add(self, clip: Path, profile: str | None = None) -> Job:
         path = self.cfg.storage.tmp_dir / f"incoming-{os.urandom(4).hex()}{clip.suffix}"
         path.write_bytes(clip.read_bytes())
-        return await Intake(self.cfg, self.store, self.layout).admit(path, "upload", name=clip.name)
+        intake = Intake(self.cfg, self.store, self.layout)
+        return await intake.admit(path, "upload", name=clip.name, profile=profile)
 
     def owed(self) -> set[str]:
         with sqlite3.connect(self.cfg.storage.db_path) as db:
@@ -86,8 +88,8 @@ class Daemonless:
 async def rigs(make_config: Callable[..., Config]) -> AsyncIterator[Callable[..., Any]]:
     made: list[Daemonless] = []
 
-    def make(**encode: Any) -> Daemonless:
-        d = Daemonless(make_config(watch={"enabled": False}, encode=encode))
+    def make(text: str = "", **encode: Any) -> Daemonless:
+        d = Daemonless(make_config(text, watch={"enabled": False}, encode=encode))
         made.append(d)
         return d
 
@@ -196,7 +198,7 @@ async def test_a_job_deleted_before_its_poster_is_recorded_leaves_no_poster(
     # gone, and removes the poster.
     await d.start()
     assert d.pool is not None
-    d.pool._poster_later(job.id, 2.0, 0)  # noqa: SLF001 - the moment after done, replayed
+    d.pool._poster_later(job.id, 2.0)  # noqa: SLF001 - the moment after done, replayed
     await asyncio.sleep(0)
     task = d.pool._posters.get(job.id)  # noqa: SLF001
     assert task is not None
@@ -236,3 +238,63 @@ async def test_an_encode_is_counted_once_though_its_done_job_changes_again(
     dones = [j for j in d.changes.jobs if j.id == job.id and j.status is Status.DONE]
     assert len(dones) == 2  # the end, then its poster
     assert metrics.ended["done"] == 1
+
+
+# The fake HandBrake's sleep mode (a stream copy of an H.264/AAC source after S seconds,
+# next to no CPU), chosen per job by its profile: a short encode and a long one.
+SLEEPS = """
+[encode.profiles.short]
+args = ["--fake-sleep", "0.3"]
+[encode.profiles.long]
+args = ["--fake-sleep", "6"]
+"""
+FAKE = Path(__file__).parent / "fake_handbrake.py"
+
+
+async def _short_done_beside_a_long_one(rigs, clip_h264: Path) -> tuple[Daemonless, Job, Job]:
+    """A one-core machine running two encodes: the short one ends while the long one
+    runs. Both their posters made, the changes are in `d.changes`."""
+    d = rigs(SLEEPS, handbrake=str(FAKE), max_parallel=2, default_profile="short")
+    await d.start()
+    long = await d.add(clip_h264, profile="long")
+    short = await d.add(clip_h264, profile="short")
+    await d.changes.until(
+        lambda: {j.id for j in d.changes.jobs if j.poster} == {long.id, short.id}, timeout=60
+    )
+    return d, short, long
+
+
+def _first(d: Daemonless, job: Job, *, poster: bool) -> int:
+    """Where in the changes the job was first done (with its poster, or before it)."""
+    return next(
+        i for i, j in enumerate(d.changes.jobs)
+        if j.id == job.id and j.status is Status.DONE and j.poster is poster
+    )  # fmt: skip
+
+
+async def test_a_poster_waits_for_a_core_no_encode_needs(
+    rigs, clip_h264: Path, monkeypatch
+) -> None:
+    """Made beside the encodes that keep every core busy, a poster only slows them: it
+    waits until one ends (in a batch, for the tail, where a core is left idle)."""
+    monkeypatch.setattr(pool_module, "CORES", 1)
+    d, short, long = await _short_done_beside_a_long_one(rigs, clip_h264)
+    assert _first(d, short, poster=False) < _first(d, long, poster=False)
+    assert _first(d, long, poster=False) < _first(d, short, poster=True)
+
+
+async def test_a_poster_waits_no_longer_than_its_bound(rigs, clip_h264: Path, monkeypatch) -> None:
+    """A queue that keeps every core busy for hours delays a poster by POSTER_WAIT_MAX_S
+    at most: then it is made anyway, behind the encodes (POSTER_NICE)."""
+    monkeypatch.setattr(pool_module, "CORES", 1)
+    monkeypatch.setattr(pool_module, "POSTER_WAIT_MAX_S", 0.5)
+    d, short, long = await _short_done_beside_a_long_one(rigs, clip_h264)
+    assert _first(d, short, poster=True) < _first(d, long, poster=False)
+
+
+async def test_with_a_core_to_spare_the_poster_is_made_at_once(
+    rigs, clip_h264: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(pool_module, "CORES", 2)
+    d, short, long = await _short_done_beside_a_long_one(rigs, clip_h264)
+    assert _first(d, short, poster=True) < _first(d, long, poster=False)

@@ -209,6 +209,7 @@ class JobEncoder(Protocol):
     """What the pool runs jobs with: this module's Encoder, or remote.RemoteEncoder."""
 
     outlives_vidd: bool
+    runs_here: bool  # its encodes take this machine's CPU
 
     async def run(
         self,
@@ -267,6 +268,7 @@ class Encoder:
 
     # What the pool asks of every encoder (JobEncoder); the remote one answers otherwise.
     outlives_vidd = False  # a local encode ends with vidd; a remote worker's goes on
+    runs_here = True
 
     async def unavailable(self) -> str | None:
         """Why no encode can start now, or None: a local one always can."""

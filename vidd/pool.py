@@ -15,16 +15,19 @@ is never cancelled itself (only its encode is), so it always releases its slot a
 records its end.
 
 A job is done as soon as its verified video is in videos/; its poster (ffmpeg, a fraction
-of a second) is made a moment later, off the slot, and recorded as a change of the done
-job. The done record says the poster is still owed (`poster_pending`), so a stop or a
-crash in between only delays it: the next start makes it (or adopts the one a crash left).
+of a second) is made a moment later, off the slot, on a core no encode needs (see
+_spare_core), and recorded as a change of the done job. The done record says the poster
+is still owed (`poster_pending`), so a stop or a crash in between only delays it: the next
+start makes it (or adopts the one a crash left).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -58,6 +61,11 @@ DISK_RECHECK_S = 5.0
 BROKER_RECHECK_S = 2.0  # remote workers: how often a paused pool asks about the broker again
 # At the interrupt stage of a stop: how long cancelled posters get to be reaped.
 POSTER_STOP_S = 3.0
+# A poster waits for a core no encode needs, at most this long; then it runs anyway, at
+# POSTER_NICE, behind every encode.
+POSTER_WAIT_MAX_S = 30.0
+POSTER_NICE = 19
+CORES = len(os.sched_getaffinity(0))  # the cores vidd may use (a cpuset or taskset counts)
 
 
 class Stop(enum.StrEnum):
@@ -134,6 +142,7 @@ class Pool:
         self._running: dict[str, _Running] = {}  # oldest first
         self._slots = Slots(config.encode.max_parallel)
         self._wake = asyncio.Event()
+        self._ended = asyncio.Event()  # set whenever a running job leaves _running
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._abandon = False  # the last shutdown stage: stop retrying records
@@ -330,6 +339,7 @@ class Pool:
             # been claimed again by a newer run.
             if self._running.get(run.job.id) is run:
                 del self._running[run.job.id]
+                self._ended.set()
             self._reprioritise()
             self._slots.release()
 
@@ -425,21 +435,22 @@ class Pool:
         if outcome.result is not None and self.publisher is not None:
             self.publisher.later(job.id)
         if outcome.result is not None and self.config.encode.ffmpeg:
-            self._poster_later(job.id, outcome.result.output.duration, run.priority.nice)
+            self._poster_later(job.id, outcome.result.output.duration)
 
     # --- posters, after done ------------------------------------------------------
 
-    def _poster_later(self, job_id: str, duration: float, nice: int) -> None:
+    def _poster_later(self, job_id: str, duration: float) -> None:
         if self._posters_closed or job_id in self._posters:
             return  # still owed in the store: the next start makes it
-        task = asyncio.create_task(self._poster(job_id, duration, nice), name=f"poster-{job_id}")
+        task = asyncio.create_task(self._poster(job_id, duration), name=f"poster-{job_id}")
         self._posters[job_id] = task
         task.add_done_callback(lambda _: self._posters.pop(job_id, None))
 
-    async def _poster(self, job_id: str, duration: float, nice: int) -> None:
+    async def _poster(self, job_id: str, duration: float) -> None:
         """Make a done job's poster, then record it (the hub publishes the job again)."""
         try:
-            made = await self.encoder.make_poster(job_id, duration, nice=nice)
+            await self._spare_core()
+            made = await self.encoder.make_poster(job_id, duration, nice=POSTER_NICE)
             await self.store.poster_made(job_id, made)
         except KeyError:  # deleted meanwhile: the poster belongs to nobody
             self.layout.poster(job_id).unlink(missing_ok=True)
@@ -447,6 +458,20 @@ class Pool:
             raise
         except Exception as e:  # still owed in the store: the next start tries again
             log.warning("job %s: poster not recorded: %s", job_id, e)
+
+    async def _spare_core(self) -> None:
+        """Wait, at most POSTER_WAIT_MAX_S, until fewer encodes run here than there are
+        cores. An encode keeps about one core busy or more, so until then a poster would
+        only slow them: in a batch it waits for the tail, where the last encode leaves a
+        core idle, and the next result is not delayed by the last one's poster."""
+        if not self.encoder.runs_here:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + POSTER_WAIT_MAX_S
+        while len(self._running) >= CORES and (left := deadline - loop.time()) > 0:
+            self._ended.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), left)
 
     async def _recover_posters(self) -> None:
         """At start-up: the posters a stop or a crash left owed. One a crash left made
@@ -472,7 +497,7 @@ class Pool:
                 log.warning("job %s: poster not recorded: %s", job.id, e)
                 continue
             duration = job.output.duration if job.output is not None else 0.0
-            self._poster_later(job.id, duration, ENCODE_NICE)
+            self._poster_later(job.id, duration)
             task = self._posters.get(job.id)
             if task is not None:
                 await asyncio.wait([task])  # one at a time: the queue's encodes come first

@@ -159,6 +159,7 @@ class RemoteEncoder:
     # --- the pool's side: the Encoder interface ------------------------------------
 
     outlives_vidd = True  # a claimed attempt goes on while vidd stops; the next start adopts it
+    runs_here = False  # the workers' CPU, not this machine's (posters are made here)
 
     def renice(self, job_id: str, priority: Priority) -> bool:
         return False  # the worker's HandBrake is not ours to renice
