@@ -61,10 +61,10 @@ DISK_RECHECK_S = 5.0
 BROKER_RECHECK_S = 2.0  # remote workers: how often a paused pool asks about the broker again
 # At the interrupt stage of a stop: how long cancelled posters get to be reaped.
 POSTER_STOP_S = 3.0
-# A poster waits for a core no encode needs, at most this long; then it runs anyway, at
-# POSTER_NICE, behind every encode.
+# A poster waits for a core no encode needs, at most this long; then it is made anyway.
+# Posters are made one at a time, at the first encode's nice value: at nice 19 a poster
+# was starved past its timeout on a loaded machine, and lost.
 POSTER_WAIT_MAX_S = 30.0
-POSTER_NICE = 19
 CORES = len(os.sched_getaffinity(0))  # the cores vidd may use (a cpuset or taskset counts)
 
 
@@ -103,15 +103,20 @@ class Slots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.held = 0
+        self.wanted = False  # the waiter is waiting for a slot to be freed
         self._freed = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<Slots {self.held}/{self.limit}>"
 
     async def acquire(self) -> None:
-        while self.held >= self.limit:
-            self._freed.clear()
-            await self._freed.wait()
+        try:
+            while self.held >= self.limit:
+                self.wanted = True
+                self._freed.clear()
+                await self._freed.wait()
+        finally:
+            self.wanted = False
         self.held += 1
 
     def release(self) -> None:
@@ -142,7 +147,11 @@ class Pool:
         self._running: dict[str, _Running] = {}  # oldest first
         self._slots = Slots(config.encode.max_parallel)
         self._wake = asyncio.Event()
-        self._ended = asyncio.Event()  # set whenever a running job leaves _running
+        # For posters waiting for a spare core: set when a job leaves _running and when
+        # the claiming loop has looked for the next; `_settled` is false in between, while
+        # the slot a job freed is about to be taken.
+        self._changed = asyncio.Event()
+        self._settled = True
         self._loop_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._abandon = False  # the last shutdown stage: stop retrying records
@@ -150,6 +159,7 @@ class Pool:
         self._posters: dict[str, asyncio.Task[None]] = {}  # job id -> its poster being made
         self._posters_closed = False  # stopping: owed posters wait for the next start
         self._poster_recovery: asyncio.Task[None] | None = None
+        self._poster_turn = asyncio.Lock()  # one poster at a time
         # Held from a claim until its task is registered, and by cancels and deletes, so
         # that a cancel never falls between a claim and the start of its encode.
         self._claiming = asyncio.Lock()
@@ -227,8 +237,10 @@ class Pool:
                 while not self._stopping and not claimed:
                     self._wake.clear()
                     if await self._disk_low() or await self._broker_down():
+                        self._settle()  # nothing starts meanwhile
                         continue
                     claimed = await self._claim()
+                    self._settle()
                     if not claimed:
                         await self._wake.wait()
             finally:
@@ -294,6 +306,10 @@ class Pool:
             run.task = asyncio.create_task(self._run_job(run), name=f"job-{job.id}")
             return True
 
+    def _settle(self) -> None:
+        self._settled = True
+        self._changed.set()
+
     def _rank(self, job_id: str) -> tuple[int, bool]:
         """A running job's nice value, and whether it runs in the background: the
         oldest first, each later one behind it."""
@@ -339,9 +355,12 @@ class Pool:
             # been claimed again by a newer run.
             if self._running.get(run.job.id) is run:
                 del self._running[run.job.id]
-                self._ended.set()
             self._reprioritise()
+            # A claiming loop waiting for a slot takes this one: the count settles once it
+            # has looked for a queued job. (Otherwise it waits for a new job: settled.)
+            self._settled = not self._slots.wanted
             self._slots.release()
+            self._changed.set()
 
     def _outcome(self, run: _Running, elapsed: float) -> _Outcome:
         job_id, encode, stop = run.job.id, run.encode, run.stop
@@ -439,18 +458,21 @@ class Pool:
 
     # --- posters, after done ------------------------------------------------------
 
-    def _poster_later(self, job_id: str, duration: float) -> None:
+    def _poster_later(self, job_id: str, duration: float, *, wait: bool = True) -> None:
+        """Make the poster in a task; `wait` for a spare core first (see _spare_core)."""
         if self._posters_closed or job_id in self._posters:
             return  # still owed in the store: the next start makes it
-        task = asyncio.create_task(self._poster(job_id, duration), name=f"poster-{job_id}")
+        task = asyncio.create_task(self._poster(job_id, duration, wait), name=f"poster-{job_id}")
         self._posters[job_id] = task
         task.add_done_callback(lambda _: self._posters.pop(job_id, None))
 
-    async def _poster(self, job_id: str, duration: float) -> None:
+    async def _poster(self, job_id: str, duration: float, wait: bool) -> None:
         """Make a done job's poster, then record it (the hub publishes the job again)."""
         try:
-            await self._spare_core()
-            made = await self.encoder.make_poster(job_id, duration, nice=POSTER_NICE)
+            if wait:
+                await self._spare_core()
+            async with self._poster_turn:
+                made = await self.encoder.make_poster(job_id, duration, nice=ENCODE_NICE)
             await self.store.poster_made(job_id, made)
         except KeyError:  # deleted meanwhile: the poster belongs to nobody
             self.layout.poster(job_id).unlink(missing_ok=True)
@@ -461,17 +483,20 @@ class Pool:
 
     async def _spare_core(self) -> None:
         """Wait, at most POSTER_WAIT_MAX_S, until fewer encodes run here than there are
-        cores. An encode keeps about one core busy or more, so until then a poster would
-        only slow them: in a batch it waits for the tail, where the last encode leaves a
-        core idle, and the next result is not delayed by the last one's poster."""
+        cores. An encode keeps about one core busy or more, so
+        until then a poster would only slow them: in a batch (more files than cores) it
+        waits for the tail, where the last encode leaves a core idle."""
         if not self.encoder.runs_here:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + POSTER_WAIT_MAX_S
-        while len(self._running) >= CORES and (left := deadline - loop.time()) > 0:
-            self._ended.clear()
+        while not (self._settled and len(self._running) < CORES):
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ended.wait(), left)
+                await asyncio.wait_for(self._changed.wait(), left)
 
     async def _recover_posters(self) -> None:
         """At start-up: the posters a stop or a crash left owed. One a crash left made
@@ -497,7 +522,8 @@ class Pool:
                 log.warning("job %s: poster not recorded: %s", job.id, e)
                 continue
             duration = job.output.duration if job.output is not None else 0.0
-            self._poster_later(job.id, duration)
+            # Not waiting for a spare core: one at a time, they cost little.
+            self._poster_later(job.id, duration, wait=False)
             task = self._posters.get(job.id)
             if task is not None:
                 await asyncio.wait([task])  # one at a time: the queue's encodes come first
