@@ -588,10 +588,20 @@ def test_serve_says_which_config_it_uses(tmp_path):
     assert f"config: {path} (from $VIDD_CONFIG)" in log.read_text()
 
 
+# Runs a command as a terminal's foreground job does: SIGINT at its default. A suite
+# started in the background by a non-interactive shell (`make test &`) has SIGINT ignored,
+# and an ignored signal stays ignored across exec: `vidd submit` would never hear Ctrl-C.
+IN_THE_FOREGROUND = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
+)
+
+
 async def test_ctrl_c_stops_following_at_once(imitation, tmp_path):
     files = [str(video(tmp_path, f"hang-{n}.avi", 1000)) for n in "ab"]  # never end
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "vidd", "submit", *files, "--url", imitation.url, "--token", TOKEN,
+        sys.executable, "-c", IN_THE_FOREGROUND,
+        "-m", "vidd", "submit", *files, "--url", imitation.url, "--token", TOKEN,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     for _ in range(200):  # both uploaded and being followed
