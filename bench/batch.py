@@ -98,12 +98,12 @@ async def _bare_one(src: Path, out: Path) -> None:
         raise RuntimeError(f"bare HandBrakeCLI failed on {src.name} (exit code {code})")
 
 
-async def bare_batch(ctx: Context, parallel: int, files: int = FILES) -> dict[str, Any]:
+async def bare_batch(ctx: Context, parallel: int) -> dict[str, Any]:
     """The same files through bare HandBrakeCLI, `parallel` at a time."""
     clip = ctx.clip10()
     folder = ctx.workdir / f"bare-{parallel}"
     folder.mkdir(parents=True, exist_ok=True)
-    sources = [stage(clip, folder, f"clip-{i}.avi") for i in range(files)]
+    sources = [stage(clip, folder, f"clip-{i}.avi") for i in range(FILES)]
     queue = list(sources)
     ends: list[float] = []
     t0 = time.monotonic()

@@ -31,6 +31,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from . import disk, intake, shutdown
@@ -522,11 +523,9 @@ class Pool:
                 log.warning("job %s: poster not recorded: %s", job.id, e)
                 continue
             duration = job.output.duration if job.output is not None else 0.0
-            # Not waiting for a spare core: one at a time, they cost little.
+            # Not waiting for a spare core: made one at a time (_poster_turn), they cost
+            # little.
             self._poster_later(job.id, duration, wait=False)
-            task = self._posters.get(job.id)
-            if task is not None:
-                await asyncio.wait([task])  # one at a time: the queue's encodes come first
 
     async def _close_posters(self) -> None:
         """Stop making posters; the owed ones stay owed for the next start."""
@@ -551,7 +550,8 @@ class Pool:
             last_sent = t
             pending[:] = [x for x in pending if not x.done()]
             if len(pending) < 2:  # never pile up writes behind a slow disk
-                pending.append(asyncio.create_task(self._write_progress(job_id, p)))
+                write = partial(self.store.set_progress, job_id, p.progress, p.fps, p.eta_s)
+                pending.append(asyncio.create_task(self._best_effort(job_id, "progress", write)))
 
         return on_progress
 
@@ -560,23 +560,22 @@ class Pool:
         encode's scan finds them, not only with the done record."""
 
         def on_source(info: MediaInfo) -> None:
-            task = asyncio.create_task(self._write_source(job_id, info))
+            write = partial(self.store.set_source, job_id, info)
+            task = asyncio.create_task(self._best_effort(job_id, "source facts", write))
             self._source_writes.add(task)
             task.add_done_callback(self._source_writes.discard)
 
         return on_source
 
-    async def _write_source(self, job_id: str, info: MediaInfo) -> None:
+    async def _best_effort(
+        self, job_id: str, what: str, write: Callable[[], Awaitable[object]]
+    ) -> None:
+        """A running job's progress or source facts: the done record has them too, and
+        the end is what must be written, so a write the store refuses is only logged."""
         try:
-            await self.store.set_source(job_id, info)
-        except Exception as e:  # best effort, as progress: the done record has them too
-            log.debug("job %s: source facts not written: %s", job_id, e)
-
-    async def _write_progress(self, job_id: str, p: Progress) -> None:
-        try:
-            await self.store.set_progress(job_id, p.progress, p.fps, p.eta_s)
-        except Exception as e:  # progress is best effort; the end is what must be written
-            log.debug("job %s: progress not written: %s", job_id, e)
+            await write()
+        except Exception as e:
+            log.debug("job %s: %s not written: %s", job_id, what, e)
 
     # --- stopping a job ----------------------------------------------------------
 
