@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from vidd.child import Child
 from vidd.config import Config
 from vidd.encoder import Encoder
 from vidd.intake import Intake
@@ -122,11 +123,11 @@ async def test_sources_go_only_after_a_verified_output(
     assert (r.cfg.storage.videos_dir / f"{job.id}.mp4").exists()
 
 
-def nice_of(proc: asyncio.subprocess.Process) -> int:
+def nice_of(proc: Child) -> int:
     return os.getpriority(os.PRIO_PROCESS, proc.pid)
 
 
-def rank_of(proc: asyncio.subprocess.Process) -> tuple[int, bool]:
+def rank_of(proc: Child) -> tuple[int, bool]:
     """A running encode's nice value, and whether all its threads run in the background."""
     tasks = os.listdir(f"/proc/{proc.pid}/task")
     idle = {os.sched_getscheduler(int(t)) == os.SCHED_IDLE for t in tasks}

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from . import child
+from .child import Child
+
 # Variables a child must never inherit: systemd's notify socket and watchdog belong
 # to vidd alone.
 MAX_OUTPUT = 4 << 20  # bytes kept of each stream of a short command (a scan's JSON is ~10 KB)
@@ -77,7 +80,7 @@ async def spawn(
     stdout: int | None = asyncio.subprocess.PIPE,
     env: Mapping[str, str] | None = None,
     box: Box | None = None,
-) -> asyncio.subprocess.Process:
+) -> Child:
     """Start `args` in a process group of its own, at the given niceness (in the
     background, see set_priority, if asked).
 
@@ -90,14 +93,7 @@ async def spawn(
         argv, environment = box.command(args)
     else:
         argv, environment = [*_PREFIX, *args], child_env(env)
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=asyncio.subprocess.PIPE,
-        env=environment,
-        process_group=0,
-    )
+    proc = await child.start(argv, env=environment, stdout=stdout)
     if background:
         set_priority(proc, nice, background=True)
     elif nice:  # a new child has vidd's policy already: only its nice value to set
@@ -105,7 +101,7 @@ async def spawn(
     return proc
 
 
-def set_priority(proc: asyncio.subprocess.Process, nice: int, *, background: bool = False) -> bool:
+def set_priority(proc: Child, nice: int, *, background: bool = False) -> bool:
     """Set the scheduling of every thread of the child's process group: its nice value,
     and whether it runs in the background.
 
@@ -136,7 +132,7 @@ def set_priority(proc: asyncio.subprocess.Process, nice: int, *, background: boo
     return _set_nice(proc, nice)
 
 
-def _set_nice(proc: asyncio.subprocess.Process, nice: int) -> bool:
+def _set_nice(proc: Child, nice: int) -> bool:
     try:
         os.setpriority(os.PRIO_PGRP, proc.pid, max(0, min(19, nice)))
         return True
@@ -184,27 +180,24 @@ def can_move_up() -> bool:
     return answer[0]
 
 
-def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-
-
-async def stop(proc: asyncio.subprocess.Process, grace_s: float) -> int:
+async def stop(proc: Child, grace_s: float) -> int:
     """SIGTERM the group, SIGKILL it after `grace_s`, and reap. Returns the exit code."""
     if proc.returncode is None:
-        _signal_group(proc, signal.SIGTERM)
+        proc.signal_group(signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(proc.wait()), grace_s)
         except TimeoutError:
             pass
     # Kill the whole group even when the leader is gone: a grandchild may linger.
-    _signal_group(proc, signal.SIGKILL)
-    return await proc.wait()
+    proc.signal_group(signal.SIGKILL)
+    code = await proc.wait()
+    proc.close_pipes()
+    return code
 
 
-def kill_now(proc: asyncio.subprocess.Process) -> None:
+def kill_now(proc: Child) -> None:
     """For a forced exit: SIGKILL the group without waiting."""
-    _signal_group(proc, signal.SIGKILL)
+    proc.signal_group(signal.SIGKILL)
 
 
 async def run(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import children, disk, mp4, poster, probe, repackage
+from .child import Child
 from .config import Config, Profile
 from .encode_scan import EncodeScan
 from .job import Job, MediaInfo
@@ -139,7 +140,7 @@ class Priority:
 class _Run:
     """What one running encode has seen so far."""
 
-    proc: asyncio.subprocess.Process
+    proc: Child
     meter: ProgressMeter
     on_progress: Callable[[Progress], None]
     tail: deque[str]
@@ -247,7 +248,7 @@ class Encoder:
         return f"<Encoder running={len(self._runs)}>"
 
     @property
-    def running(self) -> dict[str, asyncio.subprocess.Process]:
+    def running(self) -> dict[str, Child]:
         """Each running encode's HandBrakeCLI process, by job id."""
         return {job_id: run.proc for job_id, run in self._runs.items()}
 
