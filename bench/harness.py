@@ -94,6 +94,22 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def cpu_seconds_with_children(pid: int) -> float:
+    """utime + stime of one process and of the children it has waited for."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        raw = f.read()
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return sum(int(x) for x in fields[11:15]) / CLK_TCK  # fields 14 to 17 of stat(5)
+
+
+def has_children(pid: int) -> bool:
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+            if f.read().strip():
+                return True
+    return False
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of one process (not of its waited-for children)."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:

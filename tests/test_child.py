@@ -8,6 +8,7 @@ turns of a start: before, while and after its pipes are connected.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import sys
 import threading
@@ -132,3 +133,18 @@ async def test_output_is_read_to_the_end_and_the_exit_code_kept():
 async def test_a_signal_ends_it_with_minus_the_signal():
     proc = await children.spawn(["sleep", "30"])
     assert await children.stop(proc, 5.0) == -15
+
+
+async def test_without_pidfds_a_thread_waits_for_the_exit(monkeypatch):
+    """A kernel before 5.3, or a seccomp filter that refuses pidfd_open."""
+
+    def refused(pid: int, flags: int = 0) -> int:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", refused)
+    proc = await children.spawn([sys.executable, "-c", "print('hi'); raise SystemExit(4)"])
+    assert proc.stdout is not None
+    assert await asyncio.wait_for(proc.stdout.read(), 10) == b"hi\n"
+    assert await asyncio.wait_for(proc.wait(), 10) == 4
+    code, out, _ = await children.run(["sleep", "0.1"], timeout_s=10)
+    assert (code, out) == (0, "")

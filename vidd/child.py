@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping, Sequence
 from typing import IO
 
@@ -35,10 +36,22 @@ class Child:
         self._transports: list[asyncio.BaseTransport] = []
         loop = asyncio.get_running_loop()
         self._exited: asyncio.Future[int] = loop.create_future()
-        # The pidfd turns readable when the child exits; the callback reaps it then.
-        self._pidfd = os.pidfd_open(popen.pid)
-        loop.add_reader(self._pidfd, self._reap)
         self._loop = loop
+        # The pidfd turns readable when the child exits; the callback reaps it then.
+        # Where there is none (a kernel before 5.3, or a seccomp filter that refuses
+        # it), a thread waits for the exit instead.
+        try:
+            self._pidfd: int | None = os.pidfd_open(popen.pid)
+        except OSError:
+            self._pidfd = None
+            name = f"wait-{popen.pid}"
+            threading.Thread(target=self._wait_in_thread, name=name, daemon=True).start()
+            return
+        try:
+            loop.add_reader(self._pidfd, self._reap)
+        except BaseException:
+            os.close(self._pidfd)
+            raise
 
     def __repr__(self) -> str:
         return f"<Child pid={self.pid} returncode={self.returncode}>"
@@ -68,11 +81,20 @@ class Child:
         return any(t.get_extra_info("pipe") is pipe for t in self._transports)
 
     def _reap(self) -> None:
+        assert self._pidfd is not None
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         code = self._popen.poll()
         if code is None:  # readable means exited; never expected, but never hang on it
             code = self._popen.wait()
+        self._exit_with(code)
+
+    def _wait_in_thread(self) -> None:
+        code = self._popen.wait()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+            self._loop.call_soon_threadsafe(self._exit_with, code)
+
+    def _exit_with(self, code: int) -> None:
         if not self._exited.done():
             self._exited.set_result(code)
 
@@ -88,6 +110,7 @@ class Child:
         transport, _ = await self._loop.connect_read_pipe(lambda: protocol, pipe)
         self._transports.append(transport)
         return reader
+
 
 async def start(argv: Sequence[str], *, env: Mapping[str, str], stdout: int | None) -> Child:
     """Start `argv` (never through a shell) in a new process group, stdin from
@@ -107,12 +130,26 @@ async def start(argv: Sequence[str], *, env: Mapping[str, str], stdout: int | No
     except BaseException:
         popen.kill()
         popen.wait()
+        for pipe in (popen.stdout, popen.stderr):
+            if pipe is not None:
+                pipe.close()
         raise
     try:
         await child._connect()
     except BaseException:
         child.close_pipes()
         child.signal_group(signal.SIGKILL)
-        await child.wait()
+        await _reaped(child)
         raise
     return child
+
+
+async def _reaped(child: Child) -> None:
+    """Wait for a killed child's exit, even through another cancel: it comes at once,
+    and a child left unreaped would outlive its owner."""
+    while True:
+        try:
+            await child.wait()
+            return
+        except asyncio.CancelledError:
+            continue
