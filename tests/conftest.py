@@ -13,6 +13,8 @@ from testkit.daemon import Daemon, start_daemon, write_config
 from testkit.media import make_clip
 from vidd import config as config_mod
 
+pytest_plugins = ["testkit.hang_report"]
+
 
 @pytest.fixture(scope="session")
 def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
