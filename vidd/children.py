@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from . import child
+from . import child, timeouts
 from .child import Child
 
 # Variables a child must never inherit: systemd's notify socket and watchdog belong
@@ -185,7 +185,7 @@ async def stop(proc: Child, grace_s: float) -> int:
     if proc.returncode is None:
         proc.signal_group(signal.SIGTERM)
         try:
-            await asyncio.wait_for(asyncio.shield(proc.wait()), grace_s)
+            await timeouts.wait_for(asyncio.shield(proc.wait()), grace_s)
         except TimeoutError:
             pass
     # Kill the whole group even when the leader is gone: a grandchild may linger.
@@ -219,7 +219,7 @@ async def run(
     proc = await spawn(args, nice=nice, box=box)
     assert proc.stdout is not None and proc.stderr is not None
     try:
-        out, err, _ = await asyncio.wait_for(
+        out, err, _ = await timeouts.wait_for(
             asyncio.gather(
                 _read_capped(proc.stdout, max_output, keep_end=False),
                 _read_capped(proc.stderr, max_output, keep_end=True),

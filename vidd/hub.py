@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import timeouts
 from .job import Job, Status
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,9 @@ class Subscriber:
             await asyncio.gather(task, return_exceptions=True)
         # A client that isn't reading can stall the closing handshake too.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.socket.close(code=code, message=reason.encode()[:120]), 2.0)
+            await timeouts.wait_for(
+                self.socket.close(code=code, message=reason.encode()[:120]), 2.0
+            )
 
 
 class Hub:

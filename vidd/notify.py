@@ -9,6 +9,8 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 
+from . import timeouts
+
 log = logging.getLogger(__name__)
 
 # sockaddr_un.sun_path is 108 bytes; a longer NOTIFY_SOCKET can't be a real socket.
@@ -86,7 +88,7 @@ class Notifier:
 
     async def _check(self, healthy: Callable[[], Awaitable[bool]], timeout: float) -> bool:
         try:
-            ok = await asyncio.wait_for(healthy(), timeout)
+            ok = await timeouts.wait_for(healthy(), timeout)
         except TimeoutError:
             log.warning(
                 "health check took longer than %.1f s; withholding the watchdog ping", timeout

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from . import disk, intake, shutdown
+from . import disk, intake, shutdown, timeouts
 from .config import Config
 from .dispatch import DispatchFailed
 from .encoder import EncodeFailed, EncodeResult, JobEncoder, Priority
@@ -497,7 +497,7 @@ class Pool:
                 return
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+                await timeouts.wait_for(self._changed.wait(), left)
 
     async def _recover_posters(self) -> None:
         """At start-up: the posters a stop or a crash left owed. One a crash left made

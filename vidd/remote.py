@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import mp4, probe
+from . import mp4, probe, timeouts
 from .attempts import LIVE, Attempt, Attempts, State
 from .broker import BrokerWatch
 from .celery_app import Dispatch
@@ -317,7 +317,7 @@ class RemoteEncoder:
                         return None
                     timeout = RECORD_WAIT_S
             try:
-                return await asyncio.wait_for(asyncio.shield(w.outcome), timeout)
+                return await timeouts.wait_for(asyncio.shield(w.outcome), timeout)
             except TimeoutError:
                 continue
 
@@ -537,7 +537,7 @@ class RemoteEncoder:
             )
             log.info("job %s: output of worker %s verified (%d bytes)", job.id, w.worker,
                      output.size)  # fmt: skip
-            return await asyncio.wait_for(asyncio.shield(recorded), RECORD_WAIT_S)
+            return await timeouts.wait_for(asyncio.shield(recorded), RECORD_WAIT_S)
         finally:
             self._recorded.pop(job.id, None)
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from . import children, disk
+from . import children, disk, timeouts
 from .config import Config
 from .dispatch import CeleryDispatcher, Dispatcher
 from .encoder import Encoder
@@ -102,7 +102,7 @@ class Services:
     async def _check(self) -> list[str]:
         found = list(self.pool.problems())
         try:
-            await asyncio.wait_for(self.store.check_writable(), HEALTH_TIMEOUT_S)
+            await timeouts.wait_for(self.store.check_writable(), HEALTH_TIMEOUT_S)
         except Exception:  # locked, read-only, full or closed: the words say enough
             found.append("the database does not take writes")
         if shutil.which(self.config.encode.handbrake) is None:

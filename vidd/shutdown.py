@@ -3,11 +3,11 @@ the systemd unit's TimeoutStopSec, with a margin; a test holds them to it."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
 
+from . import timeouts
 from .config import Config
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ async def run(stage: Stage, work: Awaitable[object]) -> bool:
     """Run one stage within its limit; False (and a log line) if it ran out of time."""
     log.debug("shutdown: %s (up to %g s)", stage.name, stage.timeout_s)
     try:
-        await asyncio.wait_for(work, stage.timeout_s)
+        await timeouts.wait_for(work, stage.timeout_s)
         return True
     except TimeoutError:
         log.warning("shutdown: %s took longer than %g s; going on", stage.name, stage.timeout_s)

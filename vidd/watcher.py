@@ -33,7 +33,7 @@ from pathlib import Path
 
 from watchfiles import Change, awatch
 
-from . import lease
+from . import lease, timeouts
 from .arrivals import Arrivals
 from .config import Config
 from .intake import Intake, clean_name
@@ -318,7 +318,7 @@ class Watcher:
         period = max(self.config.watch.rescan_seconds, 0.5)
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._rescan_now.wait(), period)
+                await timeouts.wait_for(self._rescan_now.wait(), period)
             self._rescan_now.clear()
             try:
                 st = self.inbox.stat()
@@ -344,7 +344,7 @@ class Watcher:
     async def _poll_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poll_now.wait(), TICK_S)
+                await timeouts.wait_for(self._poll_now.wait(), TICK_S)
             self._poll_now.clear()
             try:
                 self._poll()

@@ -25,6 +25,7 @@ from typing import TypeVar
 
 import aiohttp
 
+from . import timeouts
 from .celery_app import Dispatch
 from .config import Config, Encode, Profile, Storage, Watch
 from .encoder import EncodeFailed, Encoder
@@ -100,7 +101,7 @@ class Heartbeat:
             first, self._dirty, last_post = False, False, clock
             left = self.lease_s - (clock - last_ok)
             try:
-                await asyncio.wait_for(
+                await timeouts.wait_for(
                     self._client.progress(*self._latest), max(0.5, min(self.idle_s, left))
                 )
                 self.posted += 1
@@ -120,7 +121,7 @@ class Heartbeat:
 
 async def _wait_event(event: asyncio.Event, timeout_s: float) -> None:
     try:
-        await asyncio.wait_for(event.wait(), timeout_s)
+        await timeouts.wait_for(event.wait(), timeout_s)
     except TimeoutError:
         pass
 
@@ -257,7 +258,7 @@ class _Run:
                 "source_unreadable", f"the source could not be fetched: {e}", ""
             )
         try:
-            result = await asyncio.wait_for(
+            result = await timeouts.wait_for(
                 Encoder(self.config, self.layout).run(self.job, self.on_progress),
                 self.settings.max_encode_s,
             )

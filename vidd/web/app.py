@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import WSCloseCode, web
 
+from .. import timeouts
 from ..config import Config
 from ..dispatch import Dispatcher
 from ..hub import Hub
@@ -115,7 +116,7 @@ def _websocket_closer(timeout_s: float) -> Callable[[web.Application], Awaitable
         Concurrently and bounded: a client that doesn't read must not stall the stop."""
         sockets: weakref.WeakSet[web.WebSocketResponse] = app[WEBSOCKETS]
         closes = [
-            asyncio.wait_for(
+            timeouts.wait_for(
                 sock.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down"),
                 timeout_s,
             )

@@ -10,6 +10,7 @@ succeeded, and tus clients treat any error answer as a failed upload to retry.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
@@ -202,7 +203,8 @@ async def _write(request: web.Request, upload_id: str, offset: int) -> tuple[Upl
     async def read() -> bytes:
         """Up to CHUNK bytes: small network pieces gathered into one write. When the
         body breaks off, what was gathered is still returned (and kept); the error
-        comes with the next call."""
+        comes with the next call. So does a cancel: aiohttp cancels the handler when
+        the client goes away, just as the last bytes arrive."""
         if failed:
             raise failed[0]
         buf = bytearray()
@@ -212,7 +214,7 @@ async def _write(request: web.Request, upload_id: str, offset: int) -> tuple[Upl
                 if not piece:
                     break
                 buf += piece
-        except Exception as e:
+        except (Exception, asyncio.CancelledError) as e:
             buf += _leftover(request.content)
             if not buf:
                 raise

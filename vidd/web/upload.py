@@ -26,7 +26,7 @@ from aiohttp import (
 )
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError
 
-from .. import disk, probe
+from .. import disk, probe, timeouts
 from ..intake import QueueFull, clean_name
 from ..job import Job, Status
 from ..words import plain
@@ -325,7 +325,7 @@ class Pace:
 
     async def next(self, read: Awaitable[bytes]) -> bytes:
         try:
-            chunk = await asyncio.wait_for(read, self.timeout_s)
+            chunk = await timeouts.wait_for(read, self.timeout_s)
         except TimeoutError:
             raise ApiError(
                 408, "too_slow", f"the upload stopped for {self.timeout_s:g} s"
