@@ -94,12 +94,16 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
-def cpu_seconds_with_children(pid: int) -> float:
-    """utime + stime of one process and of the children it has waited for."""
+def _cpu_ticks(pid: int) -> list[int]:
+    """utime, stime, cutime and cstime of one process (fields 14 to 17 of stat(5))."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         raw = f.read()
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return sum(int(x) for x in fields[11:15]) / CLK_TCK  # fields 14 to 17 of stat(5)
+    return [int(x) for x in raw[raw.rindex(")") + 2 :].split()[11:15]]
+
+
+def cpu_seconds_with_children(pid: int) -> float:
+    """utime + stime of one process and of the children it has waited for."""
+    return sum(_cpu_ticks(pid)) / CLK_TCK
 
 
 def has_children(pid: int) -> bool:
@@ -112,10 +116,7 @@ def has_children(pid: int) -> bool:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of one process (not of its waited-for children)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        raw = f.read()
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+    return sum(_cpu_ticks(pid)[:2]) / CLK_TCK
 
 
 class RssSampler:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from testkit.procs import live_processes
 from vidd.celery_app import QUEUE, TASK_NAME, make_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,19 +96,8 @@ def send(broker_url: str, kwargs: dict[str, Any], task_id: str) -> None:
 
 def handbrake_pids(folder: Path) -> list[int]:
     """The HandBrakeCLI processes whose command line names a file under `folder`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if argv and argv[0].endswith(b"HandBrakeCLI") and str(folder).encode() in b" ".join(argv):
-            try:
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if state != "Z":
-                found.append(int(entry.name))
-    return found
+    return [
+        pid
+        for pid, argv in live_processes()
+        if argv[0].endswith(b"HandBrakeCLI") and str(folder).encode() in b" ".join(argv)
+    ]

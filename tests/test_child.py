@@ -13,11 +13,11 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from testkit.procs import live_processes
 from vidd import children
 from vidd.child import Child
 
@@ -26,19 +26,7 @@ TURNS = range(8)  # a start takes 3 or 4 turns of the loop; cancel at each, and 
 
 def alive_with(marker: str) -> list[int]:
     """The pids of processes (not zombies) whose command line holds `marker`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker.encode() not in (entry / "cmdline").read_bytes():
-                continue
-            state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != b"Z":
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, argv in live_processes() if marker.encode() in b" ".join(argv)]
 
 
 def in_own_loop(main: Callable[[], Coroutine[Any, Any, None]], within: float = 10.0) -> None:

@@ -73,12 +73,7 @@ class Child:
         """Stop reading the child's output. What was read stays readable."""
         for transport in self._transports:
             transport.close()
-        for pipe in (self._popen.stdout, self._popen.stderr):
-            if pipe is not None and not pipe.closed and not self._connected(pipe):
-                pipe.close()
-
-    def _connected(self, pipe: IO[bytes]) -> bool:
-        return any(t.get_extra_info("pipe") is pipe for t in self._transports)
+        _close_files(self._popen)  # those not connected yet (a second close does nothing)
 
     def _reap(self) -> None:
         assert self._pidfd is not None
@@ -130,9 +125,7 @@ async def start(argv: Sequence[str], *, env: Mapping[str, str], stdout: int | No
     except BaseException:
         popen.kill()
         popen.wait()
-        for pipe in (popen.stdout, popen.stderr):
-            if pipe is not None:
-                pipe.close()
+        _close_files(popen)
         raise
     try:
         await child._connect()
@@ -153,3 +146,9 @@ async def _reaped(child: Child) -> None:
             return
         except asyncio.CancelledError:
             continue
+
+
+def _close_files(popen: subprocess.Popen[bytes]) -> None:
+    for pipe in (popen.stdout, popen.stderr):
+        if pipe is not None:
+            pipe.close()

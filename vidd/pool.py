@@ -24,7 +24,6 @@ start makes it (or adopts the one a crash left).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import os
@@ -484,9 +483,9 @@ class Pool:
 
     async def _spare_core(self) -> None:
         """Wait, at most POSTER_WAIT_MAX_S, until fewer encodes run here than there are
-        cores. An encode keeps about one core busy or more, so
-        until then a poster would only slow them: in a batch (more files than cores) it
-        waits for the tail, where the last encode leaves a core idle."""
+        cores. An encode keeps about one core busy or more, so until then a poster would
+        only slow them: in a batch (more files than cores) it waits for the tail, where
+        the last encode leaves a core idle."""
         if not self.encoder.runs_here:
             return
         loop = asyncio.get_running_loop()
@@ -496,8 +495,7 @@ class Pool:
             if left <= 0:
                 return
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await timeouts.wait_for(self._changed.wait(), left)
+            await timeouts.wait_event(self._changed, left)
 
     async def _recover_posters(self) -> None:
         """At start-up: the posters a stop or a crash left owed. One a crash left made

@@ -21,3 +21,12 @@ async def wait_for(awaitable: Awaitable[T], timeout_s: float | None) -> T:
     with the awaitable cancelled."""
     async with asyncio.timeout(timeout_s):
         return await awaitable
+
+
+async def wait_event(event: asyncio.Event, timeout_s: float | None) -> None:
+    """Wait until `event` is set, at most `timeout_s` seconds; no error when the time runs
+    out (the caller looks again)."""
+    try:
+        await wait_for(event.wait(), timeout_s)
+    except TimeoutError:
+        pass

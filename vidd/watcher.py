@@ -317,8 +317,7 @@ class Watcher:
         """Catch missed events, and re-arm if the inbox was replaced or the watch died."""
         period = max(self.config.watch.rescan_seconds, 0.5)
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await timeouts.wait_for(self._rescan_now.wait(), period)
+            await timeouts.wait_event(self._rescan_now, period)
             self._rescan_now.clear()
             try:
                 st = self.inbox.stat()
@@ -343,8 +342,7 @@ class Watcher:
 
     async def _poll_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await timeouts.wait_for(self._poll_now.wait(), TICK_S)
+            await timeouts.wait_event(self._poll_now, TICK_S)
             self._poll_now.clear()
             try:
                 self._poll()

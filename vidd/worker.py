@@ -96,7 +96,7 @@ class Heartbeat:
                 if self._dirty:
                     await asyncio.sleep(due - clock)
                 else:
-                    await _wait_event(self._changed, due - clock)
+                    await timeouts.wait_event(self._changed, due - clock)
                 continue
             first, self._dirty, last_post = False, False, clock
             left = self.lease_s - (clock - last_ok)
@@ -117,13 +117,6 @@ class Heartbeat:
                     log.warning("heartbeat: %s", str(e) or "timed out")
             if time.monotonic() - last_ok >= self.lease_s:
                 return f"no heartbeat reached the front for {self.lease_s:g} s"
-
-
-async def _wait_event(event: asyncio.Event, timeout_s: float) -> None:
-    try:
-        await timeouts.wait_for(event.wait(), timeout_s)
-    except TimeoutError:
-        pass
 
 
 class FrontAway(Exception):
